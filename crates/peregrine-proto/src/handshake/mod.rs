@@ -1,0 +1,1 @@
+//! The opening handshake (placeholder until the module lands).
