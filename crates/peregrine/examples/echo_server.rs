@@ -1,0 +1,39 @@
+//! An echo server: `echo_server 127.0.0.1:9001 [--single-thread]`.
+//!
+//! Every text and binary message is sent back. This is the server the
+//! Autobahn fuzzing client and the benchmarks talk to.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:9001".into())
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}")))?;
+    let single_thread = args.any(|a| a == "--single-thread" || a == "--current-thread");
+    let runtime = if single_thread {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
+    runtime.block_on(serve(addr))
+}
+
+async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    eprintln!("echo server listening on ws://{}", listener.local_addr()?);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            tcp.set_nodelay(true)?;
+            let ws = peregrine::accept(tcp).await?;
+            common::echo(ws).await
+        });
+    }
+}

@@ -1,0 +1,298 @@
+//! The glue between a transport and a [`Connection`]: read into its buffer,
+//! take events, write out its output. Everything here is poll-based so the
+//! whole and the split socket share it.
+//!
+//! Wakers are passed explicitly: the read side always polls the transport with
+//! the reader's waker, the write side with a waker that the split socket makes
+//! wake both halves (the reader also writes pongs and close replies, and a
+//! transport keeps only one write waker).
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::Buf;
+use peregrine_proto::{CloseCode, Connection, Event, Message, Role};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::Config;
+use crate::error::{Error, Result, TimeoutKind};
+use crate::keepalive::{Keepalive, Tick};
+
+/// Read buffer size after the first byte arrives.
+const READ_CHUNK: usize = 8 << 10;
+/// Reads are sized by what the frame in progress still needs, up to this
+/// without regard to what arrived so far; past it, the buffer at most doubles
+/// per read, so a peer cannot make us allocate by declaring a length.
+const EAGER_READ: usize = 64 << 10;
+/// An idle connection holds no read buffer: its first read after idling goes
+/// to the stack, and a heap buffer is only taken when bytes arrive.
+const STACK_READ: usize = 4 << 10;
+/// Most slices written in one vectored write.
+const MAX_IOVECS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Reading and writing.
+    Open,
+    /// The close handshake is over or the connection failed: flush, then end TCP.
+    Finishing,
+    /// Nothing more to do; the stream yields `None`.
+    Done,
+}
+
+#[derive(Debug)]
+pub(crate) struct Driver<S> {
+    io: S,
+    pub(crate) conn: Connection,
+    keepalive: Keepalive,
+    stage: Stage,
+    close_timeout: std::time::Duration,
+    write_high_water: usize,
+    /// An error to report once the connection has ended (1006, timeouts).
+    final_error: Option<Error>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(io: S, role: Role, config: &Config) -> Self {
+        Self {
+            io,
+            conn: Connection::with_limits(role, config.limits),
+            keepalive: Keepalive::new(config.ping_interval, config.ping_timeout),
+            stage: Stage::Open,
+            close_timeout: config.close_timeout,
+            write_high_water: config.write_high_water,
+            final_error: None,
+        }
+    }
+
+    /// Bytes that arrived with the handshake and belong to the first frames.
+    pub(crate) fn prime(&mut self, leftover: &[u8]) {
+        if !leftover.is_empty() {
+            self.conn.receive(leftover);
+            self.keepalive.on_receive();
+        }
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Decodes an event from bytes already received, without any I/O.
+    pub(crate) fn try_next_event(&mut self) -> Option<Result<Event>> {
+        if self.stage != Stage::Open {
+            return None;
+        }
+        match self.conn.next_event()? {
+            Ok(event) => Some(Ok(event)),
+            Err(e) => {
+                self.keepalive.start_close_timer(self.close_timeout);
+                Some(Err(Error::Protocol(e)))
+            }
+        }
+    }
+
+    /// The next event: decodes buffered bytes first, and only reads when none
+    /// is complete; runs keepalive and the close handshake as it goes.
+    pub(crate) fn poll_next_event(&mut self, read: &Waker, write: &Waker) -> Poll<Option<Result<Event>>> {
+        loop {
+            match self.stage {
+                Stage::Done => return Poll::Ready(self.final_error.take().map(Err)),
+                Stage::Finishing => {
+                    ready!(self.poll_finish(read, write));
+                    continue;
+                }
+                Stage::Open => {}
+            }
+            if let Some(event) = self.try_next_event() {
+                // Pongs and close replies go out with the next write; try now
+                // without waiting, so a reader alone keeps the peer answered.
+                if self.conn.output().has_remaining() {
+                    if let Poll::Ready(Err(e)) = self.poll_write_output(write) {
+                        self.abort(Error::Io(e));
+                    }
+                }
+                return Poll::Ready(Some(event));
+            }
+            if self.conn.should_close_transport() || self.conn.is_closed() || self.conn.failure().is_some() {
+                self.begin_finish();
+                continue;
+            }
+            if self.conn.output().has_remaining() {
+                if let Poll::Ready(Err(e)) = self.poll_write_output(write) {
+                    return Poll::Ready(Some(Err(self.abort(Error::Io(e)))));
+                }
+            }
+            if let Poll::Ready(tick) = self.keepalive.poll_tick(&mut Context::from_waker(read)) {
+                match tick {
+                    Tick::SendPing => {
+                        // Idle for a whole interval: also give back the buffers.
+                        self.conn.release_idle_buffers();
+                        let _ = self.conn.send(Message::Ping(bytes::Bytes::from_static(b"peregrine")));
+                    }
+                    Tick::TimedOut(kind) => return Poll::Ready(Some(Err(self.abort(Error::Timeout(kind))))),
+                }
+                continue;
+            }
+            match ready!(self.poll_read(read)) {
+                Ok(0) => {
+                    self.conn.receive_eof();
+                    if self.conn.close_received().is_none() && self.conn.failure().is_none() {
+                        return Poll::Ready(Some(Err(self.abort(Error::AbnormalClosure))));
+                    }
+                }
+                Ok(_) => self.keepalive.on_receive(),
+                Err(e) => return Poll::Ready(Some(Err(self.abort(Error::Io(e))))),
+            }
+        }
+    }
+
+    /// Ends the connection at once after a fatal error: best-effort write of
+    /// any close frame, then the stream ends. Returns the error to report now.
+    fn abort(&mut self, error: Error) -> Error {
+        if matches!(error, Error::Timeout(TimeoutKind::Keepalive)) && !self.conn.close_sent() {
+            let _ = self.conn.close(CloseCode::GOING_AWAY, "keepalive ping timeout");
+        }
+        self.stage = Stage::Finishing;
+        // Reading is over; the remaining finish only flushes and shuts down.
+        self.conn.receive_eof();
+        error
+    }
+
+    fn begin_finish(&mut self) {
+        self.keepalive.start_close_timer(self.close_timeout);
+        self.stage = Stage::Finishing;
+    }
+
+    /// Flush, then end TCP. The server (or anyone after EOF or a failure
+    /// as server) shuts down at once; a client waits for the server's EOF so
+    /// that the server holds TIME_WAIT, until the close timeout.
+    fn poll_finish(&mut self, read: &Waker, write: &Waker) -> Poll<()> {
+        if let Poll::Ready(Tick::TimedOut(TimeoutKind::Close)) =
+            self.keepalive.poll_tick(&mut Context::from_waker(read))
+        {
+            if self.final_error.is_none() && !self.conn.is_closed() {
+                self.final_error = Some(Error::Timeout(TimeoutKind::Close));
+            }
+            self.stage = Stage::Done;
+            return Poll::Ready(());
+        }
+        if self.conn.output().has_remaining() && ready!(self.poll_write_output(write)).is_err() {
+            self.stage = Stage::Done;
+            return Poll::Ready(());
+        }
+        if !self.conn.should_close_transport() {
+            // Client: discard input until the server closes TCP.
+            loop {
+                self.conn.read_buffer().clear();
+                match ready!(self.poll_read(read)) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(&mut Context::from_waker(write)));
+        self.stage = Stage::Done;
+        Poll::Ready(())
+    }
+
+    fn poll_read(&mut self, read: &Waker) -> Poll<io::Result<usize>> {
+        let mut cx = Context::from_waker(read);
+        let wanted = self.conn.bytes_wanted();
+        let buf = self.conn.read_buffer();
+        if buf.capacity() == 0 {
+            let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+            let mut stack = ReadBuf::uninit(&mut stack);
+            ready!(Pin::new(&mut self.io).poll_read(&mut cx, &mut stack))?;
+            let filled = stack.filled();
+            if !filled.is_empty() {
+                buf.reserve(READ_CHUNK.max(filled.len()));
+                buf.extend_from_slice(filled);
+            }
+            return Poll::Ready(Ok(filled.len()));
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(wanted.clamp(READ_CHUNK, EAGER_READ.max(buf.len())));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, buf)
+    }
+
+    /// Writes out everything pending, in vectored writes.
+    pub(crate) fn poll_write_output(&mut self, write: &Waker) -> Poll<io::Result<()>> {
+        let mut cx = Context::from_waker(write);
+        let vectored = self.io.is_write_vectored();
+        let output = self.conn.output();
+        while output.has_remaining() {
+            let written = if vectored {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = output.chunks_vectored(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(&mut cx, &slices[..n]))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(&mut cx, output.chunk()))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            output.advance(written);
+        }
+        Pin::new(&mut self.io).poll_flush(&mut cx)
+    }
+
+    /// Ready to queue another message: waits while the output is over the
+    /// high-water mark.
+    pub(crate) fn poll_ready(&mut self, write: &Waker) -> Poll<Result<()>> {
+        if self.stage != Stage::Open || self.conn.close_sent() {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if self.conn.output().remaining() >= self.write_high_water {
+            ready!(self.poll_write_output(write))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
+        if self.stage != Stage::Open {
+            return Err(Error::Closed);
+        }
+        let closing = matches!(message, Message::Close(_));
+        self.conn.send(message)?;
+        if closing {
+            self.keepalive.start_close_timer(self.close_timeout);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn send_fragment(&mut self, kind: peregrine_proto::DataKind, payload: bytes::Bytes, fin: bool) -> Result<()> {
+        if self.stage != Stage::Open {
+            return Err(Error::Closed);
+        }
+        Ok(self.conn.send_fragment(kind, payload, fin)?)
+    }
+
+    pub(crate) fn poll_flush(&mut self, write: &Waker) -> Poll<Result<()>> {
+        Poll::Ready(ready!(self.poll_write_output(write)).map_err(Error::Io))
+    }
+
+    /// Sends a close frame (normal closure unless one was sent) and flushes.
+    pub(crate) fn poll_close_send(&mut self, write: &Waker) -> Poll<Result<()>> {
+        if self.stage == Stage::Open && !self.conn.close_sent() {
+            let _ = self.conn.close(CloseCode::NORMAL, "");
+            self.keepalive.start_close_timer(self.close_timeout);
+        }
+        if self.stage == Stage::Done {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush(write)
+    }
+
+    /// Queues a close frame with a code and reason.
+    pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if self.stage != Stage::Open {
+            return Ok(());
+        }
+        self.conn.close(code, reason)?;
+        self.keepalive.start_close_timer(self.close_timeout);
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! Read and write halves of a [`WebSocket`](crate::WebSocket) for two tasks.
+//!
+//! Both halves share the driver behind a mutex that is held only inside a
+//! poll call, never across an await. The read half also writes (pongs, close
+//! replies), and a transport remembers a single write waker, so every write
+//! is polled with a waker that wakes both halves: whichever task the
+//! transport wakes, the other one is not stranded.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+
+use atomic_waker::AtomicWaker;
+use futures_core::Stream;
+use futures_sink::Sink;
+use peregrine_proto::{CloseCode, Event, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Default)]
+struct BothWakers {
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl Wake for BothWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.reader.wake();
+        self.writer.wake();
+    }
+}
+
+#[derive(Debug)]
+struct Shared<S> {
+    driver: Mutex<Driver<S>>,
+    wakers: Arc<BothWakers>,
+    write_waker: Waker,
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, Driver<S>> {
+        // A panic while holding the lock leaves the driver in a state that is
+        // still memory-safe; keep going rather than poisoning both halves.
+        self.driver.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub(crate) fn split<S>(driver: Driver<S>) -> (WebSocketReader<S>, WebSocketWriter<S>) {
+    let wakers = Arc::new(BothWakers::default());
+    let shared = Arc::new(Shared { driver: Mutex::new(driver), write_waker: Waker::from(wakers.clone()), wakers });
+    (WebSocketReader { shared: shared.clone() }, WebSocketWriter { shared })
+}
+
+/// The read half: a [`Stream`] of messages.
+#[derive(Debug)]
+pub struct WebSocketReader<S> {
+    shared: Arc<Shared<S>>,
+}
+
+/// The write half: a [`Sink`] of messages.
+#[derive(Debug)]
+pub struct WebSocketWriter<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
+    /// The next message; `None` once the connection has ended.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        self.shared.wakers.reader.register(cx.waker());
+        let mut driver = self.shared.lock();
+        driver.poll_next_event(cx.waker(), &self.shared.write_waker).map(|event| {
+            event.map(|event| {
+                event.map(|event| match event {
+                    Event::Message(message) => message,
+                    Event::Fragment(fragment) => Message::Binary(fragment.payload),
+                })
+            })
+        })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
+    fn poll_with<T>(&self, cx: &mut Context<'_>, f: impl FnOnce(&mut Driver<S>, &Waker) -> Poll<T>) -> Poll<T> {
+        self.shared.wakers.writer.register(cx.waker());
+        let mut driver = self.shared.lock();
+        f(&mut driver, &self.shared.write_waker)
+    }
+
+    /// Sends a message and flushes it.
+    pub async fn send(&mut self, message: Message) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message; waits only while the write buffer is over its
+    /// high-water mark.
+    pub async fn feed(&mut self, message: Message) -> Result<()> {
+        poll_fn(|cx| self.poll_with(cx, |d, w| d.poll_ready(w))).await?;
+        self.shared.lock().start_send(message)
+    }
+
+    /// Writes out everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_with(cx, |d, w| d.poll_flush(w))).await
+    }
+
+    /// Sends a close frame and flushes it; the read half ends once the peer
+    /// answers (or the close timeout passes).
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.shared.lock().start_close(code, reason)?;
+        self.flush().await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
+    type Item = Result<Message>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
+    type Error = Error;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_with(cx, |d, w| d.poll_ready(w))
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.shared.lock().start_send(item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_with(cx, |d, w| d.poll_flush(w))
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_with(cx, |d, w| d.poll_close_send(w))
+    }
+}

@@ -1,0 +1,249 @@
+//! TLS for `wss://` on both sides, through rustls.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::{Error, Result};
+
+/// Client-side TLS settings for `wss://`.
+///
+/// ```
+/// # fn run(ca_pem: &[u8]) -> peregrine::Result<()> {
+/// let connector = peregrine::tls::TlsConnector::builder().webpki_roots().ca_pem(ca_pem)?.build()?;
+/// # let _ = connector; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsConnector {
+    config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector").finish_non_exhaustive()
+    }
+}
+
+impl TlsConnector {
+    /// Trusts the Mozilla root certificates bundled in `webpki-roots`.
+    pub fn webpki_roots() -> Result<Self> {
+        Self::builder().webpki_roots().build()
+    }
+
+    /// Starts a connector with an empty trust store.
+    pub fn builder() -> TlsConnectorBuilder {
+        TlsConnectorBuilder { roots: RootCertStore::empty(), client_auth: None, insecure: false }
+    }
+
+    /// Uses a rustls configuration you built yourself.
+    #[must_use]
+    pub fn from_config(config: Arc<ClientConfig>) -> Self {
+        Self { config }
+    }
+
+    /// Performs the TLS handshake with SNI set to `host`.
+    pub async fn connect<S>(&self, host: &str, io: S) -> Result<tokio_rustls::client::TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| Error::Url(format!("{host} is not a valid TLS server name")))?;
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        connector.connect(name, io).await.map_err(tls_io_error)
+    }
+}
+
+/// Builds a [`TlsConnector`].
+#[must_use]
+pub struct TlsConnectorBuilder {
+    roots: RootCertStore,
+    client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    insecure: bool,
+}
+
+impl std::fmt::Debug for TlsConnectorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnectorBuilder").field("roots", &self.roots.len()).finish_non_exhaustive()
+    }
+}
+
+impl TlsConnectorBuilder {
+    /// Trusts the bundled Mozilla roots (`webpki-roots`).
+    pub fn webpki_roots(mut self) -> Self {
+        self.roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        self
+    }
+
+    /// Trusts the operating system's certificate store.
+    pub fn native_roots(mut self) -> Self {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = self.roots.add(cert);
+        }
+        self
+    }
+
+    /// Trusts the CA certificates in a PEM file's contents.
+    pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self> {
+        for cert in rustls_pemfile::certs(&mut &*pem) {
+            self.roots.add(cert?).map_err(Error::Tls)?;
+        }
+        Ok(self)
+    }
+
+    /// Presents a client certificate (chain and key, PEM).
+    pub fn client_cert_pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        self.client_auth = Some((load_certs(cert_pem)?, load_key(key_pem)?));
+        Ok(self)
+    }
+
+    /// Accepts any server certificate. For debugging against self-signed
+    /// servers only: it removes all protection against interception.
+    pub fn danger_accept_invalid_certs(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Finishes the connector.
+    pub fn build(self) -> Result<TlsConnector> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(Error::Tls)?;
+        let builder = if self.insecure {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCert(provider())))
+        } else {
+            builder.with_root_certificates(self.roots)
+        };
+        let config = match self.client_auth {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(Error::Tls)?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(TlsConnector { config: Arc::new(config) })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server-side TLS: wraps accepted TCP connections.
+///
+/// ```no_run
+/// # async fn run() -> peregrine::Result<()> {
+/// let acceptor = peregrine::tls::TlsAcceptor::from_pem(
+///     &std::fs::read("cert.pem")?,
+///     &std::fs::read("key.pem")?,
+/// )?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let tls = acceptor.accept(tcp).await?;
+/// let ws = peregrine::accept(tls).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    inner: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor").finish_non_exhaustive()
+    }
+}
+
+impl TlsAcceptor {
+    /// An acceptor presenting the certificate chain and private key in PEM.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(Error::Tls)?
+            .with_no_client_auth()
+            .with_single_cert(load_certs(cert_pem)?, load_key(key_pem)?)
+            .map_err(Error::Tls)?;
+        Ok(Self::from_config(Arc::new(config)))
+    }
+
+    /// Uses a rustls server configuration you built yourself.
+    #[must_use]
+    pub fn from_config(config: Arc<ServerConfig>) -> Self {
+        Self { inner: tokio_rustls::TlsAcceptor::from(config) }
+    }
+
+    /// Performs the server side of the TLS handshake.
+    pub async fn accept<S>(&self, io: S) -> Result<tokio_rustls::server::TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.inner.accept(io).await.map_err(tls_io_error)
+    }
+}
+
+fn load_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = rustls_pemfile::certs(&mut &*pem).collect::<io::Result<Vec<_>>>()?;
+    if certs.is_empty() {
+        return Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "no certificate found in the PEM data")));
+    }
+    Ok(certs)
+}
+
+fn load_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    rustls_pemfile::private_key(&mut &*pem)?
+        .ok_or_else(|| Error::Io(io::Error::new(io::ErrorKind::InvalidData, "no private key found in the PEM data")))
+}
+
+/// rustls reports TLS failures as I/O errors wrapping a `rustls::Error`.
+fn tls_io_error(error: io::Error) -> Error {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => Error::Tls(tls.clone()),
+        None => Error::Io(error),
+    }
+}
+
+mod insecure {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    /// Accepts every certificate, but still checks handshake signatures so
+    /// the TLS session itself is sound.
+    #[derive(Debug)]
+    pub(super) struct AcceptAnyCert(pub(super) Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyCert {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
