@@ -126,6 +126,7 @@ print("%d cases selected (cases=%s, exclude-cases=%s)" % (len(cases), json.dumps
 
 SERVER_PID=
 WSTEST_PID=
+FG_PID=
 declare -a TIMINGS=()
 
 log() { printf '[autobahn] %s\n' "$*"; }
@@ -159,6 +160,8 @@ stop_pid() {
 }
 
 cleanup() {
+    stop_pid "$FG_PID" "${FG_NAME:-foreground command}"
+    FG_PID=
     stop_pid "$SERVER_PID" echo_server
     SERVER_PID=
     stop_pid "$WSTEST_PID" "wstest fuzzingserver"
@@ -191,15 +194,21 @@ ensure_port_free() {
     fi
 }
 
-# run_logged LOGFILE CMD...: run CMD with output to LOGFILE (and to the terminal if AUTOBAHN_VERBOSE=1).
+# run_logged LOGFILE CMD...: run CMD with output to LOGFILE (and to the terminal if
+# AUTOBAHN_VERBOSE=1). CMD runs in the background and is waited for, so that a signal
+# to this script is handled at once (bash runs traps only between commands) and the
+# cleanup trap can stop CMD by its PID.
 run_logged() {
     local logfile=$1 rc=0
     shift
     if [[ ${AUTOBAHN_VERBOSE:-0} == 1 ]]; then
-        "$@" 2>&1 | tee "$logfile" || rc=$?
+        "$@" > >(tee "$logfile") 2>&1 &
     else
-        "$@" >"$logfile" 2>&1 || rc=$?
+        "$@" >"$logfile" 2>&1 &
     fi
+    FG_PID=$!
+    wait "$FG_PID" || rc=$?
+    FG_PID=
     return "$rc"
 }
 
@@ -286,13 +295,18 @@ prepare_spec() {
         | sed 's/^/[autobahn] /' || die "could not prepare $name spec (check AUTOBAHN_CASES / AUTOBAHN_EXCLUDE)"
 }
 
-build_example() {
-    local t
+# build_examples NAME...: one cargo invocation for all of them (the release profile
+# uses fat LTO, so building both examples at once saves a lot on 2 cores).
+build_examples() {
+    local t args=() name
+    for name in "$@"; do args+=(--example "$name"); done
     t=$(now)
-    log "cargo build --release -p peregrine --example $1"
-    (cd "$ROOT" && cargo build --release -p peregrine --example "$1")
-    [[ -x $EXAMPLES/$1 ]] || die "$EXAMPLES/$1 missing after build"
-    record "build $1" "$t"
+    log "cargo build --release -p peregrine ${args[*]}"
+    (cd "$ROOT" && cargo build --release -p peregrine "${args[@]}") || die "cargo build of the examples failed"
+    for name in "$@"; do
+        [[ -x $EXAMPLES/$name ]] || die "$EXAMPLES/$name missing after build"
+    done
+    record build "$t"
 }
 
 check_reports() { # check_reports SIDE
@@ -302,7 +316,6 @@ check_reports() { # check_reports SIDE
 
 run_server_side() {
     local t rc=0 serverlog=$LOGS/echo_server.log wslog=$LOGS/wstest-fuzzingclient.log
-    build_example echo_server
     prepare_spec fuzzingclient servers
     ensure_port_free "$SERVER_PORT"
     t=$(now)
@@ -310,8 +323,9 @@ run_server_side() {
     "$EXAMPLES/echo_server" "$HOST:$SERVER_PORT" >"$serverlog" 2>&1 &
     SERVER_PID=$!
     wait_port "$SERVER_PORT" "$SERVER_PID" echo_server "$serverlog"
-    (cd "$AB_DIR" && run_logged "$wslog" timeout "$TIMEOUT" \
-        "$VENV/bin/python" -c "$WSTEST_LAUNCHER" -m fuzzingclient -s "$LOGS/fuzzingclient.json") || rc=$?
+    FG_NAME="wstest fuzzingclient"
+    run_logged "$wslog" timeout "$TIMEOUT" \
+        "$VENV/bin/python" -c "$WSTEST_LAUNCHER" -m fuzzingclient -s "$LOGS/fuzzingclient.json" || rc=$?
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
         tail -n 40 "$serverlog" >&2 || true
         log "echo_server exited during the run (log: $serverlog)"
@@ -330,15 +344,14 @@ run_server_side() {
 
 run_client_side() {
     local t rc=0 wslog=$LOGS/wstest-fuzzingserver.log clientlog=$LOGS/autobahn_client.log
-    build_example autobahn_client
     prepare_spec fuzzingserver clients
     ensure_port_free "$CLIENT_PORT"
     t=$(now)
     log "client testing: $EXAMPLES/autobahn_client -> wstest -m fuzzingserver on $HOST:$CLIENT_PORT"
-    (cd "$AB_DIR" && exec "$VENV/bin/python" -c "$WSTEST_LAUNCHER" -m fuzzingserver -u 0 \
-        -s "$LOGS/fuzzingserver.json" >"$wslog" 2>&1) &
+    "$VENV/bin/python" -c "$WSTEST_LAUNCHER" -m fuzzingserver -u 0 -s "$LOGS/fuzzingserver.json" >"$wslog" 2>&1 &
     WSTEST_PID=$!
     wait_port "$CLIENT_PORT" "$WSTEST_PID" "wstest fuzzingserver" "$wslog"
+    FG_NAME=autobahn_client
     run_logged "$clientlog" timeout "$TIMEOUT" \
         "$EXAMPLES/autobahn_client" "ws://$HOST:$CLIENT_PORT" "$AGENT" || rc=$?
     if ! kill -0 "$WSTEST_PID" 2>/dev/null; then
@@ -370,6 +383,11 @@ main() {
     t=$(now)
     install_suite
     record install "$t"
+    case $mode in
+        server) build_examples echo_server ;;
+        client) build_examples autobahn_client ;;
+        all) build_examples echo_server autobahn_client ;;
+    esac
     if [[ $mode == server || $mode == all ]]; then run_server_side; fi
     if [[ $mode == client || $mode == all ]]; then run_client_side; fi
     log "timings: $(IFS=,; printf '%s' "${TIMINGS[*]}" | sed 's/,/, /g')"

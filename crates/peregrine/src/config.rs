@@ -84,7 +84,6 @@ impl Config {
     }
 
     /// The size limits.
-    #[must_use]
     pub fn get_limits(&self) -> &Limits {
         &self.limits
     }

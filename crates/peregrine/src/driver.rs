@@ -95,7 +95,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// The next event: decodes buffered bytes first, and only reads when none
     /// is complete; runs keepalive and the close handshake as it goes.
-    pub(crate) fn poll_next_event(&mut self, read: &Waker, write: &Waker) -> Poll<Option<Result<Event>>> {
+    pub(crate) fn poll_next_event(
+        &mut self,
+        read: &Waker,
+        write: &Waker,
+    ) -> Poll<Option<Result<Event>>> {
         loop {
             match self.stage {
                 Stage::Done => return Poll::Ready(self.final_error.take().map(Err)),
@@ -108,30 +112,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if let Some(event) = self.try_next_event() {
                 // Pongs and close replies go out with the next write; try now
                 // without waiting, so a reader alone keeps the peer answered.
-                if self.conn.output().has_remaining() {
-                    if let Poll::Ready(Err(e)) = self.poll_write_output(write) {
-                        self.abort(Error::Io(e));
-                    }
+                if self.conn.output().has_remaining()
+                    && let Poll::Ready(Err(e)) = self.poll_write_output(write)
+                {
+                    // Deliver the event; the write failure ends the stream next.
+                    self.final_error = Some(self.abort(Error::Io(e)));
                 }
                 return Poll::Ready(Some(event));
             }
-            if self.conn.should_close_transport() || self.conn.is_closed() || self.conn.failure().is_some() {
+            if self.conn.should_close_transport()
+                || self.conn.is_closed()
+                || self.conn.failure().is_some()
+            {
                 self.begin_finish();
                 continue;
             }
-            if self.conn.output().has_remaining() {
-                if let Poll::Ready(Err(e)) = self.poll_write_output(write) {
-                    return Poll::Ready(Some(Err(self.abort(Error::Io(e)))));
-                }
+            if self.conn.output().has_remaining()
+                && let Poll::Ready(Err(e)) = self.poll_write_output(write)
+            {
+                return Poll::Ready(Some(Err(self.abort(Error::Io(e)))));
             }
             if let Poll::Ready(tick) = self.keepalive.poll_tick(&mut Context::from_waker(read)) {
                 match tick {
                     Tick::SendPing => {
                         // Idle for a whole interval: also give back the buffers.
                         self.conn.release_idle_buffers();
-                        let _ = self.conn.send(Message::Ping(bytes::Bytes::from_static(b"peregrine")));
+                        let _ = self
+                            .conn
+                            .send(Message::Ping(bytes::Bytes::from_static(b"peregrine")));
                     }
-                    Tick::TimedOut(kind) => return Poll::Ready(Some(Err(self.abort(Error::Timeout(kind))))),
+                    Tick::TimedOut(kind) => {
+                        return Poll::Ready(Some(Err(self.abort(Error::Timeout(kind)))));
+                    }
                 }
                 continue;
             }
@@ -152,7 +164,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// any close frame, then the stream ends. Returns the error to report now.
     fn abort(&mut self, error: Error) -> Error {
         if matches!(error, Error::Timeout(TimeoutKind::Keepalive)) && !self.conn.close_sent() {
-            let _ = self.conn.close(CloseCode::GOING_AWAY, "keepalive ping timeout");
+            let _ = self
+                .conn
+                .close(CloseCode::GOING_AWAY, "keepalive ping timeout");
         }
         self.stage = Stage::Finishing;
         // Reading is over; the remaining finish only flushes and shuts down.
@@ -263,7 +277,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         Ok(())
     }
 
-    pub(crate) fn send_fragment(&mut self, kind: peregrine_proto::DataKind, payload: bytes::Bytes, fin: bool) -> Result<()> {
+    pub(crate) fn send_fragment(
+        &mut self,
+        kind: peregrine_proto::DataKind,
+        payload: bytes::Bytes,
+        fin: bool,
+    ) -> Result<()> {
         if self.stage != Stage::Open {
             return Err(Error::Closed);
         }

@@ -17,10 +17,10 @@ where
     S: AsyncRead + Unpin,
 {
     loop {
-        if !buf.is_empty() {
-            if let Some(parsed) = parse(buf)? {
-                return Ok(parsed);
-            }
+        if !buf.is_empty()
+            && let Some(parsed) = parse(buf)?
+        {
+            return Ok(parsed);
         }
         buf.reserve(1024);
         if io.read_buf(buf).await? == 0 {

@@ -73,7 +73,9 @@ impl Keepalive {
 
     pub(crate) fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Tick> {
         loop {
-            let Some(sleep) = self.sleep.as_mut() else { return Poll::Pending };
+            let Some(sleep) = self.sleep.as_mut() else {
+                return Poll::Pending;
+            };
             ready!(sleep.as_mut().poll(cx));
             let now = Instant::now();
             if let Some(deadline) = self.close_deadline {

@@ -2,8 +2,8 @@
 //! over any transport.
 
 use bytes::BytesMut;
-use peregrine_proto::handshake::{AcceptResponse, HeaderLimits, Rejection, Request};
 use peregrine_proto::Role;
+use peregrine_proto::handshake::{AcceptResponse, HeaderLimits, Rejection, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
@@ -76,7 +76,10 @@ where
     let handshake = async {
         let limits = HeaderLimits::default().with_max_header_size(config.limits.header_size());
         let mut buf = BytesMut::new();
-        let parsed = read_head(&mut io, &mut buf, |bytes| Ok(Request::parse_with(bytes, &limits)?)).await;
+        let parsed = read_head(&mut io, &mut buf, |bytes| {
+            Ok(Request::parse_with(bytes, &limits)?)
+        })
+        .await;
         let request = match parsed {
             Ok(request) => request,
             Err(Error::Handshake(error)) => {
@@ -92,7 +95,10 @@ where
             Ok(accept) => accept.encode(&mut response)?,
             Err(rejection) => {
                 refuse(&mut io, &rejection).await;
-                return Err(Error::Rejected { status: rejection.status(), reason: rejection.reason().to_owned() });
+                return Err(Error::Rejected {
+                    status: rejection.status(),
+                    reason: rejection.reason().to_owned(),
+                });
             }
         }
         io.write_all(&response).await?;

@@ -1,23 +1,31 @@
 //! The echo loop shared by the examples.
 
-use peregrine::{Result, WebSocket};
+use peregrine::{Message, Result, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Echoes every data message until the connection ends. Replies to all the
 /// messages already received are queued first and leave in one write.
+///
+/// An error does not end the loop: the connection is still finishing (its
+/// close frame, and any replies queued before the violation, are being
+/// written), and it ends with `None`. The first error is returned then.
 pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) -> Result<()> {
-    while let Some(message) = ws.recv().await {
-        let message = message?;
-        if message.is_data() {
-            ws.feed(message).await?;
-        }
-        while let Some(message) = ws.try_recv() {
-            let message = message?;
-            if message.is_data() {
-                ws.feed(message).await?;
+    let mut outcome = Ok(());
+    while let Some(first) = ws.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => ws.feed(message).await?,
+                Ok(_) => {}
+                Err(e) => {
+                    if outcome.is_ok() {
+                        outcome = Err(e);
+                    }
+                }
             }
+            next = ws.try_recv();
         }
         ws.flush().await?;
     }
-    Ok(())
+    outcome
 }
