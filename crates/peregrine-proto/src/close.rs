@@ -186,8 +186,7 @@ mod tests {
     #[test]
     fn sendable_codes_match_rfc_6455_and_the_registry() {
         let sendable: Vec<u16> = (0..=5000).filter(|&c| CloseCode(c).is_sendable()).collect();
-        let expected: Vec<u16> =
-            (1000..=1003).chain(1007..=1014).chain(3000..=4999).collect();
+        let expected: Vec<u16> = (1000..=1003).chain(1007..=1014).chain(3000..=4999).collect();
         assert_eq!(sendable, expected);
     }
 

@@ -82,6 +82,9 @@ pub struct Connection {
     /// RSV bits that negotiated extensions define.
     allowed_rsv: u8,
     assemble: bool,
+    /// Whether the message being received is being assembled: fixed at its
+    /// first frame, so changing the setting takes effect at the next message.
+    assembling_current: bool,
     incoming: BytesMut,
     frame: Option<IncomingFrame>,
     /// The kind of the fragmented message being received, if any.
@@ -114,6 +117,7 @@ impl Connection {
             limits,
             allowed_rsv: 0,
             assemble: true,
+            assembling_current: true,
             incoming: BytesMut::new(),
             frame: None,
             receiving: None,
@@ -137,7 +141,6 @@ impl Connection {
     }
 
     /// The limits in force.
-    #[must_use]
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -145,6 +148,7 @@ impl Connection {
     /// With `false`, data frames are delivered one by one as
     /// [`Event::Fragment`] instead of being assembled into messages, so a large
     /// message never has to be held whole. Limits still apply to the total.
+    /// A message already being received keeps the mode it started with.
     pub fn set_assemble_messages(&mut self, assemble: bool) {
         self.assemble = assemble;
     }
@@ -182,10 +186,16 @@ impl Connection {
         self.close_transport = true;
     }
 
-    /// Whether the next bytes would be looked at. After the peer's close frame
-    /// or a failure, input is discarded (RFC 6455 §7.1.7).
+    /// Whether new bytes are taken. After the peer's close frame or a failure,
+    /// input is discarded (RFC 6455 §7.1.7); after EOF none can arrive.
     fn accepts_input(&self) -> bool {
-        self.failure.is_none() && self.close_received.is_none() && !self.eof_received
+        self.decodes_input() && !self.eof_received
+    }
+
+    /// Whether buffered bytes are still decoded (also after EOF: frames that
+    /// arrived before it are delivered).
+    fn decodes_input(&self) -> bool {
+        self.failure.is_none() && self.close_received.is_none()
     }
 
     /// Decodes the next event from the bytes received so far.
@@ -195,7 +205,7 @@ impl Connection {
     /// error's close code is queued in [`Connection::output`] and every later
     /// call returns `None`.
     pub fn next_event(&mut self) -> Option<Result<Event, ProtocolError>> {
-        if !self.accepts_input() {
+        if !self.decodes_input() {
             self.incoming.clear();
             return None;
         }
@@ -218,7 +228,9 @@ impl Connection {
                 self.incoming.advance(len);
                 self.frame = Some(IncomingFrame { header, processed: 0, text });
             }
-            let Some(frame) = self.frame.as_mut() else { return Ok(None) };
+            let Some(frame) = self.frame.as_mut() else {
+                return Ok(None);
+            };
             // Fits in usize: check_header compared it with max_frame_size.
             let total = frame.header.payload_len as usize;
             let available = self.incoming.len().min(total);
@@ -299,12 +311,15 @@ impl Connection {
             OpCode::Continuation => self.receiving.unwrap_or(DataKind::Binary),
         };
         let first = header.opcode != OpCode::Continuation;
+        if first {
+            self.assembling_current = self.assemble;
+        }
         self.received_len = self.received_len_for(header.opcode) + payload.len() as u64;
         self.receiving = if header.fin { None } else { Some(kind) };
         if header.fin && kind == DataKind::Text {
             self.utf8.finish()?;
         }
-        if !self.assemble {
+        if !self.assembling_current {
             let payload = payload.freeze();
             return Ok(Some(Event::Fragment(Fragment { kind, payload, first, fin: header.fin })));
         }

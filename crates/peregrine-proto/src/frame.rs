@@ -105,11 +105,15 @@ impl FrameHeader {
         let masked = b1 & 0x80 != 0;
         let (payload_len, mut len) = match b1 & 0x7f {
             126 => {
-                let Some(ext) = buf.get(2..4) else { return Ok(None) };
+                let Some(ext) = buf.get(2..4) else {
+                    return Ok(None);
+                };
                 (u64::from(u16::from_be_bytes([ext[0], ext[1]])), 4)
             }
             127 => {
-                let Some(ext) = buf.get(2..10) else { return Ok(None) };
+                let Some(ext) = buf.get(2..10) else {
+                    return Ok(None);
+                };
                 let mut be = [0; 8];
                 be.copy_from_slice(ext);
                 let n = u64::from_be_bytes(be);
@@ -129,7 +133,9 @@ impl FrameHeader {
             }
         }
         let mask = if masked {
-            let Some(key) = buf.get(len..len + 4) else { return Ok(None) };
+            let Some(key) = buf.get(len..len + 4) else {
+                return Ok(None);
+            };
             len += 4;
             Some([key[0], key[1], key[2], key[3]])
         } else {
@@ -205,9 +211,11 @@ mod tests {
     fn every_length_encoding_roundtrips() {
         for payload_len in [0, 1, 125, 126, 127, 0xffff, 0x10000, u64::MAX >> 1] {
             for mask in [None, Some([1, 2, 3, 4])] {
-                for (opcode, fin, rsv) in
-                    [(OpCode::Text, true, 0), (OpCode::Continuation, false, RSV1 | RSV3), (OpCode::Binary, false, RSV2)]
-                {
+                for (opcode, fin, rsv) in [
+                    (OpCode::Text, true, 0),
+                    (OpCode::Continuation, false, RSV1 | RSV3),
+                    (OpCode::Binary, false, RSV2),
+                ] {
                     roundtrip(FrameHeader { fin, rsv, opcode, mask, payload_len });
                 }
             }

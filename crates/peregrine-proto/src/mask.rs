@@ -22,8 +22,8 @@
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
     let wide = u128::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3], key[0], key[1], key[2],
-        key[3], key[0], key[1], key[2], key[3],
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+        key[0], key[1], key[2], key[3],
     ]);
     let mut words = buf.chunks_exact_mut(16);
     for word in &mut words {

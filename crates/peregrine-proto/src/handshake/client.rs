@@ -4,9 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::HandshakeError;
-use super::extension_header::{
-    ExtensionOffer, check_extensions, encode_extensions, parse_extensions,
-};
+use super::extension_header::{ExtensionOffer, check_extensions, encode_extensions, parse_extensions};
 use super::http::{self, HeaderLimits, Headers, ParseError, check_header, check_value};
 
 /// Headers [`ClientRequest`] writes itself.
@@ -165,22 +163,14 @@ impl ClientRequest {
     /// caller-supplied header has a bad name, a value with CR/LF or other
     /// control characters, or a name this request writes itself.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), HandshakeError> {
-        let resource = if self.resource.is_empty() {
-            "/"
-        } else {
-            &self.resource
-        };
+        let resource = if self.resource.is_empty() { "/" } else { &self.resource };
         // Origin-form only: one visible-ASCII word starting with '/', so it
         // can neither split the request line nor smuggle a header.
         if !resource.starts_with('/') || !resource.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(HandshakeError::InvalidResource(self.resource.clone()));
         }
         let host = self.host_header();
-        if self.host.is_empty()
-            || host
-                .bytes()
-                .any(|b| !b.is_ascii_graphic() || b"/?#@\\".contains(&b))
-        {
+        if self.host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b"/?#@\\".contains(&b)) {
             return Err(invalid_value("Host"));
         }
         if !super::is_valid_key(self.key.as_bytes()) {
@@ -190,10 +180,7 @@ impl ClientRequest {
             check_value("Origin", origin)?;
         }
         for (i, protocol) in self.protocols.iter().enumerate() {
-            let repeated = self
-                .protocols
-                .get(..i)
-                .is_some_and(|seen| seen.contains(protocol));
+            let repeated = self.protocols.get(..i).is_some_and(|seen| seen.contains(protocol));
             if repeated || !http::is_token(protocol.as_bytes()) {
                 return Err(invalid_value("Sec-WebSocket-Protocol"));
             }
@@ -260,14 +247,10 @@ impl ClientRequest {
             Ok(Some(raw)) => raw,
             Ok(None) => return Ok(None),
             Err(ParseError::TooLarge) => {
-                return Err(HandshakeError::ResponseTooLarge {
-                    limit: limits.max_header_size,
-                });
+                return Err(HandshakeError::ResponseTooLarge { limit: limits.max_header_size });
             }
             Err(ParseError::TooManyHeaders) => {
-                return Err(HandshakeError::ResponseTooManyHeaders {
-                    limit: limits.max_headers,
-                });
+                return Err(HandshakeError::ResponseTooManyHeaders { limit: limits.max_headers });
             }
             Err(ParseError::Malformed(problem)) => {
                 return Err(HandshakeError::MalformedResponse(problem));
@@ -334,17 +317,13 @@ impl ClientRequest {
         }
         match self.protocols.iter().find(|p| p.as_bytes() == value) {
             Some(protocol) => Ok(Some(protocol.clone())),
-            None => Err(HandshakeError::UnofferedProtocol(
-                String::from_utf8_lossy(value).into_owned(),
-            )),
+            None => Err(HandshakeError::UnofferedProtocol(String::from_utf8_lossy(value).into_owned())),
         }
     }
 }
 
 fn invalid_value(name: &str) -> HandshakeError {
-    HandshakeError::InvalidHeaderValue {
-        name: name.to_owned(),
-    }
+    HandshakeError::InvalidHeaderValue { name: name.to_owned() }
 }
 
 /// A validated 101 Switching Protocols response.

@@ -264,11 +264,9 @@ impl fmt::Display for HandshakeError {
             }
             TooManyHeaders { limit } => write!(f, "request has more than {limit} header fields"),
             MalformedRequest(problem) => write!(f, "malformed HTTP request: {problem}"),
-            MethodNotAllowed(method) => write!(
-                f,
-                "method {} is not allowed: a WebSocket handshake is a GET request",
-                echo(method)
-            ),
+            MethodNotAllowed(method) => {
+                write!(f, "method {} is not allowed: a WebSocket handshake is a GET request", echo(method))
+            }
             UnsupportedHttpVersion => {
                 f.write_str("HTTP/1.0 cannot upgrade to WebSocket: HTTP/1.1 or later is required")
             }
@@ -299,48 +297,34 @@ impl fmt::Display for HandshakeError {
                 write!(f, "response has more than {limit} header fields")
             }
             MalformedResponse(problem) => write!(f, "malformed HTTP response: {problem}"),
-            UnexpectedStatus { status, reason, .. } => write!(
-                f,
-                "server answered {status} {} instead of 101 Switching Protocols",
-                echo(reason)
-            ),
-            ResponseMissingUpgrade => f.write_str("response is missing Upgrade: websocket"),
-            ResponseMissingConnectionUpgrade => {
-                f.write_str("response is missing Connection: Upgrade")
+            UnexpectedStatus { status, reason, .. } => {
+                write!(f, "server answered {status} {} instead of 101 Switching Protocols", echo(reason))
             }
+            ResponseMissingUpgrade => f.write_str("response is missing Upgrade: websocket"),
+            ResponseMissingConnectionUpgrade => f.write_str("response is missing Connection: Upgrade"),
             ResponseDuplicateHeader(name) => write!(f, "response has a duplicate {name} header"),
             MissingAccept => f.write_str("response is missing Sec-WebSocket-Accept"),
-            AcceptMismatch { expected, received } => write!(
-                f,
-                "Sec-WebSocket-Accept is {:?}, expected {expected:?}",
-                echo(received)
-            ),
-            UnofferedProtocol(protocol) => write!(
-                f,
-                "server chose subprotocol {:?}, which was not offered",
-                echo(protocol)
-            ),
+            AcceptMismatch { expected, received } => {
+                write!(f, "Sec-WebSocket-Accept is {:?}, expected {expected:?}", echo(received))
+            }
+            UnofferedProtocol(protocol) => {
+                write!(f, "server chose subprotocol {:?}, which was not offered", echo(protocol))
+            }
             MultipleProtocols => f.write_str("server chose more than one subprotocol"),
             ResponseMalformedExtensions(e) => {
                 write!(f, "malformed Sec-WebSocket-Extensions in response: {e}")
             }
-            UnofferedExtension(name) => write!(
-                f,
-                "server accepted extension {:?}, which was not offered",
-                echo(name)
-            ),
+            UnofferedExtension(name) => {
+                write!(f, "server accepted extension {:?}, which was not offered", echo(name))
+            }
             InvalidHeaderName(name) => write!(f, "invalid header name {:?}", echo(name)),
             InvalidHeaderValue { name } => write!(f, "invalid value for header {}", echo(name)),
-            ReservedHeader(name) => write!(
-                f,
-                "header {} is written by the handshake and cannot be set by the caller",
-                echo(name)
-            ),
-            InvalidResource(resource) => write!(
-                f,
-                "invalid request target {:?}: expected a path such as /chat?room=1",
-                echo(resource)
-            ),
+            ReservedHeader(name) => {
+                write!(f, "header {} is written by the handshake and cannot be set by the caller", echo(name))
+            }
+            InvalidResource(resource) => {
+                write!(f, "invalid request target {:?}: expected a path such as /chat?room=1", echo(resource))
+            }
             InvalidStatus(status) => write!(f, "invalid rejection status {status}"),
         }
     }

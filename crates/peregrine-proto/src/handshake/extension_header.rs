@@ -31,10 +31,7 @@ pub struct ExtensionOffer {
 impl ExtensionOffer {
     /// An offer of `name` without parameters.
     pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            params: Vec::new(),
-        }
+        Self { name: name.into(), params: Vec::new() }
     }
 
     /// Adds a parameter without a value, e.g. `client_max_window_bits`.
@@ -54,10 +51,7 @@ impl ExtensionOffer {
     /// The first parameter called `name` (ASCII case-insensitive):
     /// `None` if absent, `Some(None)` if present without a value.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
     }
 }
 
@@ -101,11 +95,7 @@ impl fmt::Display for ExtensionOffer {
 /// );
 /// ```
 pub fn format_extensions(offers: &[ExtensionOffer]) -> String {
-    offers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    offers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Parses every `Sec-WebSocket-Extensions` value (a header may appear more
@@ -129,11 +119,7 @@ where
 {
     let mut offers = Vec::new();
     for value in values {
-        Parser {
-            input: value.as_ref(),
-            pos: 0,
-        }
-        .list(&mut offers)?;
+        Parser { input: value.as_ref(), pos: 0 }.list(&mut offers)?;
     }
     Ok(offers)
 }
@@ -142,18 +128,14 @@ where
 ///
 /// The formatted value must parse back to the same offers: that both proves
 /// the names are tokens and that no CR/LF can reach the wire.
-pub(super) fn encode_extensions(
-    extensions: &[ExtensionOffer],
-) -> Result<Option<String>, HandshakeError> {
+pub(super) fn encode_extensions(extensions: &[ExtensionOffer]) -> Result<Option<String>, HandshakeError> {
     if extensions.is_empty() {
         return Ok(None);
     }
     let value = format_extensions(extensions);
     match parse_extensions([&value]) {
         Ok(parsed) if parsed == extensions => Ok(Some(value)),
-        _ => Err(HandshakeError::InvalidHeaderValue {
-            name: "Sec-WebSocket-Extensions".to_owned(),
-        }),
+        _ => Err(HandshakeError::InvalidHeaderValue { name: "Sec-WebSocket-Extensions".to_owned() }),
     }
 }
 
@@ -166,11 +148,10 @@ pub fn check_extensions<S: AsRef<str>>(
     accepted: &[ExtensionOffer],
     offered: &[S],
 ) -> Result<(), HandshakeError> {
-    match accepted.iter().find(|ext| {
-        !offered
-            .iter()
-            .any(|name| name.as_ref().eq_ignore_ascii_case(&ext.name))
-    }) {
+    match accepted
+        .iter()
+        .find(|ext| !offered.iter().any(|name| name.as_ref().eq_ignore_ascii_case(&ext.name)))
+    {
         Some(ext) => Err(HandshakeError::UnofferedExtension(ext.name.clone())),
         None => Ok(()),
     }
@@ -244,10 +225,7 @@ impl Parser<'_> {
         }
         if !is_token(&out) {
             // RFC 6455 §9.1: the unescaped value MUST conform to `token`.
-            return Err(ExtensionSyntaxError::new(
-                "quoted parameter value is not a token",
-                start,
-            ));
+            return Err(ExtensionSyntaxError::new("quoted parameter value is not a token", start));
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
@@ -286,11 +264,7 @@ impl Parser<'_> {
             self.skip_ows();
             let value = if self.eat(b'=') {
                 self.skip_ows();
-                Some(if self.eat(b'"') {
-                    self.quoted()?
-                } else {
-                    self.token("expected a parameter value")?
-                })
+                Some(if self.eat(b'"') { self.quoted()? } else { self.token("expected a parameter value")? })
             } else {
                 None
             };

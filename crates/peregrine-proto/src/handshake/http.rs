@@ -34,10 +34,7 @@ pub struct HeaderLimits {
 
 impl Default for HeaderLimits {
     fn default() -> Self {
-        Self {
-            max_header_size: DEFAULT_MAX_HEADER_SIZE,
-            max_headers: DEFAULT_MAX_HEADERS,
-        }
+        Self { max_header_size: DEFAULT_MAX_HEADER_SIZE, max_headers: DEFAULT_MAX_HEADERS }
     }
 }
 
@@ -69,20 +66,14 @@ pub struct Headers {
 
 impl Headers {
     fn from_httparse(raw: &[httparse::Header<'_>]) -> Self {
-        Self {
-            entries: raw
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
-        }
+        Self { entries: raw.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect() }
     }
 
     /// The first value of `name`, or `None` if it is absent or not UTF-8.
     ///
     /// For headers that must appear once, check [`count`](Self::count) too.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.get_bytes(name)
-            .and_then(|value| std::str::from_utf8(value).ok())
+        self.get_bytes(name).and_then(|value| std::str::from_utf8(value).ok())
     }
 
     /// The first value of `name` as bytes.
@@ -92,10 +83,7 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.entries
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.entries.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// How many times `name` appears.
@@ -136,10 +124,7 @@ impl Headers {
 /// The non-empty, whitespace-trimmed elements of an HTTP list value
 /// (`#element` in RFC 9110 §5.6.1, which tells recipients to skip empty ones).
 pub(super) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|element| !element.is_empty())
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|element| !element.is_empty())
 }
 
 /// Whether `b` is a `tchar` (RFC 9110 §5.6.2).
@@ -204,9 +189,7 @@ fn parse_bounded<T>(
     match parse(window, slots) {
         Ok(httparse::Status::Complete(value)) => Ok(Some(value)),
         // An incomplete block that already fills the window can never fit.
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_size => {
-            Err(ParseError::TooLarge)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_size => Err(ParseError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(ParseError::TooManyHeaders),
         Err(e) => Err(ParseError::Malformed(describe(e))),
@@ -226,10 +209,7 @@ fn describe(e: httparse::Error) -> &'static str {
 }
 
 /// Parses a request head; `Ok(None)` means the block is not complete yet.
-pub(super) fn parse_request(
-    buf: &[u8],
-    limits: &HeaderLimits,
-) -> Result<Option<RawRequest>, ParseError> {
+pub(super) fn parse_request(buf: &[u8], limits: &HeaderLimits) -> Result<Option<RawRequest>, ParseError> {
     parse_bounded(buf, limits, |window, slots| {
         let mut req = httparse::Request::new(slots);
         Ok(match req.parse(window)? {
@@ -247,10 +227,7 @@ pub(super) fn parse_request(
 }
 
 /// Parses a response head; `Ok(None)` means the block is not complete yet.
-pub(super) fn parse_response(
-    buf: &[u8],
-    limits: &HeaderLimits,
-) -> Result<Option<RawResponse>, ParseError> {
+pub(super) fn parse_response(buf: &[u8], limits: &HeaderLimits) -> Result<Option<RawResponse>, ParseError> {
     parse_bounded(buf, limits, |window, slots| {
         let mut res = httparse::Response::new(slots);
         Ok(match res.parse(window)? {
@@ -268,11 +245,7 @@ pub(super) fn parse_response(
 /// Checks a caller-supplied header before it is written: the name must be a
 /// token, the value free of control characters (so no CR/LF can split the
 /// header block), and the name not one the writer manages itself.
-pub(super) fn check_header(
-    name: &str,
-    value: &str,
-    reserved: &[&str],
-) -> Result<(), HandshakeError> {
+pub(super) fn check_header(name: &str, value: &str, reserved: &[&str]) -> Result<(), HandshakeError> {
     if !is_token(name.as_bytes()) {
         return Err(HandshakeError::InvalidHeaderName(name.to_owned()));
     }
@@ -285,9 +258,7 @@ pub(super) fn check_header(
 /// Rejects values with control characters other than HTAB.
 pub(super) fn check_value(name: &str, value: &str) -> Result<(), HandshakeError> {
     if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(HandshakeError::InvalidHeaderValue {
-            name: name.to_owned(),
-        });
+        return Err(HandshakeError::InvalidHeaderValue { name: name.to_owned() });
     }
     Ok(())
 }

@@ -111,9 +111,7 @@ fn fallback_nonce(nonce: &mut [u8; 16]) {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     for half in nonce.chunks_mut(8) {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u128(now);

@@ -63,14 +63,10 @@ impl Request {
             Ok(Some(raw)) => raw,
             Ok(None) => return Ok(None),
             Err(ParseError::TooLarge) => {
-                return Err(HandshakeError::RequestTooLarge {
-                    limit: limits.max_header_size,
-                });
+                return Err(HandshakeError::RequestTooLarge { limit: limits.max_header_size });
             }
             Err(ParseError::TooManyHeaders) => {
-                return Err(HandshakeError::TooManyHeaders {
-                    limit: limits.max_headers,
-                });
+                return Err(HandshakeError::TooManyHeaders { limit: limits.max_headers });
             }
             Err(ParseError::Malformed(problem)) => {
                 return Err(HandshakeError::MalformedRequest(problem));
@@ -190,14 +186,8 @@ impl Request {
 /// assert_eq!(select_subprotocol(&offered, &["v2.chat", "v1.chat"]), Some("v2.chat"));
 /// assert_eq!(select_subprotocol(&offered, &["mqtt"]), None);
 /// ```
-pub fn select_subprotocol<'a, S: AsRef<str>>(
-    offered: &[String],
-    supported: &'a [S],
-) -> Option<&'a str> {
-    supported
-        .iter()
-        .map(AsRef::as_ref)
-        .find(|ours| offered.iter().any(|theirs| theirs == ours))
+pub fn select_subprotocol<'a, S: AsRef<str>>(offered: &[String], supported: &'a [S]) -> Option<&'a str> {
+    supported.iter().map(AsRef::as_ref).find(|ours| offered.iter().any(|theirs| theirs == ours))
 }
 
 fn validate_host(headers: &Headers) -> Result<String, HandshakeError> {
@@ -223,9 +213,7 @@ fn validate_version(headers: &Headers) -> Result<(), HandshakeError> {
     match single(headers, "Sec-WebSocket-Version")? {
         None => Err(HandshakeError::MissingVersion),
         Some(b"13") => Ok(()),
-        Some(other) => Err(HandshakeError::UnsupportedVersion(
-            String::from_utf8_lossy(other).into_owned(),
-        )),
+        Some(other) => Err(HandshakeError::UnsupportedVersion(String::from_utf8_lossy(other).into_owned())),
     }
 }
 
@@ -239,10 +227,7 @@ fn validate_key(headers: &Headers) -> Result<String, HandshakeError> {
 }
 
 /// The trimmed value of a header that may appear at most once.
-fn single<'a>(
-    headers: &'a Headers,
-    name: &'static str,
-) -> Result<Option<&'a [u8]>, HandshakeError> {
+fn single<'a>(headers: &'a Headers, name: &'static str) -> Result<Option<&'a [u8]>, HandshakeError> {
     let mut values = headers.get_all(name);
     let first = values.next();
     if values.next().is_some() {
@@ -255,12 +240,9 @@ fn single<'a>(
 fn single_utf8(headers: &Headers, name: &'static str) -> Result<Option<String>, HandshakeError> {
     single(headers, name)?
         .map(|value| {
-            std::str::from_utf8(value).map(str::to_owned).map_err(|_| {
-                HandshakeError::InvalidHeader {
-                    name,
-                    problem: "not valid UTF-8",
-                }
-            })
+            std::str::from_utf8(value)
+                .map(str::to_owned)
+                .map_err(|_| HandshakeError::InvalidHeader { name, problem: "not valid UTF-8" })
         })
         .transpose()
 }

@@ -84,9 +84,7 @@ impl AcceptResponse {
         if let Some(protocol) = &self.protocol
             && !http::is_token(protocol.as_bytes())
         {
-            return Err(HandshakeError::InvalidHeaderValue {
-                name: "Sec-WebSocket-Protocol".to_owned(),
-            });
+            return Err(HandshakeError::InvalidHeaderValue { name: "Sec-WebSocket-Protocol".to_owned() });
         }
         let extensions = encode_extensions(&self.extensions)?;
         for (name, value) in &self.headers {
@@ -118,12 +116,7 @@ impl AcceptResponse {
 }
 
 /// Headers [`Rejection`] writes itself.
-const REJECTION_RESERVED: &[&str] = &[
-    "Connection",
-    "Content-Type",
-    "Content-Length",
-    "Transfer-Encoding",
-];
+const REJECTION_RESERVED: &[&str] = &["Connection", "Content-Type", "Content-Length", "Transfer-Encoding"];
 
 /// An error response: the server refuses the upgrade and closes.
 ///
@@ -157,16 +150,8 @@ impl Rejection {
     /// human-readable `reason`. Control characters in the reason (CR, LF…)
     /// become spaces so the body stays one line.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        let reason: String = reason
-            .into()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        Self {
-            status,
-            reason: reason.trim().to_owned(),
-            headers: Vec::new(),
-        }
+        let reason: String = reason.into().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        Self { status, reason: reason.trim().to_owned(), headers: Vec::new() }
     }
 
     /// Adds a header (e.g. `WWW-Authenticate`), checked on encode.
@@ -194,17 +179,9 @@ impl Rejection {
         for (name, value) in &self.headers {
             check_header(name, value, REJECTION_RESERVED)?;
         }
-        let has = |wanted: &str| {
-            self.headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(wanted))
-        };
+        let has = |wanted: &str| self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(wanted));
         let phrase = http::reason_phrase(self.status);
-        let body = if self.reason.is_empty() {
-            phrase
-        } else {
-            &self.reason
-        };
+        let body = if self.reason.is_empty() { phrase } else { &self.reason };
         dst.put_slice(format!("HTTP/1.1 {} {phrase}\r\n", self.status).as_bytes());
         if self.status == 405 && !has("Allow") {
             http::put_header(dst, "Allow", "GET");

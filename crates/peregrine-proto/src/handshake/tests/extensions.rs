@@ -1,8 +1,6 @@
 //! The `Sec-WebSocket-Extensions` grammar.
 
-use super::super::{
-    ExtensionOffer, HandshakeError, check_extensions, format_extensions, parse_extensions,
-};
+use super::super::{ExtensionOffer, HandshakeError, check_extensions, format_extensions, parse_extensions};
 
 fn parse(value: &str) -> Vec<ExtensionOffer> {
     parse_extensions([value]).unwrap()
@@ -10,10 +8,7 @@ fn parse(value: &str) -> Vec<ExtensionOffer> {
 
 #[test]
 fn single_extension_without_params() {
-    assert_eq!(
-        parse("permessage-deflate"),
-        [ExtensionOffer::new("permessage-deflate")]
-    );
+    assert_eq!(parse("permessage-deflate"), [ExtensionOffer::new("permessage-deflate")]);
 }
 
 #[test]
@@ -33,13 +28,7 @@ fn params_with_and_without_values() {
 #[test]
 fn quoted_values_are_unescaped() {
     let offers = parse(r#"x; a="10"; b="1\0""#);
-    assert_eq!(
-        offers[0].params,
-        [
-            ("a".into(), Some("10".into())),
-            ("b".into(), Some("10".into()))
-        ]
-    );
+    assert_eq!(offers[0].params, [("a".into(), Some("10".into())), ("b".into(), Some("10".into()))]);
 }
 
 #[test]
@@ -59,14 +48,7 @@ fn several_offers_across_several_headers() {
     ])
     .unwrap();
     let names: Vec<&str> = offers.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "permessage-deflate",
-            "permessage-deflate",
-            "x-webkit-deflate-frame"
-        ]
-    );
+    assert_eq!(names, ["permessage-deflate", "permessage-deflate", "x-webkit-deflate-frame"]);
 }
 
 #[test]
@@ -74,10 +56,7 @@ fn whitespace_and_empty_elements_are_tolerated() {
     let offers = parse(" ,\ta ;\tb = c , , d ;e= \"f\" ,");
     assert_eq!(
         offers,
-        [
-            ExtensionOffer::new("a").with_param("b", "c"),
-            ExtensionOffer::new("d").with_param("e", "f"),
-        ]
+        [ExtensionOffer::new("a").with_param("b", "c"), ExtensionOffer::new("d").with_param("e", "f"),]
     );
     assert!(parse("").is_empty());
     assert!(parse_extensions(Vec::<&str>::new()).unwrap().is_empty());
@@ -85,10 +64,7 @@ fn whitespace_and_empty_elements_are_tolerated() {
 
 #[test]
 fn bytes_and_str_inputs_agree() {
-    assert_eq!(
-        parse_extensions([b"a; b".as_slice()]),
-        parse_extensions(["a; b"])
-    );
+    assert_eq!(parse_extensions([b"a; b".as_slice()]), parse_extensions(["a; b"]));
 }
 
 #[test]
@@ -114,11 +90,7 @@ fn malformed_values_are_rejected_with_a_position() {
     ];
     for &(value, problem, offset) in cases {
         let err = parse_extensions([value]).unwrap_err();
-        assert_eq!(
-            (err.problem(), err.offset()),
-            (problem, offset),
-            "{value:?}"
-        );
+        assert_eq!((err.problem(), err.offset()), (problem, offset), "{value:?}");
         assert!(err.to_string().contains(problem));
     }
 }
@@ -132,10 +104,7 @@ fn formatting_round_trips() {
         ExtensionOffer::new("x-two"),
     ];
     let value = format_extensions(&offers);
-    assert_eq!(
-        value,
-        "permessage-deflate; client_max_window_bits; server_max_window_bits=10, x-two"
-    );
+    assert_eq!(value, "permessage-deflate; client_max_window_bits; server_max_window_bits=10, x-two");
     assert_eq!(parse_extensions([&value]).unwrap(), offers);
     assert_eq!(format_extensions(&[]), "");
 }
@@ -152,9 +121,7 @@ fn check_rejects_unoffered_names() {
     assert_eq!(check_extensions(&accepted, &["Permessage-Deflate"]), Ok(()));
     assert_eq!(
         check_extensions(&accepted, &["x-other"]),
-        Err(HandshakeError::UnofferedExtension(
-            "permessage-deflate".into()
-        ))
+        Err(HandshakeError::UnofferedExtension("permessage-deflate".into()))
     );
     assert_eq!(check_extensions::<&str>(&[], &[]), Ok(()));
 }

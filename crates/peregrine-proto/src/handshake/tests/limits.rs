@@ -10,11 +10,7 @@ use super::{Head, KEY, Rng};
 fn every_strict_prefix_of_a_request_needs_more() {
     let bytes = Head::request().bytes();
     for end in 0..bytes.len() {
-        assert_eq!(
-            Request::parse(&bytes[..end]),
-            Ok(None),
-            "prefix of {end} bytes"
-        );
+        assert_eq!(Request::parse(&bytes[..end]), Ok(None), "prefix of {end} bytes");
     }
     assert!(Request::parse(&bytes).unwrap().is_some());
 }
@@ -24,11 +20,7 @@ fn every_strict_prefix_of_a_response_needs_more() {
     let client = ClientRequest::new("server.example.com", "/chat").with_key(KEY);
     let bytes = Head::response().bytes();
     for end in 0..bytes.len() {
-        assert_eq!(
-            client.parse_response(&bytes[..end]),
-            Ok(None),
-            "prefix of {end} bytes"
-        );
+        assert_eq!(client.parse_response(&bytes[..end]), Ok(None), "prefix of {end} bytes");
     }
     assert!(client.parse_response(&bytes).unwrap().is_some());
 }
@@ -40,10 +32,7 @@ fn bytes_after_the_request_head_are_left_to_the_caller() {
     buf.extend_from_slice(b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58");
     let request = Request::parse(&buf).unwrap().unwrap();
     assert_eq!(request.consumed(), head.len());
-    assert_eq!(
-        &buf[request.consumed()..],
-        b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"
-    );
+    assert_eq!(&buf[request.consumed()..], b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58");
 }
 
 #[test]
@@ -80,12 +69,7 @@ fn a_head_one_byte_over_the_limit_is_431() {
     assert_eq!(Request::parse(&bytes[..DEFAULT_MAX_HEADER_SIZE]), Ok(None));
     // ...one byte more and it cannot.
     let err = Request::parse(&bytes).unwrap_err();
-    assert_eq!(
-        err,
-        HandshakeError::RequestTooLarge {
-            limit: DEFAULT_MAX_HEADER_SIZE
-        }
-    );
+    assert_eq!(err, HandshakeError::RequestTooLarge { limit: DEFAULT_MAX_HEADER_SIZE });
     assert_eq!(err.status(), Some(431));
     assert!(err.reason().contains("8192 bytes"));
 }
@@ -100,16 +84,10 @@ fn nothing_past_the_limit_is_read() {
     buf.resize(256, b'a');
     assert_eq!(Request::parse_with(&buf, &limits), Ok(None));
     buf.extend_from_slice(b"\0\r\n\r\n");
-    assert_eq!(
-        Request::parse_with(&buf, &limits),
-        Err(HandshakeError::RequestTooLarge { limit: 256 })
-    );
+    assert_eq!(Request::parse_with(&buf, &limits), Err(HandshakeError::RequestTooLarge { limit: 256 }));
     // A huge buffer costs nothing more.
     buf.resize(1 << 20, b'x');
-    assert_eq!(
-        Request::parse_with(&buf, &limits).unwrap_err().status(),
-        Some(431)
-    );
+    assert_eq!(Request::parse_with(&buf, &limits).unwrap_err().status(), Some(431));
 }
 
 #[test]
@@ -136,9 +114,7 @@ fn more_than_64_headers_can_be_allowed() {
         head = head.add(&format!("X-H{i}"), "1");
     }
     let limits = HeaderLimits::default().with_max_headers(100);
-    let request = Request::parse_with(&head.bytes(), &limits)
-        .unwrap()
-        .unwrap();
+    let request = Request::parse_with(&head.bytes(), &limits).unwrap().unwrap();
     assert_eq!(request.headers().len(), 96);
 }
 
@@ -146,24 +122,18 @@ fn more_than_64_headers_can_be_allowed() {
 fn response_limits_are_client_side_errors() {
     let client = ClientRequest::new("h", "/").with_key(KEY);
     let limits = HeaderLimits::default().with_max_header_size(64);
-    let err = client
-        .parse_response_with(&Head::response().bytes(), &limits)
-        .unwrap_err();
+    let err = client.parse_response_with(&Head::response().bytes(), &limits).unwrap_err();
     assert_eq!(err, HandshakeError::ResponseTooLarge { limit: 64 });
     assert_eq!(err.status(), None);
 
     let few = HeaderLimits::default().with_max_headers(1);
-    let err = client
-        .parse_response_with(&Head::response().bytes(), &few)
-        .unwrap_err();
+    let err = client.parse_response_with(&Head::response().bytes(), &few).unwrap_err();
     assert_eq!(err, HandshakeError::ResponseTooManyHeaders { limit: 1 });
 }
 
 #[test]
 fn zero_limits_reject_rather_than_panic() {
-    let limits = HeaderLimits::default()
-        .with_max_header_size(0)
-        .with_max_headers(0);
+    let limits = HeaderLimits::default().with_max_header_size(0).with_max_headers(0);
     assert_eq!(Request::parse_with(b"", &limits), Ok(None));
     assert!(Request::parse_with(b"G", &limits).is_err());
     let no_headers = HeaderLimits::default().with_max_headers(0);
@@ -184,9 +154,7 @@ fn random_and_mutated_input_never_panics() {
             // Pure noise, biased towards HTTP-ish bytes.
             let alphabet = b"GET HTTP/1.1\r\n:;,=\"\\ \tabcXYZ019\x00\xff";
             let len = rng.below(300);
-            buf = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            buf = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
         } else {
             for _ in 0..1 + rng.below(4) {
                 let at = rng.below(buf.len());

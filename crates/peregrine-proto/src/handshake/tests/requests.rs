@@ -72,10 +72,7 @@ fn http_1_0_is_505() {
 #[test]
 fn unparseable_version_is_400() {
     let err = reject(Head::request().start("GET /chat HTTP/2.0"));
-    assert_eq!(
-        err,
-        HandshakeError::MalformedRequest("invalid HTTP version")
-    );
+    assert_eq!(err, HandshakeError::MalformedRequest("invalid HTTP version"));
     assert_eq!(err.status(), Some(400));
 }
 
@@ -94,10 +91,7 @@ fn malformed_http_is_400() {
 
 #[test]
 fn missing_or_empty_host_is_400() {
-    assert_eq!(
-        answer(Head::request().remove("Host")),
-        (400, "missing Host header".into())
-    );
+    assert_eq!(answer(Head::request().remove("Host")), (400, "missing Host header".into()));
     assert_eq!(answer(Head::request().set("Host", "")).0, 400);
 }
 
@@ -123,18 +117,9 @@ fn plain_get_is_426_saying_so() {
 
 #[test]
 fn missing_upgrade_websocket_is_426() {
-    assert_eq!(
-        answer(Head::request().remove("Upgrade")),
-        (426, "missing Upgrade: websocket header".into())
-    );
-    assert_eq!(
-        reject(Head::request().set("Upgrade", "h2c")),
-        HandshakeError::MissingUpgrade
-    );
-    assert_eq!(
-        reject(Head::request().set("Upgrade", "websockets")),
-        HandshakeError::MissingUpgrade
-    );
+    assert_eq!(answer(Head::request().remove("Upgrade")), (426, "missing Upgrade: websocket header".into()));
+    assert_eq!(reject(Head::request().set("Upgrade", "h2c")), HandshakeError::MissingUpgrade);
+    assert_eq!(reject(Head::request().set("Upgrade", "websockets")), HandshakeError::MissingUpgrade);
 }
 
 #[test]
@@ -155,11 +140,7 @@ fn token_lists_are_case_insensitive_and_may_span_headers() {
     parse(Head::request().set("Connection", "keep-alive,UPGRADE ,"));
     parse(Head::request().set("Upgrade", "WebSocket"));
     parse(Head::request().set("Upgrade", "h2c, websocket"));
-    parse(
-        Head::request()
-            .set("Connection", "keep-alive")
-            .add("Connection", "upgrade"),
-    );
+    parse(Head::request().set("Connection", "keep-alive").add("Connection", "upgrade"));
 }
 
 #[test]
@@ -180,19 +161,13 @@ fn other_version_is_426_advertising_13() {
     assert!(err.reason().contains("Sec-WebSocket-Version 8"));
     let text = String::from_utf8(err.rejection().unwrap().to_vec().unwrap()).unwrap();
     assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
-    assert_eq!(
-        answer(Head::request().set("Sec-WebSocket-Version", "13, 8")).0,
-        426
-    );
+    assert_eq!(answer(Head::request().set("Sec-WebSocket-Version", "13, 8")).0, 426);
 }
 
 #[test]
 fn duplicate_version_is_400() {
     let err = reject(Head::request().add("Sec-WebSocket-Version", "13"));
-    assert_eq!(
-        err,
-        HandshakeError::DuplicateHeader("Sec-WebSocket-Version")
-    );
+    assert_eq!(err, HandshakeError::DuplicateHeader("Sec-WebSocket-Version"));
     assert_eq!(err.status(), Some(400));
 }
 
@@ -252,14 +227,8 @@ fn protocol_that_is_not_a_token_is_400() {
 #[test]
 fn server_preference_picks_the_subprotocol() {
     let request = parse(Head::request().add("Sec-WebSocket-Protocol", "v1.chat, v2.chat"));
-    assert_eq!(
-        request.choose_protocol(&["v2.chat", "v1.chat"]),
-        Some("v2.chat")
-    );
-    assert_eq!(
-        request.choose_protocol(&["v3.chat", "v1.chat"]),
-        Some("v1.chat")
-    );
+    assert_eq!(request.choose_protocol(&["v2.chat", "v1.chat"]), Some("v2.chat"));
+    assert_eq!(request.choose_protocol(&["v3.chat", "v1.chat"]), Some("v1.chat"));
     assert_eq!(request.choose_protocol(&["mqtt"]), None);
     assert_eq!(request.choose_protocol::<&str>(&[]), None);
     // Names are opaque: no case folding.
@@ -273,10 +242,7 @@ fn server_preference_picks_the_subprotocol() {
 fn offered_extensions_are_parsed() {
     let request = parse(
         Head::request()
-            .add(
-                "Sec-WebSocket-Extensions",
-                "permessage-deflate; client_max_window_bits",
-            )
+            .add("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
             .add("Sec-WebSocket-Extensions", "x-foo; level=\"3\""),
     );
     assert_eq!(
@@ -306,14 +272,9 @@ fn echoed_peer_text_is_truncated() {
 #[test]
 fn first_defect_decides_the_status() {
     // Wrong method and no upgrade headers: the method is checked first.
-    let head = Head::request()
-        .start("PUT / HTTP/1.1")
-        .remove("Upgrade")
-        .remove("Connection");
+    let head = Head::request().start("PUT / HTTP/1.1").remove("Upgrade").remove("Connection");
     assert_eq!(answer(head).0, 405);
     // Wrong version and no key: the version is reported.
-    let head = Head::request()
-        .set("Sec-WebSocket-Version", "8")
-        .remove("Sec-WebSocket-Key");
+    let head = Head::request().set("Sec-WebSocket-Version", "8").remove("Sec-WebSocket-Key");
     assert_eq!(answer(head).0, 426);
 }

@@ -12,12 +12,8 @@ fn text(bytes: Vec<u8>) -> String {
 /// Splits a response into head and body, checking `Content-Length`.
 fn body_of(response: &str) -> &str {
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
     assert_eq!(length, body.len());
     body
 }
@@ -39,28 +35,21 @@ fn accept_writes_the_rfc_headers() {
 fn accept_writes_protocol_extensions_and_caller_headers() {
     let response = AcceptResponse::from_key(KEY)
         .with_protocol("chat")
-        .with_extension(
-            ExtensionOffer::new("permessage-deflate").with_param("server_max_window_bits", "10"),
-        )
+        .with_extension(ExtensionOffer::new("permessage-deflate").with_param("server_max_window_bits", "10"))
         .with_header("Set-Cookie", "id=1; HttpOnly")
         .to_vec()
         .unwrap();
     let response = text(response);
     assert!(response.contains("\r\nSec-WebSocket-Protocol: chat\r\n"));
-    assert!(response.contains(
-        "\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n"
-    ));
+    assert!(
+        response.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n")
+    );
     assert!(response.ends_with("\r\nSet-Cookie: id=1; HttpOnly\r\n\r\n"));
 }
 
 #[test]
 fn empty_protocol_writes_no_header() {
-    let response = text(
-        AcceptResponse::from_key(KEY)
-            .with_protocol("")
-            .to_vec()
-            .unwrap(),
-    );
+    let response = text(AcceptResponse::from_key(KEY).with_protocol("").to_vec().unwrap());
     assert!(!response.contains("Sec-WebSocket-Protocol"));
 }
 
@@ -69,9 +58,7 @@ fn accept_refuses_unsafe_caller_input_and_writes_nothing() {
     let cases = [
         (
             AcceptResponse::from_key(KEY).with_header("X-Evil", "a\r\nInjected: 1"),
-            HandshakeError::InvalidHeaderValue {
-                name: "X-Evil".into(),
-            },
+            HandshakeError::InvalidHeaderValue { name: "X-Evil".into() },
         ),
         (
             AcceptResponse::from_key(KEY).with_header("X Evil", "a"),
@@ -83,15 +70,11 @@ fn accept_refuses_unsafe_caller_input_and_writes_nothing() {
         ),
         (
             AcceptResponse::from_key(KEY).with_protocol("chat\r\nX: 1"),
-            HandshakeError::InvalidHeaderValue {
-                name: "Sec-WebSocket-Protocol".into(),
-            },
+            HandshakeError::InvalidHeaderValue { name: "Sec-WebSocket-Protocol".into() },
         ),
         (
             AcceptResponse::from_key(KEY).with_extension(ExtensionOffer::new("bad name")),
-            HandshakeError::InvalidHeaderValue {
-                name: "Sec-WebSocket-Extensions".into(),
-            },
+            HandshakeError::InvalidHeaderValue { name: "Sec-WebSocket-Extensions".into() },
         ),
     ];
     for (response, expected) in cases {
@@ -113,10 +96,7 @@ fn rejection_by_the_application() {
     assert!(response.contains("\r\nConnection: close\r\n"));
     assert!(response.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"));
     assert!(response.contains("\r\nX-Request-Id: 42\r\n"));
-    assert_eq!(
-        body_of(&response),
-        "origin https://evil.example is not allowed\n"
-    );
+    assert_eq!(body_of(&response), "origin https://evil.example is not allowed\n");
 }
 
 #[test]
@@ -140,12 +120,7 @@ fn empty_reason_falls_back_to_the_phrase() {
 fn rejection_adds_required_headers_unless_given() {
     let response = text(Rejection::new(405, "no").to_vec().unwrap());
     assert!(response.contains("\r\nAllow: GET\r\n"));
-    let response = text(
-        Rejection::new(405, "no")
-            .with_header("Allow", "GET, HEAD")
-            .to_vec()
-            .unwrap(),
-    );
+    let response = text(Rejection::new(405, "no").with_header("Allow", "GET, HEAD").to_vec().unwrap());
     assert_eq!(response.matches("Allow:").count(), 1);
     let response = text(Rejection::new(426, "no").to_vec().unwrap());
     assert!(response.contains("\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n"));
@@ -158,21 +133,14 @@ fn rejection_adds_required_headers_unless_given() {
 fn rejection_refuses_bad_status_and_headers() {
     let mut dst = BytesMut::new();
     for status in [0, 101, 199, 600, 999] {
-        assert_eq!(
-            Rejection::new(status, "x").encode(&mut dst),
-            Err(HandshakeError::InvalidStatus(status))
-        );
+        assert_eq!(Rejection::new(status, "x").encode(&mut dst), Err(HandshakeError::InvalidStatus(status)));
     }
     assert_eq!(
-        Rejection::new(400, "x")
-            .with_header("Content-Length", "0")
-            .encode(&mut dst),
+        Rejection::new(400, "x").with_header("Content-Length", "0").encode(&mut dst),
         Err(HandshakeError::ReservedHeader("Content-Length".into()))
     );
     assert_eq!(
-        Rejection::new(400, "x")
-            .with_header("X-A", "\n")
-            .encode(&mut dst),
+        Rejection::new(400, "x").with_header("X-A", "\n").encode(&mut dst),
         Err(HandshakeError::InvalidHeaderValue { name: "X-A".into() })
     );
     assert!(dst.is_empty());
