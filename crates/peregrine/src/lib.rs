@@ -17,6 +17,8 @@ mod split;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
 
 pub use client::{ClientBuilder, connect};
 pub use config::Config;

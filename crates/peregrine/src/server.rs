@@ -76,10 +76,7 @@ where
     let handshake = async {
         let limits = HeaderLimits::default().with_max_header_size(config.limits.header_size());
         let mut buf = BytesMut::new();
-        let parsed = read_head(&mut io, &mut buf, |bytes| {
-            Ok(Request::parse_with(bytes, &limits)?)
-        })
-        .await;
+        let parsed = read_head(&mut io, &mut buf, |bytes| Ok(Request::parse_with(bytes, &limits)?)).await;
         let request = match parsed {
             Ok(request) => request,
             Err(Error::Handshake(error)) => {
