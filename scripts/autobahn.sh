@@ -380,6 +380,10 @@ main() {
             ;;
         *) die "usage: $0 [server|client|all|install]" ;;
     esac
+    # Stale reports must never be judged: drop those of the sides about to run first,
+    # so that a failed install or build leaves no index.json behind.
+    if [[ $mode == server || $mode == all ]]; then rm -rf "${REPORTS:?}/servers"; fi
+    if [[ $mode == client || $mode == all ]]; then rm -rf "${REPORTS:?}/clients"; fi
     t=$(now)
     install_suite
     record install "$t"

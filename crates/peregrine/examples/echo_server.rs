@@ -11,11 +11,10 @@ use tokio::net::TcpListener;
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:9001".into())
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}")))?;
+    let addr: SocketAddr =
+        args.next().unwrap_or_else(|| "127.0.0.1:9001".into()).parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}"))
+        })?;
     let single_thread = args.any(|a| a == "--single-thread" || a == "--current-thread");
     let runtime = if single_thread {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?

@@ -108,16 +108,11 @@ impl ClientBuilder {
             let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
             // Frames are written whole; Nagle would only delay small ones.
             tcp.set_nodelay(true)?;
-            let stream = if target.tls {
-                self.wrap_tls(tcp, &target.host).await?
-            } else {
-                MaybeTlsStream::Plain(tcp)
-            };
+            let stream =
+                if target.tls { self.wrap_tls(tcp, &target.host).await? } else { MaybeTlsStream::Plain(tcp) };
             handshake(stream, &self.request(&target), &self.config).await
         };
-        tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| Error::Timeout(TimeoutKind::Handshake))?
+        tokio::time::timeout(timeout, connecting).await.map_err(|_| Error::Timeout(TimeoutKind::Handshake))?
     }
 
     #[cfg(feature = "tls")]
@@ -126,16 +121,12 @@ impl ClientBuilder {
             Some(connector) => connector.clone(),
             None => crate::tls::TlsConnector::webpki_roots()?,
         };
-        Ok(MaybeTlsStream::Tls(Box::new(
-            connector.connect(host, tcp).await?,
-        )))
+        Ok(MaybeTlsStream::Tls(Box::new(connector.connect(host, tcp).await?)))
     }
 
     #[cfg(not(feature = "tls"))]
     async fn wrap_tls(&self, _tcp: TcpStream, _host: &str) -> Result<MaybeTlsStream<TcpStream>> {
-        Err(Error::Url(
-            "wss:// needs the \"tls\" feature of peregrine".into(),
-        ))
+        Err(Error::Url("wss:// needs the \"tls\" feature of peregrine".into()))
     }
 
     /// The handshake request this builder sends to `target`.
@@ -170,11 +161,7 @@ impl ClientBuilder {
 }
 
 /// Sends `request` and validates the answer.
-async fn handshake<S>(
-    mut io: S,
-    request: &ClientRequest,
-    config: &Config,
-) -> Result<(WebSocket<S>, Response)>
+async fn handshake<S>(mut io: S, request: &ClientRequest, config: &Config) -> Result<(WebSocket<S>, Response)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -184,15 +171,10 @@ where
     io.flush().await?;
     let limits = HeaderLimits::default().with_max_header_size(config.limits.header_size());
     let mut buf = BytesMut::new();
-    let response = read_head(&mut io, &mut buf, |bytes| {
-        Ok(request.parse_response_with(bytes, &limits)?)
-    })
-    .await?;
+    let response =
+        read_head(&mut io, &mut buf, |bytes| Ok(request.parse_response_with(bytes, &limits)?)).await?;
     let leftover = buf.split_off(response.consumed());
-    Ok((
-        WebSocket::from_raw(io, Role::Client, config, &leftover),
-        response,
-    ))
+    Ok((WebSocket::from_raw(io, Role::Client, config, &leftover), response))
 }
 
 /// The parts of a WebSocket URL the connection needs.
@@ -211,35 +193,24 @@ impl Target {
             "ws" => false,
             "wss" => true,
             other => {
-                return Err(Error::Url(format!(
-                    "{url}: scheme {other}:// is not ws:// or wss://"
-                )));
+                return Err(Error::Url(format!("{url}: scheme {other}:// is not ws:// or wss://")));
             }
         };
         if parsed.fragment().is_some() {
-            return Err(Error::Url(format!(
-                "{url}: WebSocket URLs cannot have a #fragment"
-            )));
+            return Err(Error::Url(format!("{url}: WebSocket URLs cannot have a #fragment")));
         }
         let host = match parsed.host() {
             Some(url::Host::Ipv6(addr)) => addr.to_string(),
             Some(host) => host.to_string(),
             None => return Err(Error::Url(format!("{url}: no host"))),
         };
-        let port = parsed
-            .port_or_known_default()
-            .unwrap_or(if tls { 443 } else { 80 });
+        let port = parsed.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
         let mut resource = parsed.path().to_owned();
         if let Some(query) = parsed.query() {
             resource.push('?');
             resource.push_str(query);
         }
-        Ok(Self {
-            tls,
-            host,
-            port,
-            resource,
-        })
+        Ok(Self { tls, host, port, resource })
     }
 }
 
@@ -255,17 +226,8 @@ mod tests {
             (false, "example.com", 80, "/chat?room=1")
         );
         let t = Target::parse("wss://[::1]:8443").unwrap();
-        assert_eq!(
-            (t.tls, t.host.as_str(), t.port, t.resource.as_str()),
-            (true, "::1", 8443, "/")
-        );
-        assert!(matches!(
-            Target::parse("http://example.com"),
-            Err(Error::Url(_))
-        ));
-        assert!(matches!(
-            Target::parse("ws://example.com/#x"),
-            Err(Error::Url(_))
-        ));
+        assert_eq!((t.tls, t.host.as_str(), t.port, t.resource.as_str()), (true, "::1", 8443, "/"));
+        assert!(matches!(Target::parse("http://example.com"), Err(Error::Url(_))));
+        assert!(matches!(Target::parse("ws://example.com/#x"), Err(Error::Url(_))));
     }
 }

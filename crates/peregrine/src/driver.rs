@@ -95,11 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// The next event: decodes buffered bytes first, and only reads when none
     /// is complete; runs keepalive and the close handshake as it goes.
-    pub(crate) fn poll_next_event(
-        &mut self,
-        read: &Waker,
-        write: &Waker,
-    ) -> Poll<Option<Result<Event>>> {
+    pub(crate) fn poll_next_event(&mut self, read: &Waker, write: &Waker) -> Poll<Option<Result<Event>>> {
         loop {
             match self.stage {
                 Stage::Done => return Poll::Ready(self.final_error.take().map(Err)),
@@ -120,10 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 return Poll::Ready(Some(event));
             }
-            if self.conn.should_close_transport()
-                || self.conn.is_closed()
-                || self.conn.failure().is_some()
-            {
+            if self.conn.should_close_transport() || self.conn.is_closed() || self.conn.failure().is_some() {
                 self.begin_finish();
                 continue;
             }
@@ -137,9 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Tick::SendPing => {
                         // Idle for a whole interval: also give back the buffers.
                         self.conn.release_idle_buffers();
-                        let _ = self
-                            .conn
-                            .send(Message::Ping(bytes::Bytes::from_static(b"peregrine")));
+                        let _ = self.conn.send(Message::Ping(bytes::Bytes::from_static(b"peregrine")));
                     }
                     Tick::TimedOut(kind) => {
                         return Poll::Ready(Some(Err(self.abort(Error::Timeout(kind)))));
@@ -164,9 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// any close frame, then the stream ends. Returns the error to report now.
     fn abort(&mut self, error: Error) -> Error {
         if matches!(error, Error::Timeout(TimeoutKind::Keepalive)) && !self.conn.close_sent() {
-            let _ = self
-                .conn
-                .close(CloseCode::GOING_AWAY, "keepalive ping timeout");
+            let _ = self.conn.close(CloseCode::GOING_AWAY, "keepalive ping timeout");
         }
         self.stage = Stage::Finishing;
         // Reading is over; the remaining finish only flushes and shuts down.

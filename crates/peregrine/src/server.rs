@@ -27,7 +27,7 @@ use crate::socket::WebSocket;
 ///                 ws.send(message).await?;
 ///             }
 ///         }
-///         peregrine::Result::Ok(())
+///         Ok::<(), peregrine::Error>(())
 ///     });
 /// }
 /// # }

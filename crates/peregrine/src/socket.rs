@@ -57,9 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// A message decoded from bytes already received, without waiting.
     pub fn try_recv(&mut self) -> Option<Result<Message>> {
-        self.driver
-            .try_next_event()
-            .map(|event| event.map(message_of))
+        self.driver.try_next_event().map(|event| event.map(message_of))
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
@@ -106,9 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// to hold whole.
     pub fn into_frames(mut self) -> Frames<S> {
         self.driver.conn.set_assemble_messages(false);
-        Frames {
-            driver: self.driver,
-        }
+        Frames { driver: self.driver }
     }
 
     /// Splits into a read half and a write half that can be used from

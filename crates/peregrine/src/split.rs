@@ -47,25 +47,15 @@ impl<S> Shared<S> {
     fn lock(&self) -> MutexGuard<'_, Driver<S>> {
         // A panic while holding the lock leaves the driver in a state that is
         // still memory-safe; keep going rather than poisoning both halves.
-        self.driver
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.driver.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 pub(crate) fn split<S>(driver: Driver<S>) -> (WebSocketReader<S>, WebSocketWriter<S>) {
     let wakers = Arc::new(BothWakers::default());
-    let shared = Arc::new(Shared {
-        driver: Mutex::new(driver),
-        write_waker: Waker::from(wakers.clone()),
-        wakers,
-    });
-    (
-        WebSocketReader {
-            shared: shared.clone(),
-        },
-        WebSocketWriter { shared },
-    )
+    let shared =
+        Arc::new(Shared { driver: Mutex::new(driver), write_waker: Waker::from(wakers.clone()), wakers });
+    (WebSocketReader { shared: shared.clone() }, WebSocketWriter { shared })
 }
 
 /// The read half: a [`Stream`] of messages.
@@ -89,16 +79,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         self.shared.wakers.reader.register(cx.waker());
         let mut driver = self.shared.lock();
-        driver
-            .poll_next_event(cx.waker(), &self.shared.write_waker)
-            .map(|event| {
-                event.map(|event| {
-                    event.map(|event| match event {
-                        Event::Message(message) => message,
-                        Event::Fragment(fragment) => Message::Binary(fragment.payload),
-                    })
+        driver.poll_next_event(cx.waker(), &self.shared.write_waker).map(|event| {
+            event.map(|event| {
+                event.map(|event| match event {
+                    Event::Message(message) => message,
+                    Event::Fragment(fragment) => Message::Binary(fragment.payload),
                 })
             })
+        })
     }
 }
 

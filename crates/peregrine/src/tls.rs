@@ -35,11 +35,7 @@ impl TlsConnector {
 
     /// Starts a connector with an empty trust store.
     pub fn builder() -> TlsConnectorBuilder {
-        TlsConnectorBuilder {
-            roots: RootCertStore::empty(),
-            client_auth: None,
-            insecure: false,
-        }
+        TlsConnectorBuilder { roots: RootCertStore::empty(), client_auth: None, insecure: false }
     }
 
     /// Uses a rustls configuration you built yourself.
@@ -70,17 +66,14 @@ pub struct TlsConnectorBuilder {
 
 impl std::fmt::Debug for TlsConnectorBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsConnectorBuilder")
-            .field("roots", &self.roots.len())
-            .finish_non_exhaustive()
+        f.debug_struct("TlsConnectorBuilder").field("roots", &self.roots.len()).finish_non_exhaustive()
     }
 }
 
 impl TlsConnectorBuilder {
     /// Trusts the bundled Mozilla roots (`webpki-roots`).
     pub fn webpki_roots(mut self) -> Self {
-        self.roots
-            .extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        self.roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         self
     }
 
@@ -127,14 +120,10 @@ impl TlsConnectorBuilder {
             builder.with_root_certificates(self.roots)
         };
         let config = match self.client_auth {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain, key)
-                .map_err(Error::Tls)?,
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(Error::Tls)?,
             None => builder.with_no_client_auth(),
         };
-        Ok(TlsConnector {
-            config: Arc::new(config),
-        })
+        Ok(TlsConnector { config: Arc::new(config) })
     }
 }
 
@@ -182,9 +171,7 @@ impl TlsAcceptor {
     /// Uses a rustls server configuration you built yourself.
     #[must_use]
     pub fn from_config(config: Arc<ServerConfig>) -> Self {
-        Self {
-            inner: tokio_rustls::TlsAcceptor::from(config),
-        }
+        Self { inner: tokio_rustls::TlsAcceptor::from(config) }
     }
 
     /// Performs the server side of the TLS handshake.
@@ -209,19 +196,13 @@ fn load_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
 
 fn load_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
     rustls_pemfile::private_key(&mut &*pem)?.ok_or_else(|| {
-        Error::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no private key found in the PEM data",
-        ))
+        Error::Io(io::Error::new(io::ErrorKind::InvalidData, "no private key found in the PEM data"))
     })
 }
 
 /// rustls reports TLS failures as I/O errors wrapping a `rustls::Error`.
 fn tls_io_error(error: io::Error) -> Error {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(tls) => Error::Tls(tls.clone()),
         None => Error::Io(error),
     }
@@ -257,12 +238,7 @@ mod insecure {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
         }
         fn verify_tls13_signature(
             &self,
@@ -270,12 +246,7 @@ mod insecure {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
