@@ -1,0 +1,40 @@
+//! `peregrine`: connect to, serve and load-test WebSockets.
+//!
+//! This file only parses arguments and dispatches; each subcommand lives in
+//! the module named after it.
+
+mod bench;
+mod connect;
+mod echo;
+
+use clap::{Parser, Subcommand};
+
+/// A WebSocket toolbox: an interactive client that shows frames and explains
+/// failures, an echo server, and a load generator.
+#[derive(Debug, Parser)]
+#[command(name = "peregrine", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect to a ws:// or wss:// URL and exchange messages (interactive on a
+    /// terminal, one message per line when piped).
+    Connect(connect::ConnectArgs),
+    /// Run an echo server.
+    Echo(echo::EchoArgs),
+    /// Measure a WebSocket server: throughput and latency, idle connections,
+    /// handshakes per second.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Connect(args) => connect::run(args),
+        Command::Echo(args) => echo::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
