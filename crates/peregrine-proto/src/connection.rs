@@ -11,7 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::{ProtocolError, SendError};
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use crate::extension::{Deflate, DeflateParams};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, RSV1};
 use crate::limits::Limits;
 use crate::mask::apply_mask;
 use crate::message::{DataKind, Message, Utf8Bytes};
@@ -81,6 +82,15 @@ pub struct Connection {
     limits: Limits,
     /// RSV bits that negotiated extensions define.
     allowed_rsv: u8,
+    /// permessage-deflate, when negotiated (boxed: most connections are
+    /// uncompressed and should stay small).
+    deflate: Option<Box<Deflate>>,
+    /// The message being received is compressed (RSV1 on its first frame).
+    receiving_compressed: bool,
+    /// Inflated bytes of the message being streamed as fragments.
+    inflated_len: usize,
+    /// The fragmented message being sent is compressed.
+    sending_compressed: bool,
     assemble: bool,
     /// Whether the message being received is being assembled: fixed at its
     /// first frame, so changing the setting takes effect at the next message.
@@ -116,6 +126,10 @@ impl Connection {
             role,
             limits,
             allowed_rsv: 0,
+            deflate: None,
+            receiving_compressed: false,
+            inflated_len: 0,
+            sending_compressed: false,
             assemble: true,
             assembling_current: true,
             incoming: BytesMut::new(),
@@ -132,6 +146,22 @@ impl Connection {
             eof_received: false,
             close_transport: false,
         }
+    }
+
+    /// A connection with permessage-deflate negotiated (see
+    /// [`DeflateConfig`](crate::extension::DeflateConfig)).
+    #[must_use]
+    pub fn with_deflate(role: Role, limits: Limits, params: DeflateParams) -> Self {
+        let mut conn = Self::with_limits(role, limits);
+        conn.deflate = Some(Box::new(Deflate::new(role, params)));
+        conn.allowed_rsv = RSV1;
+        conn
+    }
+
+    /// Whether permessage-deflate is in force.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Our role.
@@ -261,7 +291,10 @@ impl Connection {
     /// Checks what depends on the connection's state; returns whether the
     /// payload is text to validate.
     fn check_header(&self, header: &FrameHeader) -> Result<bool, ProtocolError> {
-        if header.rsv & !self.allowed_rsv != 0 {
+        let first_data_frame = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        // RSV1 marks a compressed message: only on its first frame (RFC 7692 §6).
+        let allowed = if first_data_frame { self.allowed_rsv } else { 0 };
+        if header.rsv & !allowed != 0 {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, header.mask.is_some()) {
@@ -288,7 +321,9 @@ impl Connection {
         if size > limit as u64 {
             return Err(ProtocolError::MessageTooLarge { size, limit });
         }
-        Ok(kind == DataKind::Text)
+        let compressed = if first_data_frame { header.rsv & RSV1 != 0 } else { self.receiving_compressed };
+        // Compressed text is validated after inflating.
+        Ok(kind == DataKind::Text && !compressed)
     }
 
     fn received_len_for(&self, opcode: OpCode) -> u64 {
@@ -313,9 +348,13 @@ impl Connection {
         let first = header.opcode != OpCode::Continuation;
         if first {
             self.assembling_current = self.assemble;
+            self.receiving_compressed = header.rsv & RSV1 != 0;
         }
         self.received_len = self.received_len_for(header.opcode) + payload.len() as u64;
         self.receiving = if header.fin { None } else { Some(kind) };
+        if self.receiving_compressed {
+            return self.on_compressed_frame(kind, first, header.fin, &payload);
+        }
         if header.fin && kind == DataKind::Text {
             self.utf8.finish()?;
         }
@@ -338,6 +377,51 @@ impl Connection {
             }
         };
         let payload = payload.freeze();
+        Ok(Some(Event::Message(match kind {
+            DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+            DataKind::Binary => Message::Binary(payload),
+        })))
+    }
+
+    /// Inflates a frame of a compressed message, into the message being
+    /// assembled (or a fragment of its own), validating text as it inflates.
+    fn on_compressed_frame(
+        &mut self,
+        kind: DataKind,
+        first: bool,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<Option<Event>, ProtocolError> {
+        let Some(deflate) = self.deflate.as_mut() else { return Err(ProtocolError::ReservedBits) };
+        if first && self.assembling_current {
+            self.assembled.clear();
+        }
+        let mut fragment = BytesMut::new();
+        // The limit applies to the whole inflated message.
+        let (out, limit) = if self.assembling_current {
+            (&mut self.assembled, self.limits.message_size())
+        } else {
+            (&mut fragment, self.limits.message_size().saturating_sub(self.inflated_len))
+        };
+        let start = out.len();
+        deflate.decompress(payload, fin, out, limit)?;
+        self.inflated_len += out.len() - start;
+        if kind == DataKind::Text {
+            self.utf8.feed(&out[start..])?;
+            if fin {
+                self.utf8.finish()?;
+            }
+        }
+        if fin {
+            self.inflated_len = 0;
+        }
+        if !self.assembling_current {
+            return Ok(Some(Event::Fragment(Fragment { kind, payload: fragment.freeze(), first, fin })));
+        }
+        if !fin {
+            return Ok(None);
+        }
+        let payload = std::mem::take(&mut self.assembled).freeze();
         Ok(Some(Event::Message(match kind {
             DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
             DataKind::Binary => Message::Binary(payload),
@@ -470,8 +554,8 @@ impl Connection {
     /// a close frame was sent; a `Close` message starts the close handshake.
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
         match message {
-            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
-            Message::Binary(data) => self.send_data(OpCode::Binary, data),
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), true),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, true),
             Message::Ping(data) => self.send_control(OpCode::Ping, data),
             Message::Pong(data) => self.send_control(OpCode::Pong, data),
             Message::Close(None) => self.close_with(None),
@@ -493,7 +577,19 @@ impl Connection {
             (Some(_), _) => return Err(SendError::FragmentationState),
         };
         self.sending = if fin { None } else { Some(kind) };
-        self.write_frame(opcode, fin, payload);
+        if opcode != OpCode::Continuation {
+            // The whole size is unknown: compress any message sent in pieces.
+            self.sending_compressed = self.deflate.as_ref().is_some_and(|d| d.can_compress());
+        }
+        match self.deflate.as_mut() {
+            Some(deflate) if self.sending_compressed => {
+                let mut compressed = Vec::new();
+                deflate.compress(&payload, fin, &mut compressed);
+                let rsv = if opcode == OpCode::Continuation { 0 } else { RSV1 };
+                self.write_frame_rsv(opcode, fin, rsv, compressed.into());
+            }
+            _ => self.write_frame(opcode, fin, payload),
+        }
         Ok(())
     }
 
@@ -517,15 +613,34 @@ impl Connection {
         Ok(())
     }
 
-    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes, may_compress: bool) -> Result<(), SendError> {
         if self.close_sent {
             return Err(SendError::Closed);
         }
         if self.sending.is_some() {
             return Err(SendError::FragmentationState);
         }
-        self.write_frame(opcode, true, payload);
+        match self.deflate.as_mut() {
+            Some(deflate) if may_compress && deflate.wants_to_compress(payload.len()) => {
+                let mut compressed = Vec::new();
+                deflate.compress(&payload, true, &mut compressed);
+                self.write_frame_rsv(opcode, true, RSV1, compressed.into());
+            }
+            _ => self.write_frame(opcode, true, payload),
+        }
         Ok(())
+    }
+
+    /// Queues a text or binary message without compressing it, even when
+    /// permessage-deflate is in force (for data that is already compressed,
+    /// such as images, or too random to shrink). Other messages are sent as
+    /// by [`Connection::send`].
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), false),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, false),
+            other => self.send(other),
+        }
     }
 
     fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
@@ -549,11 +664,15 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        self.write_frame_rsv(opcode, fin, 0, payload);
+    }
+
+    fn write_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         let mask = match self.role {
             Role::Client => Some(crate::mask_key::next()),
             Role::Server => None,
         };
-        let header = FrameHeader { fin, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+        let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
         let mut head = [0; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
         match mask {

@@ -10,6 +10,7 @@
 pub mod close;
 pub mod connection;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod limits;

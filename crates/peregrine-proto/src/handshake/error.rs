@@ -170,6 +170,9 @@ pub enum HandshakeError {
     ResponseMalformedExtensions(ExtensionSyntaxError),
     /// The server accepted an extension we did not offer.
     UnofferedExtension(String),
+    /// The server's answer to our extension offer breaks the extension's
+    /// rules (RFC 7692 §7: unknown, repeated or out-of-range parameters).
+    InvalidExtensionResponse(String),
 
     // ---- our own caller ---------------------------------------------------
     /// A header name given to a writer is not an HTTP token.
@@ -225,6 +228,7 @@ impl HandshakeError {
             | MultipleProtocols
             | ResponseMalformedExtensions(_)
             | UnofferedExtension(_)
+            | InvalidExtensionResponse(_)
             | InvalidHeaderName(_)
             | InvalidHeaderValue { .. }
             | ReservedHeader(_)
@@ -316,6 +320,9 @@ impl fmt::Display for HandshakeError {
             }
             UnofferedExtension(name) => {
                 write!(f, "server accepted extension {:?}, which was not offered", echo(name))
+            }
+            InvalidExtensionResponse(problem) => {
+                write!(f, "server's Sec-WebSocket-Extensions answer is invalid: {problem}")
             }
             InvalidHeaderName(name) => write!(f, "invalid header name {:?}", echo(name)),
             InvalidHeaderValue { name } => write!(f, "invalid value for header {}", echo(name)),
