@@ -2,17 +2,22 @@
 //! `autobahn_client ws://127.0.0.1:9002 peregrine`.
 //!
 //! Asks the fuzzing server how many cases there are, runs each one by echoing
-//! every message, then asks it to write the reports.
+//! every message, then asks it to write the reports. permessage-deflate is
+//! offered unless `--no-deflate` is given.
 
 mod common;
 
-use peregrine::{Message, Result};
+use peregrine::proto::extension::DeflateConfig;
+use peregrine::{ClientBuilder, Config, Message, Result};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let base = args.next().unwrap_or_else(|| "ws://127.0.0.1:9002".into());
     let agent = args.next().unwrap_or_else(|| "peregrine".into());
+    let deflate = !args.any(|a| a == "--no-deflate");
+    let config = Config::default().deflate(deflate.then(DeflateConfig::default));
+    let connect = |url: String| ClientBuilder::new(url).config(config.clone()).connect();
 
     let (mut ws, _) = peregrine::connect(&format!("{base}/getCaseCount")).await?;
     let mut count = 0;
@@ -23,7 +28,7 @@ async fn main() -> Result<()> {
     }
     eprintln!("running {count} cases");
     for case in 1..=count {
-        let (ws, _) = peregrine::connect(&format!("{base}/runCase?case={case}&agent={agent}")).await?;
+        let (ws, _) = connect(format!("{base}/runCase?case={case}&agent={agent}")).await?;
         // Failing a case is the suite's verdict to give, not ours: go on.
         if let Err(e) = common::echo(ws).await {
             eprintln!("case {case}: {e}");

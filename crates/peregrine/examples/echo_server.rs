@@ -1,12 +1,14 @@
-//! An echo server: `echo_server 127.0.0.1:9001 [--single-thread]`.
+//! An echo server: `echo_server 127.0.0.1:9001 [--single-thread] [--no-deflate]`.
 //!
 //! Every text and binary message is sent back. This is the server the
-//! Autobahn fuzzing client and the benchmarks talk to.
+//! Autobahn fuzzing client and the benchmarks talk to. permessage-deflate is
+//! accepted when a client offers it, unless `--no-deflate` is given.
 
 mod common;
 
 use std::net::SocketAddr;
 
+use peregrine::proto::extension::DeflateConfig;
 use tokio::net::TcpListener;
 
 fn main() -> std::io::Result<()> {
@@ -15,23 +17,27 @@ fn main() -> std::io::Result<()> {
         args.next().unwrap_or_else(|| "127.0.0.1:9001".into()).parse().map_err(|e| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen address: {e}"))
         })?;
-    let single_thread = args.any(|a| a == "--single-thread" || a == "--current-thread");
+    let flags: Vec<String> = args.collect();
+    let single_thread = flags.iter().any(|a| a == "--single-thread" || a == "--current-thread");
+    let deflate = !flags.iter().any(|a| a == "--no-deflate");
     let runtime = if single_thread {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()?
     };
-    runtime.block_on(serve(addr))
+    runtime.block_on(serve(addr, deflate))
 }
 
-async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+async fn serve(addr: SocketAddr, deflate: bool) -> std::io::Result<()> {
+    let config = peregrine::Config::default().deflate(deflate.then(DeflateConfig::default));
     let listener = TcpListener::bind(addr).await?;
     eprintln!("echo server listening on ws://{}", listener.local_addr()?);
     loop {
         let (tcp, _) = listener.accept().await?;
+        let config = config.clone();
         tokio::spawn(async move {
             tcp.set_nodelay(true)?;
-            let ws = peregrine::accept(tcp).await?;
+            let ws = peregrine::accept_with(tcp, &config, |request| Ok(request.accept())).await?;
             common::echo(ws).await
         });
     }

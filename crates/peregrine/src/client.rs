@@ -143,6 +143,9 @@ impl ClientBuilder {
         for (name, value) in &self.headers {
             request = request.with_header(name.clone(), value.clone());
         }
+        if let Some(deflate) = &self.config.deflate {
+            request = request.with_extension(deflate.offer());
+        }
         request
     }
 
@@ -173,8 +176,12 @@ where
     let mut buf = BytesMut::new();
     let response =
         read_head(&mut io, &mut buf, |bytes| Ok(request.parse_response_with(bytes, &limits)?)).await?;
+    let deflate = match &config.deflate {
+        Some(deflate) => deflate.check_response(response.extensions())?,
+        None => None,
+    };
     let leftover = buf.split_off(response.consumed());
-    Ok((WebSocket::from_raw(io, Role::Client, config, &leftover), response))
+    Ok((WebSocket::from_negotiated(io, Role::Client, config, &leftover, deflate), response))
 }
 
 /// The parts of a WebSocket URL the connection needs.

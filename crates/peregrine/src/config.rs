@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use peregrine_proto::Limits;
+use peregrine_proto::extension::DeflateConfig;
 
 /// Settings for one WebSocket connection, client or server.
 ///
@@ -25,6 +26,7 @@ pub struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) write_high_water: usize,
+    pub(crate) deflate: Option<DeflateConfig>,
 }
 
 impl Config {
@@ -83,6 +85,14 @@ impl Config {
         self
     }
 
+    /// Turns on permessage-deflate (RFC 7692): a client offers it, a server
+    /// accepts a valid offer. Off by default: compression costs CPU and, with
+    /// context takeover, memory per connection; see [`DeflateConfig`].
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
     /// The size limits.
     pub fn get_limits(&self) -> &Limits {
         &self.limits
@@ -110,6 +120,7 @@ impl Default for Config {
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             write_high_water: Self::DEFAULT_WRITE_HIGH_WATER,
+            deflate: None,
         }
     }
 }

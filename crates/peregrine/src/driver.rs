@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Buf;
+use peregrine_proto::extension::DeflateParams;
 use peregrine_proto::{CloseCode, Connection, Event, Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -52,18 +53,25 @@ pub(crate) struct Driver<S> {
     write_high_water: usize,
     /// An error to report once the connection has ended (1006, timeouts).
     final_error: Option<Error>,
+    /// An error ending the connection was already returned to the caller.
+    error_reported: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    pub(crate) fn new(io: S, role: Role, config: &Config) -> Self {
+    pub(crate) fn new(io: S, role: Role, config: &Config, deflate: Option<DeflateParams>) -> Self {
+        let conn = match deflate {
+            Some(params) => Connection::with_deflate(role, config.limits, params),
+            None => Connection::with_limits(role, config.limits),
+        };
         Self {
             io,
-            conn: Connection::with_limits(role, config.limits),
+            conn,
             keepalive: Keepalive::new(config.ping_interval, config.ping_timeout),
             stage: Stage::Open,
             close_timeout: config.close_timeout,
             write_high_water: config.write_high_water,
             final_error: None,
+            error_reported: false,
         }
     }
 
@@ -132,6 +140,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         self.conn.release_idle_buffers();
                         let _ = self.conn.send(Message::Ping(bytes::Bytes::from_static(b"peregrine")));
                     }
+                    Tick::TimedOut(TimeoutKind::Keepalive) => match self.poll_read(read) {
+                        // The answer was already waiting: the peer is alive.
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            self.keepalive.on_receive();
+                            self.keepalive.rearm();
+                        }
+                        _ => {
+                            let error = self.abort(Error::Timeout(TimeoutKind::Keepalive));
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                    },
                     Tick::TimedOut(kind) => {
                         return Poll::Ready(Some(Err(self.abort(Error::Timeout(kind)))));
                     }
@@ -158,9 +177,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let _ = self.conn.close(CloseCode::GOING_AWAY, "keepalive ping timeout");
         }
         self.stage = Stage::Finishing;
-        // Reading is over; the remaining finish only flushes and shuts down.
+        // Reading is over; the remaining finish only flushes and shuts down,
+        // and the close timeout bounds even that (a dead peer takes nothing).
         self.conn.receive_eof();
+        self.keepalive.start_close_timer(self.close_timeout);
+        self.error_reported = true;
         error
+    }
+
+    /// Whether the connection still reads and writes.
+    pub(crate) fn is_open(&self) -> bool {
+        self.stage == Stage::Open
     }
 
     fn begin_finish(&mut self) {
@@ -175,9 +202,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Poll::Ready(Tick::TimedOut(TimeoutKind::Close)) =
             self.keepalive.poll_tick(&mut Context::from_waker(read))
         {
-            if self.final_error.is_none() && !self.conn.is_closed() {
+            if !self.error_reported && !self.conn.is_closed() {
                 self.final_error = Some(Error::Timeout(TimeoutKind::Close));
             }
+            // One attempt to end TCP; the socket is dropped with the stream anyway.
+            let _ = Pin::new(&mut self.io).poll_shutdown(&mut Context::from_waker(write));
             self.stage = Stage::Done;
             return Poll::Ready(());
         }
@@ -266,6 +295,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         Ok(())
     }
 
+    pub(crate) fn start_send_uncompressed(&mut self, message: Message) -> Result<()> {
+        if self.stage != Stage::Open {
+            return Err(Error::Closed);
+        }
+        Ok(self.conn.send_uncompressed(message)?)
+    }
+
     pub(crate) fn send_fragment(
         &mut self,
         kind: peregrine_proto::DataKind,
@@ -279,7 +315,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn poll_flush(&mut self, write: &Waker) -> Poll<Result<()>> {
-        Poll::Ready(ready!(self.poll_write_output(write)).map_err(Error::Io))
+        if self.stage == Stage::Done {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        match self.poll_write_output(write) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(Error::Io)),
+            // A peer that stopped reading cannot hold a closing connection
+            // past the close timeout.
+            Poll::Pending if self.conn.close_sent() && self.keepalive.close_expired() => {
+                Poll::Ready(Err(Error::Timeout(TimeoutKind::Close)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Sends a close frame (normal closure unless one was sent) and flushes.

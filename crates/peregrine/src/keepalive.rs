@@ -71,18 +71,32 @@ impl Keepalive {
         }
     }
 
+    /// Whether the close deadline has passed.
+    pub(crate) fn close_expired(&self) -> bool {
+        self.close_deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// The peer turned out to be alive after all (data was waiting when the
+    /// keepalive deadline passed): back to waiting a whole interval.
+    pub(crate) fn rearm(&mut self) {
+        self.reads_at_ping = None;
+        if let Some(interval) = self.interval {
+            self.arm(self.last_received + interval);
+        }
+    }
+
     pub(crate) fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Tick> {
         loop {
+            // Once passed, the close deadline stays passed for every caller.
+            if self.close_expired() {
+                return Poll::Ready(Tick::TimedOut(TimeoutKind::Close));
+            }
             let Some(sleep) = self.sleep.as_mut() else {
                 return Poll::Pending;
             };
             ready!(sleep.as_mut().poll(cx));
             let now = Instant::now();
             if let Some(deadline) = self.close_deadline {
-                if now >= deadline {
-                    self.sleep = None;
-                    return Poll::Ready(Tick::TimedOut(TimeoutKind::Close));
-                }
                 self.arm(deadline);
                 continue;
             }

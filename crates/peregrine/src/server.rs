@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 use peregrine_proto::Role;
+use peregrine_proto::extension::DeflateParams;
 use peregrine_proto::handshake::{AcceptResponse, HeaderLimits, Rejection, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -87,9 +88,8 @@ where
             }
             Err(other) => return Err(other),
         };
-        let mut response = BytesMut::new();
-        match decide(&request) {
-            Ok(accept) => accept.encode(&mut response)?,
+        let accept = match decide(&request) {
+            Ok(accept) => accept,
             Err(rejection) => {
                 refuse(&mut io, &rejection).await;
                 return Err(Error::Rejected {
@@ -97,15 +97,31 @@ where
                     reason: rejection.reason().to_owned(),
                 });
             }
-        }
+        };
+        let (accept, deflate) = negotiate_extensions(&request, accept, config);
+        let mut response = BytesMut::new();
+        accept.encode(&mut response)?;
         io.write_all(&response).await?;
         io.flush().await?;
-        Ok(buf.split_off(request.consumed()))
+        Ok((buf.split_off(request.consumed()), deflate))
     };
-    let leftover = tokio::time::timeout(config.handshake_timeout, handshake)
+    let (leftover, deflate) = tokio::time::timeout(config.handshake_timeout, handshake)
         .await
         .map_err(|_| Error::Timeout(TimeoutKind::Handshake))??;
-    Ok(WebSocket::from_raw(io, Role::Server, config, &leftover))
+    Ok(WebSocket::from_negotiated(io, Role::Server, config, &leftover, deflate))
+}
+
+/// Adds our answer to the client's extension offers (permessage-deflate, when
+/// configured) to the 101.
+pub(crate) fn negotiate_extensions(
+    request: &Request,
+    accept: AcceptResponse,
+    config: &Config,
+) -> (AcceptResponse, Option<DeflateParams>) {
+    match config.deflate.as_ref().and_then(|deflate| deflate.negotiate(request.extensions())) {
+        Some((answer, params)) => (accept.with_extension(answer), Some(params)),
+        None => (accept, None),
+    }
 }
 
 /// Best effort: the peer may already be gone, and the handshake error is what

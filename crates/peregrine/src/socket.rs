@@ -7,6 +7,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
+use peregrine_proto::extension::DeflateParams;
 use peregrine_proto::{CloseCode, DataKind, Event, Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -45,9 +46,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which the opening handshake is already done.
     /// `leftover` holds bytes read past the handshake (the first frames).
     pub fn from_raw(io: S, role: Role, config: &Config, leftover: &[u8]) -> Self {
-        let mut driver = Driver::new(io, role, config);
+        Self::from_negotiated(io, role, config, leftover, None)
+    }
+
+    /// Like [`WebSocket::from_raw`], with permessage-deflate in force as
+    /// negotiated (see [`DeflateConfig`](peregrine_proto::extension::DeflateConfig)).
+    pub fn from_negotiated(
+        io: S,
+        role: Role,
+        config: &Config,
+        leftover: &[u8],
+        deflate: Option<DeflateParams>,
+    ) -> Self {
+        let mut driver = Driver::new(io, role, config, deflate);
         driver.prime(leftover);
         Self { driver }
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.driver.conn.is_compressed()
+    }
+
+    /// Queues a message that is never compressed (already-compressed data),
+    /// then flushes.
+    pub async fn send_uncompressed(&mut self, message: Message) -> Result<()> {
+        poll_fn(|cx| self.driver.poll_ready(cx.waker())).await?;
+        self.driver.start_send_uncompressed(message)?;
+        self.flush().await
     }
 
     /// The next message; `None` once the connection has ended.
@@ -89,15 +115,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// and ends the TCP connection.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.driver.start_close(code, reason)?;
-        self.flush().await?;
+        // Receiving writes the close frame out, waits for the peer's, and ends
+        // TCP, all bounded by the close timeout.
+        let mut outcome = Ok(());
         while let Some(event) = self.recv().await {
-            match event {
-                Err(Error::Timeout(kind)) => return Err(Error::Timeout(kind)),
-                Err(Error::Io(e)) => return Err(Error::Io(e)),
-                _ => {}
+            if let Err(error @ (Error::Timeout(_) | Error::Io(_))) = event
+                && outcome.is_ok()
+            {
+                outcome = Err(error);
             }
         }
-        Ok(())
+        outcome
     }
 
     /// Switches to frame-level reading and writing, for messages too large

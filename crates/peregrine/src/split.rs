@@ -79,7 +79,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         self.shared.wakers.reader.register(cx.waker());
         let mut driver = self.shared.lock();
-        driver.poll_next_event(cx.waker(), &self.shared.write_waker).map(|event| {
+        let polled = driver.poll_next_event(cx.waker(), &self.shared.write_waker);
+        if !driver.is_open() {
+            // A writer waiting on a connection that has ended must learn it.
+            self.shared.wakers.writer.wake();
+        }
+        polled.map(|event| {
             event.map(|event| {
                 event.map(|event| match event {
                     Event::Message(message) => message,

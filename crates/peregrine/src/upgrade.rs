@@ -98,6 +98,7 @@ use http::{Method, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use peregrine_proto::Role;
+use peregrine_proto::extension::DeflateParams;
 use peregrine_proto::handshake::{AcceptResponse, DEFAULT_MAX_HEADERS, HeaderLimits, Rejection, Request};
 use tokio::time::Sleep;
 
@@ -270,7 +271,7 @@ where
     let accept = decide(&handshake).map_err(UpgradeError::Rejected)?;
     // Taken last, so that a refused request keeps it.
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>().ok_or(UpgradeError::NotUpgradable)?;
-    finish(&accept, on_upgrade, config)
+    finish(&handshake, accept, on_upgrade, config)
 }
 
 /// Checks an HTTP request head as a WebSocket handshake.
@@ -322,17 +323,19 @@ pub(crate) fn validate(
 /// Builds the 101 and the future that waits for hyper to hand the
 /// connection over.
 pub(crate) fn finish(
-    accept: &AcceptResponse,
+    request: &Request,
+    accept: AcceptResponse,
     on_upgrade: OnUpgrade,
     config: &Config,
 ) -> Result<(http::Response<Body>, UpgradeFut), UpgradeError> {
+    let (accept, deflate) = crate::server::negotiate_extensions(request, accept, config);
     let response = response::from_head(&accept.to_vec()?)?;
     let protocol = response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let future = UpgradeFut { on_upgrade, config: config.clone(), protocol, deadline: None };
+    let future = UpgradeFut { on_upgrade, config: config.clone(), protocol, deflate, deadline: None };
     Ok((response, future))
 }
 
@@ -355,6 +358,7 @@ pub struct UpgradeFut {
     on_upgrade: OnUpgrade,
     config: Config,
     protocol: Option<String>,
+    deflate: Option<DeflateParams>,
     /// Started on the first poll, so building the future needs no timer.
     deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -383,9 +387,13 @@ impl Future for UpgradeFut {
         let this = self.get_mut();
         if let Poll::Ready(upgraded) = Pin::new(&mut this.on_upgrade).poll(cx) {
             return Poll::Ready(match upgraded {
-                Ok(upgraded) => {
-                    Ok(WebSocket::from_raw(TokioIo::new(upgraded), Role::Server, &this.config, &[]))
-                }
+                Ok(upgraded) => Ok(WebSocket::from_negotiated(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    &this.config,
+                    &[],
+                    this.deflate.take(),
+                )),
                 Err(error) => Err(Error::Io(std::io::Error::other(error))),
             });
         }

@@ -104,7 +104,7 @@ impl WebSocketUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = self.request.accept().with_protocol(self.protocol.unwrap_or_default());
-        let (response, websocket) = match finish(&accept, self.on_upgrade, &self.config) {
+        let (response, websocket) = match finish(&self.request, accept, self.on_upgrade, &self.config) {
             Ok(answer) => answer,
             Err(error) => return error.into_response(),
         };

@@ -1,0 +1,152 @@
+//! `wss://` end to end over loopback, with a certificate made in the test.
+
+mod raw;
+
+use std::net::SocketAddr;
+
+use peregrine::proto::handshake::HandshakeError;
+use peregrine::tls::{TlsAcceptor, TlsConnector};
+use peregrine::{ClientBuilder, CloseCode, Error, Message};
+use raw::PATIENCE;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+/// A self-signed certificate for `localhost`: (certificate PEM, key PEM).
+fn self_signed() -> (String, String) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (cert.pem(), key_pair.serialize_pem())
+}
+
+/// A wss echo server. Each connection's outcome (TLS or WebSocket handshake
+/// error, or the end of the echo loop) is reported on the channel.
+async fn wss_echo_server(
+    cert_pem: &str,
+    key_pem: &str,
+) -> (SocketAddr, mpsc::UnboundedReceiver<peregrine::Result<()>>) {
+    let acceptor = TlsAcceptor::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let (listener, addr) = raw::listener().await;
+    let (report, outcomes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let report = report.clone();
+            tokio::spawn(async move {
+                let outcome = async {
+                    let tls = acceptor.accept(tcp).await?;
+                    let mut ws = peregrine::accept(tls).await?;
+                    while let Some(message) = ws.recv().await {
+                        let message = message?;
+                        if message.is_data() {
+                            ws.send(message).await?;
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                let _ = report.send(outcome);
+            });
+        }
+    });
+    (addr, outcomes)
+}
+
+#[tokio::test]
+async fn messages_round_trip_over_wss_with_a_trusted_self_signed_certificate() {
+    let (cert_pem, key_pem) = self_signed();
+    let (addr, mut outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let connector = TlsConnector::builder().ca_pem(cert_pem.as_bytes()).unwrap().build().unwrap();
+    let (mut ws, response) = ClientBuilder::new(format!("wss://localhost:{}/", addr.port()))
+        .tls(connector)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    assert!(matches!(ws.get_ref(), peregrine::MaybeTlsStream::Tls(_)));
+
+    for size in [0, 125, 126, 65536, 1 << 20] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        ws.send(Message::binary(payload.clone())).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::binary(payload), "size {size}");
+    }
+    ws.send(Message::text("héllo over TLS")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("héllo over TLS"));
+
+    // The close handshake completes over TLS too (close_notify, then EOF).
+    timeout(PATIENCE, ws.close(CloseCode::NORMAL, "done")).await.expect("close returned").unwrap();
+    assert!(ws.recv().await.is_none());
+    let outcome = timeout(PATIENCE, outcomes.recv()).await.unwrap().unwrap();
+    assert!(outcome.is_ok(), "server side: {outcome:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_certificate_fails_with_unknown_issuer() {
+    let (cert_pem, key_pem) = self_signed();
+    let (addr, mut outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let url = format!("wss://localhost:{}/", addr.port());
+
+    // An empty trust store, and the default one (webpki roots): neither knows
+    // the certificate's issuer.
+    let empty = TlsConnector::builder().build().unwrap();
+    for builder in [ClientBuilder::new(url.clone()).tls(empty), ClientBuilder::new(url.clone())] {
+        let result = timeout(PATIENCE, builder.connect()).await.expect("TLS failed promptly");
+        match result {
+            Err(Error::Tls(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))) => {}
+            other => panic!("expected Tls(InvalidCertificate(UnknownIssuer)), got {:?}", other.map(|_| ())),
+        }
+        // The server's TLS handshake fails as well: the client sent an alert.
+        let outcome = timeout(PATIENCE, outcomes.recv()).await.unwrap().unwrap();
+        assert!(matches!(outcome, Err(Error::Tls(_))), "server side: {outcome:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused() {
+    let (cert_pem, key_pem) = self_signed();
+    let (addr, _outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let connector = TlsConnector::builder().ca_pem(cert_pem.as_bytes()).unwrap().build().unwrap();
+    // Trusted issuer, but the certificate names localhost, not 127.0.0.1.
+    let result =
+        ClientBuilder::new(format!("wss://127.0.0.1:{}/", addr.port())).tls(connector).connect().await;
+    match result {
+        Err(Error::Tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForNameContext { .. },
+        ))) => {}
+        Err(Error::Tls(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))) => {}
+        other => panic!("expected a name mismatch, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn danger_accept_invalid_certs_connects_to_an_untrusted_server() {
+    let (cert_pem, key_pem) = self_signed();
+    let (addr, _outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let connector = TlsConnector::builder().danger_accept_invalid_certs().build().unwrap();
+    let (mut ws, _) = ClientBuilder::new(format!("wss://localhost:{}/", addr.port()))
+        .tls(connector)
+        .connect()
+        .await
+        .unwrap();
+    ws.send(Message::text("anyway")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("anyway"));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_plain_client_against_a_tls_server_fails_the_handshake() {
+    // ws:// to a wss:// port: the server's TLS layer sees HTTP, the client
+    // never gets a 101.
+    let (cert_pem, key_pem) = self_signed();
+    let (addr, mut outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let result = timeout(PATIENCE, peregrine::connect(&format!("ws://localhost:{}/", addr.port())))
+        .await
+        .expect("failed promptly");
+    // The server answers with a TLS alert record, which is not HTTP.
+    match result {
+        Err(Error::Handshake(HandshakeError::MalformedResponse(_)) | Error::Io(_)) => {}
+        other => panic!("expected a malformed response, got {:?}", other.map(|_| ())),
+    }
+    let outcome = timeout(PATIENCE, outcomes.recv()).await.unwrap().unwrap();
+    assert!(matches!(outcome, Err(Error::Tls(_))), "server side: {outcome:?}");
+}
