@@ -26,8 +26,8 @@ use crate::error::ProtocolError;
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Contexts kept per thread and direction for reuse without takeover.
 const POOL_SIZE: usize = 4;
-/// Output grows by at least this much per step while inflating.
-const INFLATE_STEP: usize = 4096;
+/// Output room for the first inflate step, beyond a guess from the input size.
+const INFLATE_MIN_STEP: usize = 64;
 
 thread_local! {
     static COMPRESSORS: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
@@ -151,8 +151,11 @@ fn inflate(d: &mut Decompress, input: &[u8], out: &mut BytesMut, limit: usize) -
         if filled > limit {
             return Err(ProtocolError::MessageTooLarge { size: filled as u64, limit });
         }
-        // Room for the next step, never more than one byte past the limit.
-        let room = INFLATE_STEP.max(filled).min((limit - filled).saturating_add(1));
+        // Room for the next step: a guess from the input first (JSON inflates
+        // 3-4x), then doubling; never more than one byte past the limit. Small
+        // messages thus keep small buffers.
+        let guess = (input.len() - consumed).saturating_mul(4).saturating_add(INFLATE_MIN_STEP);
+        let room = guess.max(filled).min((limit - filled).saturating_add(1));
         out.resize(filled + room, 0);
         let (before_in, before_out) = (d.total_in(), d.total_out());
         let status = d.decompress(&input[consumed..], &mut out[filled..], FlushDecompress::Sync);
