@@ -20,10 +20,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to a ws:// or wss:// URL and exchange messages (interactive on a
-    /// terminal, one message per line when piped).
+    /// Connect to a ws:// or wss:// URL and exchange messages: interactive on a
+    /// terminal, one message per line when piped; shows frames and explains
+    /// failed handshakes and dropped connections.
     Connect(connect::ConnectArgs),
-    /// Run an echo server.
+    /// Run an echo server (ws:// or wss://) for tests and demos.
     Echo(echo::EchoArgs),
     /// Measure a WebSocket server: throughput and latency, idle connections,
     /// handshakes per second.

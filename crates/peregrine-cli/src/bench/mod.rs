@@ -1,10 +1,109 @@
-//! placeholder: `peregrine bench`.
+//! `peregrine bench`: a load generator for WebSocket servers.
+//!
+//! Three scenarios, each a submodule: [`echo`] (throughput and latency of
+//! echoed messages), [`idle`] (many open connections and the server memory
+//! they cost) and [`handshake`] (opening handshakes per second).
+//!
+//! The generator is built so that it is never the bottleneck when measuring a
+//! server: it speaks just enough of the protocol. The opening handshake is one
+//! pre-built request; data frames are encoded and masked once and the same
+//! bytes are written again and again; echoes are counted by decoding frame
+//! headers and skipping payloads. It runs on one thread by default (the
+//! comparison pins it to one core) and reports its own CPU use next to the
+//! server's, so a saturated generator shows.
+
+mod echo;
+mod frames;
+mod handshake;
+mod idle;
+mod report;
+mod sys;
+mod target;
+
+use clap::{Args, Subcommand};
 
 /// Arguments of `peregrine bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+#[derive(Debug, Args)]
+#[command(
+    about = "Measure a WebSocket server: echo throughput and latency, idle connections, handshakes per second",
+    long_about = "Measure a WebSocket server: echo throughput and latency, idle connections, \
+                  handshakes per second.\n\n\
+                  Progress bars show while a run goes (on a terminal, without --json); a summary \
+                  table follows, or one JSON object with every figure with --json. Given \
+                  --server-pid, the server's CPU use (echo, handshake) or memory (idle) is read \
+                  from /proc.",
+    after_help = "Examples:\n  \
+                  peregrine bench echo ws://127.0.0.1:9001/ --connections 64 --size 32 --pipeline 16\n  \
+                  peregrine bench echo ws://127.0.0.1:9001/ --rate 50000 --duration 10\n  \
+                  peregrine bench idle ws://127.0.0.1:9001/ --connections 10000 --server-pid 1234\n  \
+                  peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json"
+)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Echo throughput and latency: N connections send messages of a given
+    /// size (pipelined or at a target rate) and time each echo.
+    Echo(echo::EchoArgs),
+    /// Open N connections, hold them idle, and report the connect rate and
+    /// the server's memory per connection.
+    Idle(idle::IdleArgs),
+    /// Opening handshakes per second at a given concurrency.
+    Handshake(handshake::HandshakeArgs),
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct CommonArgs {
+    /// Print one JSON object with every figure instead of the table (and no
+    /// progress bars).
+    #[arg(long)]
+    json: bool,
+    /// The server's process id: its CPU use (echo, handshake) or resident
+    /// memory (idle) is read from /proc/PID.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Worker threads of the generator. 1 (the default) runs everything on a
+    /// current-thread runtime, so pinning the generator to one core is exact.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Take any response head that ends in an empty line as a completed
+    /// handshake, not only a valid 101: for measuring a plain TCP echo (which
+    /// sends the request back) as the ceiling.
+    #[arg(long)]
+    any_response: bool,
+}
 
 /// Runs `peregrine bench`.
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Echo(args) => echo::run(args),
+        BenchCommand::Idle(args) => idle::run(args),
+        BenchCommand::Handshake(args) => handshake::run(args),
+    }
+}
+
+/// Checks a length of time (or a rate) given in seconds: finite, and
+/// positive unless `zero_ok`.
+fn check_positive(name: &str, value: f64, zero_ok: bool) -> anyhow::Result<()> {
+    let ok = value.is_finite() && if zero_ok { value >= 0.0 } else { value > 0.0 };
+    anyhow::ensure!(ok, "{name} must be {}, not {value}", if zero_ok { "0 or more" } else { "positive" });
+    Ok(())
+}
+
+/// The runtime a scenario runs on: current-thread for one thread, else a
+/// multi-thread runtime with that many workers.
+fn runtime(threads: u16) -> anyhow::Result<tokio::runtime::Runtime> {
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()?
+    };
+    Ok(runtime)
 }

@@ -1,0 +1,192 @@
+//! `peregrine bench handshake`: opening handshakes per second.
+//!
+//! Each of `--concurrency` workers loops: connect TCP, write the pre-built
+//! upgrade request, read up to the end of the 101 response head, then drop
+//! the connection (a FIN, no close frame: closing the WebSocket properly
+//! would measure the close handshake too). Latency runs from the start of
+//! `connect` to the end of the response head.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::report::{self, Latency, thousands};
+use super::sys::{CpuSample, raise_nofile_limit, round1};
+use super::target::Target;
+use super::{CommonArgs, check_positive, runtime};
+
+/// Arguments of `peregrine bench handshake`.
+#[derive(Debug, clap::Args)]
+pub struct HandshakeArgs {
+    /// The server, e.g. ws://127.0.0.1:9001/
+    url: String,
+    /// Handshakes under way at once.
+    #[arg(short, long, default_value_t = 32, value_name = "C")]
+    concurrency: usize,
+    /// Length of the measured window.
+    #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
+    duration: f64,
+    /// Handshakes before the measured window, not counted.
+    #[arg(short, long, default_value_t = 1.0, value_name = "SECS")]
+    warmup: f64,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// The figures `--json` prints.
+#[derive(Debug, Serialize)]
+struct HandshakeResult {
+    scenario: &'static str,
+    url: String,
+    concurrency: usize,
+    warmup_s: f64,
+    duration_s: f64,
+    threads: u16,
+    /// Handshakes completed in the measured window.
+    handshakes: u64,
+    handshakes_per_s: f64,
+    latency: Latency,
+    errors: u64,
+    error_samples: Vec<String>,
+    generator_cpu_pct: Option<f64>,
+    server_cpu_pct: Option<f64>,
+}
+
+struct Worker {
+    handshakes: u64,
+    hist: Histogram<u64>,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+/// Runs `peregrine bench handshake`.
+pub fn run(args: HandshakeArgs) -> anyhow::Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    check_positive("--duration", args.duration, false)?;
+    check_positive("--warmup", args.warmup, true)?;
+    runtime(args.common.threads)?.block_on(run_async(args))
+}
+
+async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
+    let target = Arc::new(Target::resolve(&args.url).await?);
+    raise_nofile_limit();
+    let json = args.common.json;
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let done = Arc::new(AtomicU64::new(0));
+
+    let mut workers = JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (target, done) = (target.clone(), done.clone());
+        let check = !args.common.any_response;
+        workers.spawn(async move {
+            let mut worker =
+                Worker { handshakes: 0, hist: report::histogram(), errors: 0, error_samples: Vec::new() };
+            let deadline = (end + Duration::from_secs(2)).into();
+            while Instant::now() < end {
+                let began = Instant::now();
+                let attempt = async {
+                    let mut stream = target.connect(None).await?;
+                    target.handshake(&mut stream, check).await?;
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout_at(deadline, attempt).await {
+                    Ok(Ok(())) => {
+                        let now = Instant::now();
+                        done.fetch_add(1, Ordering::Relaxed);
+                        if now >= measure_from && now < end {
+                            worker.handshakes += 1;
+                            report::record(&mut worker.hist, now - began);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        if Instant::now() < end {
+                            worker.errors += 1;
+                            if worker.error_samples.len() < 3 {
+                                worker.error_samples.push(format!("{e:#}"));
+                            }
+                            // Don't spin on a server that refuses connections.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            worker
+        });
+    }
+
+    let total = end.duration_since(start);
+    let bar = report::progress(json, total.as_millis() as u64, "{prefix:>9} [{bar:30}] {elapsed:>3} {msg}");
+    bar.set_prefix("warmup");
+    let mut cpu_from = None;
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        let now = Instant::now();
+        if cpu_from.is_none() && now >= measure_from {
+            cpu_from = Some(CpuSample::take(args.common.server_pid));
+            bar.set_prefix("measuring");
+        }
+        if now >= end {
+            break;
+        }
+        let count = done.load(Ordering::Relaxed);
+        let rate = (count - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, count);
+        bar.set_position(now.duration_since(start).as_millis() as u64);
+        bar.set_message(format!("{} handshakes/s", thousands(rate)));
+        let next = if cpu_from.is_none() { measure_from } else { end };
+        tokio::time::sleep_until(next.min(now + Duration::from_millis(250)).into()).await;
+    }
+    let cpu_to = CpuSample::take(args.common.server_pid);
+    bar.finish_and_clear();
+    let (generator_cpu_pct, server_cpu_pct) =
+        cpu_from.map_or((None, None), |from| from.percent_until(&cpu_to));
+
+    let mut hist = report::histogram();
+    let (mut handshakes, mut errors, mut error_samples) = (0, 0, Vec::new());
+    while let Some(joined) = workers.join_next().await {
+        let worker = joined?;
+        handshakes += worker.handshakes;
+        errors += worker.errors;
+        hist.add(&worker.hist)?;
+        error_samples
+            .extend(worker.error_samples.into_iter().take(5usize.saturating_sub(error_samples.len())));
+    }
+    let per_s = handshakes as f64 / end.duration_since(measure_from).as_secs_f64();
+    let result = HandshakeResult {
+        scenario: "handshake",
+        url: target.url.clone(),
+        concurrency: args.concurrency,
+        warmup_s: args.warmup,
+        duration_s: args.duration,
+        threads: args.common.threads,
+        handshakes,
+        handshakes_per_s: round1(per_s),
+        latency: Latency::of(&hist),
+        errors,
+        error_samples,
+        generator_cpu_pct,
+        server_cpu_pct,
+    };
+    let mut table = vec![
+        ("server", result.url.clone()),
+        ("load", format!("{} at once, {}s (+{}s warmup)", args.concurrency, args.duration, args.warmup)),
+        ("handshakes", format!("{} /s ({} in total)", thousands(per_s), thousands(handshakes as f64))),
+        ("latency", result.latency.line()),
+        ("cpu", report::cpu_line(generator_cpu_pct, server_cpu_pct)),
+        ("errors", errors.to_string()),
+    ];
+    for sample in &result.error_samples {
+        table.push(("", sample.clone()));
+    }
+    report::emit(json, &result, &table)
+}

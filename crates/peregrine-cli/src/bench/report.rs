@@ -1,0 +1,146 @@
+//! Results: latency summaries, progress bars, the summary table and JSON.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+/// Latencies are recorded in nanoseconds, 3 significant figures, up to this.
+const MAX_LATENCY_NS: u64 = 120_000_000_000;
+
+/// A latency histogram in nanoseconds.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("3 sig figs"))
+}
+
+/// Records `latency`, clamped to the histogram's range.
+#[inline]
+pub(crate) fn record(hist: &mut Histogram<u64>, latency: Duration) {
+    let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_NS);
+    hist.saturating_record(ns);
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) samples: u64,
+    pub(crate) p50_us: f64,
+    pub(crate) p90_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) max_us: f64,
+    pub(crate) mean_us: f64,
+}
+
+impl Latency {
+    pub(crate) fn of(hist: &Histogram<u64>) -> Self {
+        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+        Self {
+            samples: hist.len(),
+            p50_us: us(hist.value_at_quantile(0.5)),
+            p90_us: us(hist.value_at_quantile(0.9)),
+            p99_us: us(hist.value_at_quantile(0.99)),
+            p999_us: us(hist.value_at_quantile(0.999)),
+            max_us: us(hist.max()),
+            mean_us: (hist.mean() / 100.0).round() / 10.0,
+        }
+    }
+
+    /// `p50 41 µs  p90 …` on one line.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            micros(self.p50_us),
+            micros(self.p90_us),
+            micros(self.p99_us),
+            micros(self.p999_us),
+            micros(self.max_us)
+        )
+    }
+}
+
+fn micros(us: f64) -> String {
+    if us >= 10_000.0 { format!("{:.1} ms", us / 1000.0) } else { format!("{us:.0} µs") }
+}
+
+/// A number with thousands separators: 1234567.8 → "1,234,568".
+pub(crate) fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// CPU figures for the table: "generator 97% of a core, server 88%".
+pub(crate) fn cpu_line(generator: Option<f64>, server: Option<f64>) -> String {
+    let mut line = match generator {
+        Some(g) => format!("generator {g:.0}% of a core"),
+        None => "generator n/a".to_owned(),
+    };
+    if let Some(s) = server {
+        let _ = write!(line, ", server {s:.0}%");
+    }
+    if generator.is_some_and(|g| g >= 90.0) {
+        line.push_str("  (the generator is near saturation: the server may be faster than shown)");
+    }
+    line
+}
+
+/// Prints a result: JSON on stdout, or the human table.
+pub(crate) fn emit<T: Serialize>(json: bool, result: &T, table: &[(&str, String)]) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        let width = table.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, value) in table {
+            println!("  {key:<width$}  {value}");
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, drawn only on a terminal and without `--json`.
+pub(crate) fn progress(json: bool, len: u64, template: &str) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(8));
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+    }
+
+    #[test]
+    fn percentiles_are_ordered() {
+        let mut hist = histogram();
+        for us in 1..=1000u64 {
+            record(&mut hist, Duration::from_micros(us));
+        }
+        let l = Latency::of(&hist);
+        assert!(
+            l.p50_us <= l.p90_us && l.p90_us <= l.p99_us && l.p99_us <= l.p999_us && l.p999_us <= l.max_us
+        );
+        assert!((l.p50_us - 500.0).abs() < 2.0, "{l:?}");
+    }
+}

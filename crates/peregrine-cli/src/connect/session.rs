@@ -1,0 +1,375 @@
+//! One `connect` session: open, then move messages between the input and the
+//! connection until it closes, and report how it ended.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use peregrine::{CloseCode, CloseFrame, Error, Message, TimeoutKind, WebSocket};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+use super::console::Console;
+use super::input::{self, Command, Input};
+use super::transport::{self, Stream};
+use super::{BinaryOutput, ConnectOptions, Plan, diagnose};
+
+/// Binary bytes shown per received message at the prompt.
+const BINARY_SHOWN: usize = 256;
+
+/// How the session ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The process exit status.
+    pub code: i32,
+    /// The line editor is still blocked at its prompt (in raw mode).
+    pub editor_running: bool,
+}
+
+/// Connects, runs the session, and returns how it ended.
+pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, interactive: bool) -> Outcome {
+    let Plan { target, options, sent, prepared } = plan;
+    let (ws, response, peer) = match transport::open(&target, options).await {
+        Ok(opened) => opened,
+        Err(failure) => {
+            console.diag(&diagnose::failure(&target, &failure, &sent));
+            return Outcome { code: 1, editor_running: false };
+        }
+    };
+    let mut status = format!("connected to {} ({peer})", target.url);
+    if let Some(protocol) = response.protocol() {
+        let _ = write!(status, ", subprotocol {protocol}");
+    }
+    let (tx, rx) = mpsc::channel(64);
+    let mut editor = None;
+    let mut interactive = interactive;
+    if let Some(messages) = prepared {
+        input::spawn_prepared(tx, messages);
+    } else if interactive {
+        match input::spawn_editor(tx.clone()) {
+            Ok((printer, thread)) => {
+                console.attach(printer);
+                editor = Some(thread);
+                status.push_str("; type /help for commands");
+            }
+            Err(e) => {
+                console.diag(&format!("warning: no line editor ({e}); reading lines from stdin"));
+                interactive = false;
+                input::spawn_stdin(tx);
+            }
+        }
+    } else {
+        input::spawn_stdin(tx);
+    }
+    console.info(&status);
+    let mut session = Session {
+        ws,
+        console: console.clone(),
+        args,
+        interactive,
+        pings: HashMap::new(),
+        ping_seq: 0,
+        closing: None,
+        close_received: None,
+        failed: false,
+    };
+    let code = session.run(rx).await;
+    let editor_running = editor.is_some_and(|thread| !thread.is_finished());
+    if editor_running {
+        // Let the editor print what it was given, then write directly.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        console.detach();
+    }
+    session.report_end();
+    Outcome { code, editor_running }
+}
+
+struct Session<'a> {
+    ws: WebSocket<Stream>,
+    console: Arc<Console>,
+    args: &'a ConnectOptions,
+    interactive: bool,
+    /// Pings in flight by payload, for the round-trip time.
+    pings: HashMap<Bytes, Instant>,
+    ping_seq: u64,
+    /// We sent a close frame with this code.
+    closing: Option<CloseCode>,
+    /// The peer's close frame, once received.
+    close_received: Option<Option<CloseFrame>>,
+    /// The connection failed (1006, protocol error, timeout).
+    failed: bool,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> i32 {
+        let mut input_open = true;
+        let mut linger: Option<Pin<Box<Sleep>>> = None;
+        let mut ticker = self.args.ping_interval.map(|period| {
+            let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
+        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        loop {
+            tokio::select! {
+                event = self.ws.recv() => match event {
+                    Some(Ok(message)) => self.on_message(message).await,
+                    Some(Err(error)) => self.on_error(error),
+                    None => break,
+                },
+                event = rx.recv(), if input_open && self.closing.is_none() => match event {
+                    Some(Input::Line(line)) => self.on_line(&line).await,
+                    Some(Input::Message(message)) => self.send(message).await,
+                    Some(Input::Eof) | None => {
+                        input_open = false;
+                        match self.args.linger {
+                            Some(wait) => linger = Some(Box::pin(tokio::time::sleep(wait))),
+                            None => self.close(self.args.close_code, &self.args.close_reason).await,
+                        }
+                    }
+                    Some(Input::Interrupted) => {
+                        input_open = false;
+                        self.close(CloseCode::NORMAL, "").await;
+                    }
+                },
+                () = async { linger.as_mut().expect("guarded").await }, if linger.is_some() && self.closing.is_none() => {
+                    linger = None;
+                    self.close(self.args.close_code, &self.args.close_reason).await;
+                }
+                _ = async { ticker.as_mut().expect("guarded").tick().await }, if ticker.is_some() && self.closing.is_none() => {
+                    self.ping(None).await;
+                }
+                _ = &mut ctrl_c => {
+                    if self.closing.is_some() {
+                        self.console.diag("interrupted while closing");
+                        return 130;
+                    }
+                    ctrl_c = Box::pin(tokio::signal::ctrl_c());
+                    input_open = false;
+                    self.close(CloseCode::NORMAL, "").await;
+                }
+            }
+        }
+        self.exit_code()
+    }
+
+    async fn on_message(&mut self, message: Message) {
+        let line = match message {
+            Message::Text(text) if self.interactive => format!("< {text}"),
+            Message::Text(text) => text.to_string(),
+            Message::Binary(data) if self.interactive => {
+                let mut line = format!("< [binary {} bytes]", data.len());
+                for byte in data.iter().take(BINARY_SHOWN) {
+                    let _ = write!(line, " {byte:02x}");
+                }
+                if data.len() > BINARY_SHOWN {
+                    line.push_str(" ...");
+                }
+                line
+            }
+            Message::Binary(data) => match self.args.binary_output {
+                BinaryOutput::Hex => data.iter().fold(String::with_capacity(2 * data.len()), |mut s, b| {
+                    let _ = write!(s, "{b:02x}");
+                    s
+                }),
+                BinaryOutput::Base64 => base64::engine::general_purpose::STANDARD.encode(&data),
+            },
+            Message::Pong(payload) => {
+                if let Some(sent) = self.pings.remove(&payload) {
+                    let rtt = sent.elapsed().as_secs_f64() * 1000.0;
+                    self.console.diag(&format!("pong {}: rtt {rtt:.3} ms", show_payload(&payload)));
+                }
+                return;
+            }
+            Message::Ping(_) => return,
+            Message::Close(frame) => {
+                let text = diagnose::close(frame.as_ref());
+                let clean = self.is_clean(frame.as_ref());
+                match (self.closing.is_some(), clean) {
+                    (true, true) => self.console.info(&format!("closed: {text}")),
+                    (false, true) => self.console.info(&format!("connection closed by the server: {text}")),
+                    (_, false) => self.console.diag(&format!("connection closed by the server: {text}")),
+                }
+                self.close_received = Some(frame);
+                return;
+            }
+        };
+        if self.console.message(&line).is_err() {
+            // Nobody reads our output any more (a closed pipe): finish.
+            self.close(CloseCode::NORMAL, "").await;
+        }
+    }
+
+    fn on_error(&mut self, error: Error) {
+        self.failed = true;
+        let text = match &error {
+            Error::AbnormalClosure => format!("connection lost: {}", diagnose::code(CloseCode::ABNORMAL)),
+            Error::Protocol(e) => {
+                format!("protocol error by the server: {e}; closing with {}", diagnose::code(e.close_code()))
+            }
+            Error::Timeout(TimeoutKind::Keepalive) => {
+                "keepalive timeout: the server stopped answering pings (vanished peer, or a network that \
+                 dropped the connection); giving up"
+                    .to_owned()
+            }
+            Error::Timeout(TimeoutKind::Close) => format!(
+                "the server did not complete the close handshake within {} s; dropped the connection",
+                self.args.close_timeout.as_secs_f64()
+            ),
+            Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                format!("connection lost ({e}): {}", diagnose::code(CloseCode::ABNORMAL))
+            }
+            other => format!("connection error: {other}"),
+        };
+        self.console.diag(&text);
+    }
+
+    async fn on_line(&mut self, line: &[u8]) {
+        let command = input::parse_line(line, self.args.input, self.args.binary, self.interactive);
+        match command {
+            Err(problem) => self.console.diag(&format!("error: {problem}")),
+            Ok(Command::Send(message)) => {
+                if self.interactive
+                    && let Message::Binary(data) = &message
+                {
+                    let mut echo = format!("> [binary {} bytes]", data.len());
+                    for byte in data.iter().take(BINARY_SHOWN) {
+                        let _ = write!(echo, " {byte:02x}");
+                    }
+                    self.console.diag(&echo);
+                }
+                self.send(message).await;
+            }
+            Ok(Command::Ping(payload)) => self.ping(payload).await,
+            Ok(Command::Close(code, reason)) => self.close(code, &reason).await,
+            Ok(Command::Quit) => self.close(CloseCode::NORMAL, "").await,
+            Ok(Command::Help) => self.console.diag(input::HELP),
+            Ok(Command::Nothing) => {}
+        }
+    }
+
+    async fn send(&mut self, message: Message) {
+        match self.ws.send(message).await {
+            Ok(()) => {}
+            Err(Error::Closed) => self.console.diag("cannot send: the connection is closing"),
+            Err(e) => self.console.diag(&format!("cannot send: {e}")),
+        }
+    }
+
+    async fn ping(&mut self, payload: Option<Bytes>) {
+        let payload = payload.unwrap_or_else(|| {
+            self.ping_seq += 1;
+            Bytes::from(format!("ping-{}", self.ping_seq))
+        });
+        if self.interactive {
+            self.console.diag(&format!("> ping {}", show_payload(&payload)));
+        }
+        self.pings.insert(payload.clone(), Instant::now());
+        self.send(Message::Ping(payload)).await;
+    }
+
+    async fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(code);
+        if self.interactive {
+            let reason = if reason.is_empty() { String::new() } else { format!("; reason: {reason:?}") };
+            self.console.diag(&format!("> close {}{reason}", diagnose::code(code)));
+        }
+        let frame = CloseFrame::new(code, reason);
+        match self.ws.send(Message::Close(Some(frame))).await {
+            // The server closed first, or the connection failed: nothing to do.
+            Ok(()) | Err(Error::Closed) => {}
+            Err(e) => self.console.diag(&format!("cannot send the close frame: {e}")),
+        }
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.failed {
+            return 1;
+        }
+        match &self.close_received {
+            Some(frame) if self.is_clean(frame.as_ref()) => 0,
+            _ => 1,
+        }
+    }
+
+    /// A close frame that ends the session well: normal, going away, no
+    /// status, or the echo of the code we sent. Anything else (1008, 1009,
+    /// 1011…) is the server closing for a reason of its own.
+    fn is_clean(&self, frame: Option<&CloseFrame>) -> bool {
+        frame.is_none_or(|f| {
+            f.code == CloseCode::NORMAL || f.code == CloseCode::GOING_AWAY || Some(f.code) == self.closing
+        })
+    }
+
+    /// A last line when the connection ended in a way not yet reported.
+    fn report_end(&self) {
+        if self.close_received.is_none() && !self.failed {
+            self.console.diag("the connection ended without a close handshake");
+        }
+    }
+}
+
+fn show_payload(payload: &[u8]) -> String {
+    match std::str::from_utf8(payload) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => format!("[{} bytes]", payload.len()),
+    }
+}
+
+/// The terminal settings from before the line editor started, so that they
+/// can be put back when the process exits while the editor is still at its
+/// prompt (in raw mode, with bracketed paste on).
+#[derive(Debug)]
+pub struct TerminalState {
+    #[cfg(unix)]
+    saved: nix::sys::termios::Termios,
+}
+
+impl TerminalState {
+    /// Saves stdin's terminal settings.
+    #[cfg(unix)]
+    pub fn save() -> Option<Self> {
+        nix::sys::termios::tcgetattr(std::io::stdin()).ok().map(|saved| Self { saved })
+    }
+
+    /// Saves nothing where there is nothing to restore.
+    #[cfg(not(unix))]
+    pub fn save() -> Option<Self> {
+        None
+    }
+
+    /// Puts the settings back if the editor is still running.
+    pub fn restore_if(self, editor_running: bool) {
+        if !editor_running {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            use std::io::Write;
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSADRAIN,
+                &self.saved,
+            );
+            let mut out = std::io::stdout().lock();
+            // Bracketed paste off, as the editor would have done.
+            let _ = out.write_all(b"\x1b[?2004l");
+            let _ = out.flush();
+        }
+    }
+}

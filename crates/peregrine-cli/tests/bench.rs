@@ -1,0 +1,267 @@
+//! `peregrine bench` in short, bounded runs against an in-process peregrine
+//! echo server: each scenario prints sane JSON.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest a bench run may take before the test kills it.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// An echo server on a free port, on its own thread and runtime, for the
+/// rest of the test process. The server's pid is the test's own.
+fn echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    let Ok(mut ws) = peregrine::accept(tcp).await else { return };
+                    while let Some(Ok(message)) = ws.recv().await {
+                        if message.is_data() && ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// A server that answers every request with a 404.
+fn not_found_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    addr
+}
+
+/// Runs `peregrine bench ARGS --json`, bounded by [`RUN_LIMIT`]; returns the
+/// exit success, the parsed stdout (if JSON) and stderr.
+fn bench(args: &[&str]) -> (bool, Option<Value>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peregrine"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run peregrine");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            panic!("peregrine bench {args:?} ran over {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    (status.success(), serde_json::from_str(&stdout).ok(), stderr)
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/")
+}
+
+fn pid() -> String {
+    std::process::id().to_string()
+}
+
+fn assert_latency_ordered(latency: &Value) {
+    let get = |key: &str| latency[key].as_f64().unwrap_or_else(|| panic!("latency.{key} in {latency}"));
+    let (p50, p90, p99, p999, max) =
+        (get("p50_us"), get("p90_us"), get("p99_us"), get("p999_us"), get("max_us"));
+    assert!(p50 > 0.0, "{latency}");
+    assert!(p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max, "percentiles out of order: {latency}");
+}
+
+#[test]
+fn echo_pipelined_reports_throughput_latency_and_cpu() {
+    let url = url(echo_server());
+    let pid = pid();
+    let (ok, json, stderr) = bench(&[
+        "echo",
+        &url,
+        "--connections",
+        "4",
+        "--size",
+        "100",
+        "--pipeline",
+        "8",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!(json["scenario"], "echo");
+    assert_eq!(json["connected"], 4);
+    assert_eq!(json["pipeline"], 8);
+    assert_eq!(json["errors"], 0, "{json}");
+    let messages = json["messages"].as_u64().expect("messages");
+    assert!(messages > 100, "{json}");
+    assert_eq!(json["latency"]["samples"].as_u64(), Some(messages));
+    let per_s = json["msgs_per_s"].as_f64().expect("msgs_per_s");
+    assert!((per_s - messages as f64).abs() < 1.0, "one-second window: {json}");
+    assert!((json["mb_per_s"].as_f64().expect("mb_per_s") - per_s * 100.0 / 1e6).abs() < 0.02, "{json}");
+    assert_latency_ordered(&json["latency"]);
+    assert!(json["generator_cpu_pct"].as_f64().expect("generator cpu") > 0.0, "{json}");
+    assert!(json["server_cpu_pct"].as_f64().expect("server cpu") >= 0.0, "{json}");
+}
+
+#[test]
+fn echo_at_a_target_rate_sends_that_rate() {
+    let url = url(echo_server());
+    let (ok, json, stderr) = bench(&[
+        "echo",
+        &url,
+        "--connections",
+        "2",
+        "--size",
+        "16",
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--text",
+    ]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!(json["target_rate"], 2000.0);
+    assert_eq!(json["pipeline"], Value::Null);
+    assert_eq!(json["opcode"], "text");
+    let messages = json["messages"].as_u64().expect("messages");
+    assert!((1500..=2500).contains(&messages), "about 2000 in one second: {json}");
+    assert_eq!(json["server_cpu_pct"], Value::Null, "no --server-pid given");
+    assert_latency_ordered(&json["latency"]);
+}
+
+#[test]
+fn large_messages_are_counted() {
+    let url = url(echo_server());
+    let (ok, json, stderr) = bench(&[
+        "echo",
+        &url,
+        "--connections",
+        "2",
+        "--size",
+        "300000",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.1",
+    ]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert!(json["messages"].as_u64().expect("messages") > 10, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+}
+
+#[test]
+fn idle_reports_connect_rate_and_bytes_per_connection() {
+    let url = url(echo_server());
+    let pid = pid();
+    let (ok, json, stderr) = bench(&[
+        "idle",
+        &url,
+        "--connections",
+        "300",
+        "--source-addrs",
+        "2",
+        "--hold",
+        "0.3",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!(json["scenario"], "idle");
+    assert_eq!(json["connected"], 300, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["source_addrs"], 2);
+    assert!(json["connects_per_s"].as_f64().expect("rate") > 0.0);
+    assert!(json["server_rss_before_bytes"].as_u64().expect("rss before") > 0);
+    assert!(json["server_rss_after_bytes"].as_u64().expect("rss after") > 0);
+    assert!(json["bytes_per_connection"].is_f64(), "bytes per connection with --server-pid: {json}");
+}
+
+#[test]
+fn idle_without_a_pid_has_no_memory_figures() {
+    let url = url(echo_server());
+    let (ok, json, stderr) = bench(&["idle", &url, "--connections", "20", "--hold", "0"]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!(json["connected"], 20);
+    assert_eq!(json["bytes_per_connection"], Value::Null);
+}
+
+#[test]
+fn handshake_reports_rate_and_latency() {
+    let url = url(echo_server());
+    let pid = pid();
+    let (ok, json, stderr) = bench(&[
+        "handshake",
+        &url,
+        "--concurrency",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!(json["scenario"], "handshake");
+    assert_eq!(json["errors"], 0, "{json}");
+    let handshakes = json["handshakes"].as_u64().expect("handshakes");
+    assert!(handshakes > 10, "{json}");
+    assert_eq!(json["latency"]["samples"].as_u64(), Some(handshakes));
+    assert_latency_ordered(&json["latency"]);
+    assert!(json["generator_cpu_pct"].is_f64() && json["server_cpu_pct"].is_f64(), "{json}");
+}
+
+#[test]
+fn a_refused_handshake_is_reported() {
+    let url = url(not_found_server());
+    let (ok, _, stderr) = bench(&["echo", &url, "--connections", "1", "--duration", "0.2", "--warmup", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("404 Not Found"), "{stderr}");
+    let (ok, json, stderr) =
+        bench(&["handshake", &url, "--concurrency", "1", "--duration", "0.3", "--warmup", "0"]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!(json["handshakes"], 0);
+    assert!(json["errors"].as_u64().expect("errors") > 0, "{json}");
+}

@@ -1,0 +1,270 @@
+//! `peregrine connect` as a process: piped mode against `peregrine echo`,
+//! the `--show-frames` display, and the explanations of failed handshakes
+//! and dropped connections against tiny raw TCP servers.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use support::{EchoServer, Input, canned_server, closed_port, connect, raw_server, switching_protocols};
+
+/// The lines after the one equal to or starting with `start`.
+fn line_after<'a>(text: &'a str, start: &str) -> Option<&'a str> {
+    let mut lines = text.lines();
+    lines.by_ref().find(|line| line.starts_with(start))?;
+    lines.next()
+}
+
+fn assert_masked_header(line: &str, name_and_fields: &str, tail: &str) {
+    // `--> Text  FIN=1 RSV=000 opcode=0x1 MASK=1 key=xxxxxxxx len=5`: the key is random.
+    let rest = line.strip_prefix(name_and_fields).unwrap_or_else(|| panic!("{line:?}"));
+    let (key, after) = rest.split_at(8);
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "masking key {key:?} in {line:?}");
+    assert_eq!(after, tail, "{line:?}");
+}
+
+#[test]
+fn piped_lines_round_trip_and_end_with_a_clean_close() {
+    let server = EchoServer::start(&[]);
+    let run = connect(&[&server.url], Input::Bytes(b"hello\nworld\r\n\n{\"json\": true}\n"));
+    assert!(run.status.success(), "{run:?}");
+    // Only the messages on stdout, one per line (the empty line is an empty message).
+    assert_eq!(run.stdout, "hello\nworld\n\n{\"json\": true}\n");
+    assert!(run.stderr.contains("closed: 1000 (NORMAL_CLOSURE)"), "{}", run.stderr);
+    // The server saw our close frame with 1000.
+    server.wait_for_log("closed: 1000 (NORMAL_CLOSURE)");
+}
+
+#[test]
+fn show_frames_prints_each_frame_like_wireshark() {
+    let server = EchoServer::start(&[]);
+    let run = connect(&[&server.url, "--show-frames", "--quiet"], Input::Bytes(b"Hello\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "Hello\n");
+    let err = &run.stderr;
+
+    // The handshake, as text.
+    assert!(err.contains("--> GET / HTTP/1.1\n"), "{err}");
+    assert!(err.contains("    Sec-WebSocket-Version: 13\n"), "{err}");
+    assert!(err.contains("<-- HTTP/1.1 101 Switching Protocols\n"), "{err}");
+
+    // Our text frame is masked; the dump shows it unmasked.
+    let dump_hello = "    0000  48 65 6c 6c 6f                                    Hello";
+    let sent = err.lines().find(|l| l.starts_with("--> Text")).expect("a sent text frame");
+    assert_masked_header(sent, "--> Text  FIN=1 RSV=000 opcode=0x1 MASK=1 key=", " len=5");
+    assert_eq!(line_after(err, "--> Text"), Some(dump_hello), "{err}");
+
+    // The echo is not masked.
+    assert_eq!(line_after(err, "<-- Text"), Some(dump_hello), "{err}");
+    assert!(err.lines().any(|l| l == "<-- Text  FIN=1 RSV=000 opcode=0x1 MASK=0 len=5"), "{err}");
+
+    // The close handshake, both ways, with the code by name.
+    let close_dump = "    0000  03 e8                                             ..";
+    let sent_close = err.lines().find(|l| l.starts_with("--> Connection Close")).expect("our close");
+    assert_masked_header(
+        sent_close,
+        "--> Connection Close  FIN=1 RSV=000 opcode=0x8 MASK=1 key=",
+        " len=2  code=1000 (NORMAL_CLOSURE)",
+    );
+    assert_eq!(line_after(err, "--> Connection Close"), Some(close_dump), "{err}");
+    assert!(
+        err.lines().any(|l| l
+            == "<-- Connection Close  FIN=1 RSV=000 opcode=0x8 MASK=0 len=2  code=1000 (NORMAL_CLOSURE)"),
+        "{err}"
+    );
+    assert_eq!(line_after(err, "<-- Connection Close"), Some(close_dump), "{err}");
+}
+
+#[test]
+fn hex_input_sends_binary_and_prints_hex() {
+    let server = EchoServer::start(&[]);
+    let run =
+        connect(&[&server.url, "--input", "hex", "--show-frames", "-q"], Input::Bytes(b"00 ff 10\ncafe\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "00ff10\ncafe\n");
+    assert!(
+        run.stderr.lines().any(|l| l == "<-- Binary  FIN=1 RSV=000 opcode=0x2 MASK=0 len=3"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn messages_from_flags_and_a_custom_close() {
+    let server = EchoServer::start(&[]);
+    let run = connect(
+        &[
+            &server.url,
+            "-m",
+            "one",
+            "-m",
+            "two",
+            "--close-code",
+            "4000",
+            "--close-reason",
+            "bye",
+            "--show-frames",
+        ],
+        Input::Open,
+    );
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "one\ntwo\n");
+    assert!(
+        run.stderr.contains("code=4000 (private use by the application) reason=\"bye\""),
+        "{}",
+        run.stderr
+    );
+    server.wait_for_log("closed: 4000");
+}
+
+#[test]
+fn a_file_is_sent_as_one_binary_message() {
+    let server = EchoServer::start(&[]);
+    let dir = support::temp_dir("file");
+    let path = dir.join("payload.bin");
+    std::fs::write(&path, [0u8, 1, 2, 0xfe, 0xff]).unwrap();
+    let run =
+        connect(&[&server.url, "--file", path.to_str().unwrap(), "--binary-output", "base64"], Input::Open);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "AAEC/v8=\n");
+}
+
+#[test]
+fn ping_interval_reports_round_trip_times() {
+    let server = EchoServer::start(&[]);
+    let run = connect(&[&server.url, "--ping-interval", "0.05", "--linger", "0.4", "-q"], Input::Bytes(b""));
+    assert!(run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("pong \"ping-1\": rtt "), "{}", run.stderr);
+}
+
+#[test]
+fn refused_with_403_names_origin_and_auth() {
+    let port = canned_server(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Reason: origin\r\nContent-Length: 18\r\n\r\n\
+         origin not allowed",
+    );
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/socket"), "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    let err = &run.stderr;
+    assert!(err.contains("HTTP status: 403 Forbidden"), "{err}");
+    assert!(err.contains("    Content-Type: text/plain\n    X-Reason: origin\n"), "{err}");
+    assert!(err.contains("origin not allowed"), "{err}");
+    assert!(err.contains("likely cause: the server refused the Origin or the credentials"), "{err}");
+    assert!(err.contains("--origin"), "{err}");
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn refused_with_404_says_wrong_path() {
+    let port = canned_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/nope"), "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("HTTP status: 404 Not Found"), "{}", run.stderr);
+    assert!(run.stderr.contains("    Content-Length: 0"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("likely cause: wrong path (404): nothing is served at /nope"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn plain_http_200_points_at_the_proxy() {
+    let port = canned_server(
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>",
+    );
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/ws"), "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    let err = &run.stderr;
+    assert!(err.contains("HTTP status: 200 OK"), "{err}");
+    assert!(err.contains("    Server: nginx"), "{err}");
+    assert!(err.contains("the server answered plain HTTP (200)"), "{err}");
+    assert!(err.contains("proxy_http_version 1.1"), "{err}");
+    assert!(err.contains("Upgrade"), "{err}");
+}
+
+#[test]
+fn unauthorized_401_asks_for_a_token() {
+    let port =
+        canned_server("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\r\n");
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/"), "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("--token"), "{}", run.stderr);
+    assert!(run.stderr.contains("WWW-Authenticate: Bearer"), "{}", run.stderr);
+}
+
+#[test]
+fn a_dropped_connection_is_explained_as_1006() {
+    let port = raw_server(|tcp, request| {
+        let _ = tcp.write_all(switching_protocols(request).as_bytes());
+        let _ = tcp.write_all(b"\x81\x05hello");
+        let _ = tcp.flush();
+        std::thread::sleep(Duration::from_millis(100));
+        // Dropped without a close frame.
+    });
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/")], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "hello\n");
+    assert!(run.stderr.contains("1006 (ABNORMAL_CLOSURE): no close frame was received"), "{}", run.stderr);
+    assert!(run.stderr.contains("dropped the TCP connection"), "{}", run.stderr);
+}
+
+#[test]
+fn a_close_from_the_server_is_named() {
+    let port = raw_server(|tcp, request| {
+        let _ = tcp.write_all(switching_protocols(request).as_bytes());
+        // 1008 "banned", then wait for the client's answer and close.
+        let _ = tcp.write_all(b"\x88\x08\x03\xf0banned");
+        let mut buf = [0; 64];
+        let _ = std::io::Read::read(tcp, &mut buf);
+    });
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/")], Input::Open);
+    assert!(!run.status.success(), "a policy violation is not a clean end: {run:?}");
+    assert!(
+        run.stderr.contains(
+            "connection closed by the server: 1008 (POLICY_VIOLATION): policy violation; reason: \"banned\""
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn nothing_listening_is_diagnosed() {
+    let port = closed_port();
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/"), "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains(&format!("nothing is listening on 127.0.0.1:{port}")), "{}", run.stderr);
+}
+
+#[test]
+fn wss_against_a_plain_port_suggests_ws() {
+    let server = EchoServer::start(&[]);
+    let url = server.url.replacen("ws://", "wss://", 1);
+    let run = connect(&[&url, "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("wss:// against a plain port? try ws://"), "{}", run.stderr);
+}
+
+#[test]
+fn no_answer_is_a_bounded_timeout() {
+    // Accepts TCP, never answers.
+    let port = raw_server(|_, _| std::thread::sleep(Duration::from_secs(3)));
+    let run =
+        connect(&[&format!("ws://127.0.0.1:{port}/"), "--connect-timeout", "0.3", "-m", "hi"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("no answer within 0.3 s"), "{}", run.stderr);
+    assert!(run.stderr.contains("ws:// against a TLS port"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_arguments_fail_before_connecting() {
+    let run = connect(&["http://127.0.0.1:1/ws"], Input::Open);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("try ws://127.0.0.1:1/ws"), "{}", run.stderr);
+    let run = connect(&["ws://127.0.0.1:1/", "-H", "no colon"], Input::Open);
+    assert!(run.stderr.contains("is not 'Name: value'"), "{}", run.stderr);
+    let run = connect(&["ws://127.0.0.1:1/", "--close-code", "1006"], Input::Open);
+    assert!(run.stderr.contains("cannot be sent"), "{}", run.stderr);
+}
