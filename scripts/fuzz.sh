@@ -11,13 +11,16 @@
 # Each run starts from fuzz/corpus/<target>/ (kept between runs, gitignored)
 # plus the committed seeds in fuzz/seeds/<target>/. A crash leaves its input in
 # fuzz/artifacts/<target>/; the script goes on with the other targets, prints
-# every artifact found and exits 1.
+# every artifact found and exits 1. Inputs kept in fuzz/regressions/<target>/
+# (past crashes) are replayed before each target is fuzzed.
 #
 # Environment:
 #   FUZZ_SECONDS      seconds per target (default 60)
 #   FUZZ_JOBS         libFuzzer processes per target (default 1; >1 uses -fork=N)
 #   FUZZ_SANITIZER    address (default) or none (faster, finds less)
 #   FUZZ_ARGS         extra libFuzzer flags, e.g. "-max_len=65536"
+#   FUZZ_OUT          where corpus/ and artifacts/ go (default fuzz/); give runs
+#                     that share the checkout at the same time their own
 #   CARGO_FUZZ_VERSION  version to install when missing (default 0.13.2)
 #
 # Reproduce a crash:  RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact>   (from fuzz/)
@@ -26,6 +29,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ_DIR=$ROOT/fuzz
+FUZZ_OUT=${FUZZ_OUT:-$FUZZ_DIR}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
 FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
@@ -69,17 +73,30 @@ for t in "${targets[@]}"; do
     cargo fuzz build "${build_flags[@]}" "$t"
 done
 
+mkdir -p "$FUZZ_OUT/artifacts"
 failed=()
 for t in "${targets[@]}"; do
-    corpus=$FUZZ_DIR/corpus/$t
-    artifacts=$FUZZ_DIR/artifacts/$t
+    # Inputs that once crashed a target replay first, as regression tests.
+    if compgen -G "$FUZZ_DIR/regressions/$t/*" >/dev/null; then
+        echo "==> replaying $(find "$FUZZ_DIR/regressions/$t" -type f | wc -l) regression input(s) of $t"
+        if ! cargo fuzz run "${build_flags[@]}" "$t" "$FUZZ_DIR"/regressions/"$t"/* \
+            >"$FUZZ_OUT/artifacts/$t.regressions.log" 2>&1; then
+            echo "!!> $t fails on a regression input; see $FUZZ_OUT/artifacts/$t.regressions.log"
+            grep -a -E -A4 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$FUZZ_OUT/artifacts/$t.regressions.log" |
+                head -n 20 | sed 's/^/    /'
+            failed+=("$t")
+            continue
+        fi
+    fi
+    corpus=$FUZZ_OUT/corpus/$t
+    artifacts=$FUZZ_OUT/artifacts/$t
     mkdir -p "$corpus" "$artifacts"
     if [[ -d $FUZZ_DIR/seeds/$t ]]; then
         cp -n "$FUZZ_DIR"/seeds/"$t"/* "$corpus"/ 2>/dev/null || true
     fi
     # Artifacts from earlier runs are not this run's findings.
     before=$(find "$artifacts" -type f | sort)
-    log=$FUZZ_DIR/artifacts/$t.log
+    log=$FUZZ_OUT/artifacts/$t.log
     echo "==> fuzzing $t for ${FUZZ_SECONDS}s (corpus $(find "$corpus" -type f | wc -l) inputs, log $log)"
     extra=()
     if [[ $FUZZ_JOBS -gt 1 ]]; then
@@ -95,12 +112,12 @@ for t in "${targets[@]}"; do
         -max_total_time="$FUZZ_SECONDS" -artifact_prefix="$artifacts/" -print_final_stats=1 \
         "${extra[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1 || status=$?
     new=$(comm -13 <(echo "$before") <(find "$artifacts" -type f | sort) | sed '/^$/d')
-    grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+.*DONE' "$log" | sed 's/^/    /' || true
+    grep -a -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+.*DONE' "$log" | sed 's/^/    /' || true
     if [[ $status -ne 0 || -n $new ]]; then
         echo "!!> $t FAILED (exit $status); from $log:"
         # The panic message (or sanitizer report) and libFuzzer's summary.
-        grep -E -A4 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' "$log" | head -n 30 | sed 's/^/    /'
-        grep -E '^SUMMARY' "$log" | sed 's/^/    /' || true
+        grep -a -E -A4 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' "$log" | head -n 30 | sed 's/^/    /'
+        grep -a -E '^SUMMARY' "$log" | sed 's/^/    /' || true
         for a in $new; do
             echo "!!> artifact: $a"
             echo "    reproduce: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t $a)"

@@ -36,8 +36,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 
 /// Byte-at-a-time masking: the reference implementation.
 pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    let phase = offset & 3;
     for (i, byte) in buf.iter_mut().enumerate() {
-        *byte ^= key[(i + offset) & 3];
+        *byte ^= key[(i + phase) & 3];
     }
 }
 
@@ -64,6 +65,13 @@ mod tests {
                 assert_eq!(fast, slow, "len {len} offset {offset}");
             }
         }
+    }
+
+    #[test]
+    fn any_offset_is_accepted() {
+        let mut data = [0, 0];
+        apply_mask_scalar(&mut data, [1, 2, 3, 4], usize::MAX);
+        assert_eq!(data, [4, 1]);
     }
 
     #[test]

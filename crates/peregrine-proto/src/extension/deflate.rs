@@ -108,6 +108,12 @@ impl Deflate {
             if out[start..].ends_with(&TAIL) {
                 out.truncate(out.len() - TAIL.len());
             }
+            if out.len() == start {
+                // Nothing was pending (an empty message, or an empty last
+                // fragment): the receiver appends 00 00 ff ff, which needs a
+                // stored-block header before it. RFC 7692 §7.2.3.6: send 0x00.
+                out.push(0x00);
+            }
             if self.compress_reset
                 && let Some(compressor) = self.compressor.take()
             {

@@ -166,3 +166,23 @@ fn corrupt_compressed_data_fails_with_1007() {
     assert_eq!(error, ProtocolError::InvalidCompressedData);
     assert_eq!(error.close_code().as_u16(), 1007);
 }
+
+#[test]
+fn empty_compressed_messages_keep_the_stream_in_sync() {
+    let (mut client, mut server) = pair(&DeflateConfig::default().threshold(0), "permessage-deflate");
+    client.send_fragment(DataKind::Text, Bytes::from_static(b"ab"), false).unwrap();
+    client.send_fragment(DataKind::Text, Bytes::new(), true).unwrap();
+    client.send(Message::text("")).unwrap();
+    client.send(Message::binary(Vec::new())).unwrap();
+    client.send(Message::text("xyz ".repeat(30))).unwrap();
+    let events = transfer(&mut client, &mut server);
+    assert_eq!(
+        events,
+        [
+            Event::Message(Message::text("ab")),
+            Event::Message(Message::text("")),
+            Event::Message(Message::binary(Vec::new())),
+            Event::Message(Message::text("xyz ".repeat(30))),
+        ]
+    );
+}
