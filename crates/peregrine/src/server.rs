@@ -105,9 +105,11 @@ where
         io.flush().await?;
         Ok((buf.split_off(request.consumed()), deflate))
     };
-    let (leftover, deflate) = tokio::time::timeout(config.handshake_timeout, handshake)
-        .await
-        .map_err(|_| Error::Timeout(TimeoutKind::Handshake))??;
+    // Boxed: the handshake's state (buffers, the parsed request, the timer) is
+    // large and short-lived; inline, it would set the size of every
+    // connection's task for the connection's whole life, idle or not.
+    let handshake = Box::pin(tokio::time::timeout(config.handshake_timeout, handshake));
+    let (leftover, deflate) = handshake.await.map_err(|_| Error::Timeout(TimeoutKind::Handshake))??;
     Ok(WebSocket::from_negotiated(io, Role::Server, config, &leftover, deflate))
 }
 
