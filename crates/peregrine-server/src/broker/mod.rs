@@ -1,0 +1,152 @@
+//! The broker boundary: publish with history, history reads, node-local fan-out.
+//!
+//! The trait is shaped for a Redis implementation (one Lua script per publish that bumps the
+//! offset, appends to a capped stream and publishes to a PUB/SUB channel), so:
+//!
+//! * every method is async and fallible ([`BrokerError`]);
+//! * the **broker** assigns `epoch` and `offset`, atomically with the history append, and
+//!   returns them ([`PublishResult`]);
+//! * fan-out is **node-local**: a node says which channels it has subscribers for
+//!   ([`Broker::subscribe_node`]) and receives every publication of those channels, once,
+//!   through the single handler set with [`Broker::set_handler`]. The node's hub then fans
+//!   out to its own sessions.
+//!
+//! Methods return boxed futures ([`BrokerFuture`]) rather than `async fn` so that the trait
+//! stays object safe and a node can hold an `Arc<dyn Broker>` chosen from configuration.
+//!
+//! ## Why a handler callback and not a `tokio::sync::broadcast`
+//!
+//! A broadcast channel drops messages for a receiver that lags (`RecvError::Lagged`), which
+//! is exactly the silent loss principle 11 forbids, and it adds a task hop. The handler is
+//! called synchronously, in offset order per channel (the memory broker calls it while the
+//! channel's shard is locked, so two concurrent publishes cannot be delivered out of order).
+//! The handler must therefore be cheap and must not block or call back into the broker: it
+//! is expected to hand the publication to bounded per-session outboxes, whose overflow is
+//! handled by disconnecting the slow session with a code, never by dropping.
+
+mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peregrine_wire::{ClientInfo, Publication, StreamPosition};
+
+pub use memory::MemoryBroker;
+
+/// A boxed, `Send` future returned by [`Broker`] methods.
+pub type BrokerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BrokerError>> + Send + 'a>>;
+
+/// Receives every publication of the channels this node subscribed to, in offset order per
+/// channel. Called with the channel name and the publication (its `offset` set and its
+/// `epoch` set to the stream's epoch).
+pub type PublicationHandler = Arc<dyn Fn(&str, &Publication) + Send + Sync>;
+
+/// A broker operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The backend could not be reached or answered with an error; retrying may succeed.
+    Unavailable(String),
+    /// The request was invalid (e.g. inconsistent options).
+    Invalid(String),
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerError::Unavailable(m) => write!(f, "broker unavailable: {m}"),
+            BrokerError::Invalid(m) => write!(f, "invalid broker request: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+/// Options of one publish, usually derived from the channel's namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishOptions {
+    /// How many publications the channel's history keeps (0: no history).
+    pub history_size: usize,
+    /// How long each publication stays in history (`None`: until pushed out by size).
+    pub history_ttl: Option<Duration>,
+    /// Deduplication key chosen by the publisher; `None` disables deduplication.
+    pub idempotency_key: Option<String>,
+    /// How long a seen key makes later publishes with it duplicates.
+    pub idempotency_window: Duration,
+    /// The publishing client, copied into the publication.
+    pub info: Option<ClientInfo>,
+    /// Tags copied into the publication.
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishResult {
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The offset assigned to the publication (the original one when `duplicate`).
+    pub offset: u64,
+    /// The idempotency key was seen within the window: nothing was published this time.
+    pub duplicate: bool,
+}
+
+/// A history read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only publications after this position. Applied when its epoch is the stream's
+    /// current epoch; with another epoch the query behaves as if `since` were `None`.
+    pub since: Option<StreamPosition>,
+    /// At most this many publications (`None`: all). With `reverse`, the newest ones.
+    pub limit: Option<usize>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// The answer to a history read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryResult {
+    /// Publications still in history matching the query, in offset order (or reversed).
+    pub publications: Vec<Publication>,
+    /// The stream's current epoch.
+    pub epoch: String,
+    /// The stream's top offset: the offset of its latest publication (0 before the first).
+    pub offset: u64,
+}
+
+impl HistoryResult {
+    /// The stream's current position.
+    pub fn position(&self) -> StreamPosition {
+        StreamPosition { epoch: self.epoch.clone(), offset: self.offset }
+    }
+}
+
+/// Fan-out and history backend.
+///
+/// Implementations must guarantee, per channel: offsets grow by exactly one within an epoch;
+/// the history append and offset assignment are atomic; the handler sees publications in
+/// offset order; a duplicate publish (same key within the window) is not delivered again.
+pub trait Broker: Send + Sync + fmt::Debug {
+    /// Sets the node's publication handler, replacing any previous one.
+    fn set_handler(&self, handler: PublicationHandler);
+
+    /// Publishes `data` to `channel`: assigns the next offset, appends to history (bounded by
+    /// `opts`), and delivers to every node subscribed to the channel.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        data: serde_json::Value,
+        opts: PublishOptions,
+    ) -> BrokerFuture<'a, PublishResult>;
+
+    /// Reads the channel's history. Creates the stream (and its epoch) if it does not exist,
+    /// so that subscribers get a stable position before the first publication.
+    fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, HistoryResult>;
+
+    /// This node now wants publications of `channel` (idempotent).
+    fn subscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// This node no longer wants publications of `channel` (idempotent).
+    fn unsubscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
+}

@@ -1,0 +1,12 @@
+//! The Peregrine realtime server library.
+//!
+//! For now this holds the domain core that transports will sit on:
+//!
+//! * [`broker`]: the [`Broker`](broker::Broker) trait (offsets assigned by the broker,
+//!   history appended atomically with the publish, node-local fan-out) and its in-memory
+//!   implementation [`MemoryBroker`](broker::MemoryBroker);
+//! * [`recovery`]: pure functions deciding what a subscriber with a `since` position missed,
+//!   and joining the history replay with publications buffered live during the read.
+
+pub mod broker;
+pub mod recovery;
