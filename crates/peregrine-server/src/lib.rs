@@ -9,4 +9,6 @@
 //!   and joining the history replay with publications buffered live during the read.
 
 pub mod broker;
+pub mod hub;
+pub mod outbox;
 pub mod recovery;

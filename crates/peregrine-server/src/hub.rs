@@ -1,0 +1,231 @@
+//! The node-local registry channel → subscribers, and broadcast fan-out.
+//!
+//! The [`Hub`] maps each channel to its local subscribers (session id → [`Outbox`] and wire
+//! encoding), in [`SHARDS`] shards of `std::sync::Mutex<HashMap>` so that unrelated channels
+//! do not contend. [`Hub::broadcast`] encodes a publication push **once per wire encoding in
+//! use on the channel** and pushes the same [`Frame`] into every subscriber's outbox.
+//!
+//! It never blocks and never drops silently: a subscriber whose outbox overflows is returned
+//! to the caller (once), who disconnects it with `codes::disconnect::SLOW`, and counted in
+//! [`Hub::slow_disconnects`].
+//!
+//! ## Wiring to the broker
+//!
+//! ```
+//! use std::sync::Arc;
+//! use peregrine_server::broker::{Broker, MemoryBroker};
+//! use peregrine_server::hub::Hub;
+//! let hub = Arc::new(Hub::new());
+//! let broker = MemoryBroker::new();
+//! broker.set_handler(hub.handler(|slow| {
+//!     // disconnect each session in `slow` with codes::disconnect::SLOW
+//!     let _ = slow;
+//! }));
+//! ```
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use peregrine_wire::{Encoding, Publication, Push, ServerMessage, encode_server_messages};
+
+use crate::broker::PublicationHandler;
+use crate::outbox::{Frame, Outbox, PushError};
+
+/// Identifies a session (connection) on this node.
+pub type SessionId = u64;
+
+/// Number of shards of the channel and session maps.
+pub const SHARDS: usize = 16;
+
+#[derive(Debug)]
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    encoding: Encoding,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    subscribers: HashMap<SessionId, Subscriber>,
+    json: usize,
+    msgpack: usize,
+}
+
+impl Channel {
+    fn count(&mut self, encoding: Encoding) -> &mut usize {
+        match encoding {
+            Encoding::Json => &mut self.json,
+            Encoding::MsgPack => &mut self.msgpack,
+        }
+    }
+}
+
+/// The node-local channel registry and fan-out. Share it as `Arc<Hub>`.
+///
+/// Locks are `std::sync::Mutex`es held only for map operations and one broadcast's encoding
+/// and pushes, never across an `.await`. A channel shard and a session shard are never held
+/// at the same time.
+#[derive(Debug)]
+pub struct Hub {
+    hasher: RandomState,
+    channels: Vec<Mutex<HashMap<String, Channel>>>,
+    sessions: Vec<Mutex<HashMap<SessionId, HashSet<String>>>>,
+    slow_disconnects: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Hub {
+        Hub {
+            hasher: RandomState::new(),
+            channels: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            sessions: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            slow_disconnects: AtomicU64::new(0),
+        }
+    }
+
+    fn shard<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    fn channel_shard(&self, channel: &str) -> MutexGuard<'_, HashMap<String, Channel>> {
+        lock(&self.channels[self.shard(channel)])
+    }
+
+    fn session_shard(&self, session: SessionId) -> MutexGuard<'_, HashMap<SessionId, HashSet<String>>> {
+        lock(&self.sessions[self.shard(&session)])
+    }
+
+    /// Subscribes `session` to `channel`, delivering into `outbox` in `encoding` (replacing a
+    /// previous subscription of the same session). Returns `true` when the channel had no
+    /// local subscriber before: the caller should then call `Broker::subscribe_node`.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        session: SessionId,
+        outbox: Arc<Outbox>,
+        encoding: Encoding,
+    ) -> bool {
+        let first = {
+            let mut shard = self.channel_shard(channel);
+            let first = !shard.contains_key(channel);
+            let ch = shard.entry(channel.to_owned()).or_default();
+            if let Some(old) = ch.subscribers.insert(session, Subscriber { outbox, encoding }) {
+                *ch.count(old.encoding) -= 1;
+            }
+            *ch.count(encoding) += 1;
+            first
+        };
+        self.session_shard(session).entry(session).or_default().insert(channel.to_owned());
+        first
+    }
+
+    /// Removes `session` from `channel`'s subscribers. Returns `true` when the channel has no
+    /// local subscriber left because of this call: the caller should then call
+    /// `Broker::unsubscribe_node`.
+    pub fn unsubscribe(&self, channel: &str, session: SessionId) -> bool {
+        {
+            let mut shard = self.session_shard(session);
+            if let Some(set) = shard.get_mut(&session) {
+                set.remove(channel);
+                if set.is_empty() {
+                    shard.remove(&session);
+                }
+            }
+        }
+        self.remove_from_channel(channel, session)
+    }
+
+    fn remove_from_channel(&self, channel: &str, session: SessionId) -> bool {
+        let mut shard = self.channel_shard(channel);
+        let Some(ch) = shard.get_mut(channel) else { return false };
+        let Some(old) = ch.subscribers.remove(&session) else { return false };
+        *ch.count(old.encoding) -= 1;
+        if ch.subscribers.is_empty() {
+            shard.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Removes `session` from every channel (on disconnect). Returns the channels left
+    /// without local subscribers, for `Broker::unsubscribe_node`.
+    pub fn unsubscribe_all(&self, session: SessionId) -> Vec<String> {
+        let channels = self.session_shard(session).remove(&session).unwrap_or_default();
+        channels.into_iter().filter(|c| self.remove_from_channel(c, session)).collect()
+    }
+
+    /// Number of local subscribers of `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.channel_shard(channel).get(channel).map_or(0, |c| c.subscribers.len())
+    }
+
+    /// Channels with at least one local subscriber (unordered).
+    pub fn channels(&self) -> Vec<String> {
+        self.channels.iter().flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// Subscribers whose outbox overflowed during a broadcast, since the hub was created.
+    pub fn slow_disconnects(&self) -> u64 {
+        self.slow_disconnects.load(Ordering::Relaxed)
+    }
+
+    /// Delivers `publication` to every local subscriber of `channel`, encoding the push once
+    /// per encoding in use. Returns the sessions whose outbox overflowed with this broadcast
+    /// (each reported once): disconnect them with `codes::disconnect::SLOW`. Subscribers with
+    /// a closed or already overflowed outbox are skipped (their session is being torn down).
+    pub fn broadcast(&self, channel: &str, publication: &Publication) -> Vec<SessionId> {
+        let mut slow = Vec::new();
+        let shard = self.channel_shard(channel);
+        let Some(ch) = shard.get(channel) else { return slow };
+        let message = [ServerMessage::Push(Push::Publication {
+            channel: channel.to_owned(),
+            publication: publication.clone(),
+        })];
+        let encode =
+            |n: usize, e: Encoding| (n > 0).then(|| Frame::from(encode_server_messages(&message, e)));
+        let json = encode(ch.json, Encoding::Json);
+        let msgpack = encode(ch.msgpack, Encoding::MsgPack);
+        for (&session, sub) in &ch.subscribers {
+            let frame = match sub.encoding {
+                Encoding::Json => json.as_ref(),
+                Encoding::MsgPack => msgpack.as_ref(),
+            };
+            let Some(frame) = frame else { continue };
+            if let Err(PushError::Full) = sub.outbox.push(frame.clone()) {
+                slow.push(session);
+            }
+        }
+        drop(shard);
+        self.slow_disconnects.fetch_add(slow.len() as u64, Ordering::Relaxed);
+        slow
+    }
+
+    /// A broker [`PublicationHandler`] that broadcasts every publication through this hub and
+    /// hands each non-empty list of overflowed sessions to `on_slow` (which must not block:
+    /// e.g. close those sessions' outboxes or signal their tasks to disconnect with SLOW).
+    pub fn handler<F>(self: &Arc<Self>, on_slow: F) -> PublicationHandler
+    where
+        F: Fn(&[SessionId]) + Send + Sync + 'static,
+    {
+        let hub = Arc::clone(self);
+        Arc::new(move |channel: &str, publication: &Publication| {
+            let slow = hub.broadcast(channel, publication);
+            if !slow.is_empty() {
+                on_slow(&slow);
+            }
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! Per-session bounded outbound queue of already-encoded frames.
+//!
+//! The hub (and the session's own replies) push encoded frames into an [`Outbox`]; the
+//! session's writer task waits with [`Outbox::ready`] and takes everything queued at once with
+//! [`Outbox::drain_batch`], so a burst of publications becomes one socket write.
+//!
+//! The queue is bounded **in bytes**. A push that would exceed the limit is refused with
+//! [`PushError::Full`] and marks the outbox as overflowed (sticky): every later push is
+//! refused with [`PushError::Overflowed`], and the writer is woken so that it can disconnect
+//! the session with `codes::disconnect::SLOW`. Nothing is dropped silently (principle 11):
+//! the push that overflowed is reported to its caller exactly once.
+//!
+//! ## Frame type
+//!
+//! Frames are [`Frame`] = `Arc<[u8]>`: cheap to clone, so one encoding is shared by every
+//! subscriber of a channel. (`bytes::Bytes` would do the same; it is not a dependency of this
+//! crate yet, and `Bytes::from_owner` converts a `Frame` without copying.)
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+
+/// One encoded frame (a push or a batch of messages), shared between outboxes.
+pub type Frame = Arc<[u8]>;
+
+/// Why [`Outbox::push`] refused a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// This push would have exceeded the byte limit; the outbox is now overflowed. Returned
+    /// once per outbox: the caller must disconnect the session as slow.
+    Full,
+    /// The outbox overflowed earlier (already reported by the push that returned `Full`).
+    Overflowed,
+    /// The outbox was closed: the session is going away.
+    Closed,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full => f.write_str("outbox full"),
+            PushError::Overflowed => f.write_str("outbox overflowed earlier"),
+            PushError::Closed => f.write_str("outbox closed"),
+        }
+    }
+}
+
+impl std::error::Error for PushError {}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Frame>,
+    bytes: usize,
+    high_water: usize,
+    overflowed: bool,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// A per-session bounded queue of encoded frames, shared as `Arc<Outbox>`.
+///
+/// The inner `std::sync::Mutex` is only held for queue operations and is never held across
+/// an `.await`.
+#[derive(Debug)]
+pub struct Outbox {
+    limit: usize,
+    state: Mutex<State>,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit_bytes` of queued frames.
+    pub fn new(limit_bytes: usize) -> Arc<Outbox> {
+        Arc::new(Outbox { limit: limit_bytes, state: Mutex::new(State::default()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue inconsistent: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `frame`, or refuses it (see [`PushError`]). Wakes a waiting writer.
+    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        let waker = {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(PushError::Closed);
+            }
+            if s.overflowed {
+                return Err(PushError::Overflowed);
+            }
+            let bytes = s.bytes + frame.len();
+            if bytes > self.limit {
+                s.overflowed = true;
+                let waker = s.waker.take();
+                drop(s);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return Err(PushError::Full);
+            }
+            s.bytes = bytes;
+            s.high_water = s.high_water.max(bytes);
+            s.queue.push_back(frame);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Takes queued frames, oldest first, up to `max_bytes` in total (but always at least one
+    /// frame when any is queued, so a frame larger than `max_bytes` still goes out).
+    pub fn drain_batch(&self, max_bytes: usize) -> Vec<Frame> {
+        let mut out = Vec::new();
+        self.drain_into(&mut out, max_bytes);
+        out
+    }
+
+    /// Like [`drain_batch`](Outbox::drain_batch) but appends to `out` (reusing its
+    /// allocation). Returns the number of bytes taken.
+    pub fn drain_into(&self, out: &mut Vec<Frame>, max_bytes: usize) -> usize {
+        let mut s = self.lock();
+        let mut taken = 0;
+        while let Some(front) = s.queue.front() {
+            if taken > 0 && taken + front.len() > max_bytes {
+                break;
+            }
+            taken += front.len();
+            if let Some(f) = s.queue.pop_front() {
+                out.push(f);
+            }
+        }
+        s.bytes -= taken;
+        taken
+    }
+
+    /// Resolves when there is something for the writer to do: frames are queued, or the outbox
+    /// overflowed, or it was closed. Meant for the session's single writer task (a second
+    /// concurrent waiter replaces the first one's waker).
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            let mut s = self.lock();
+            if !s.queue.is_empty() || s.overflowed || s.closed {
+                Poll::Ready(())
+            } else {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Closes the outbox: later pushes are refused with [`PushError::Closed`]; queued frames
+    /// can still be drained. Wakes a waiting writer.
+    pub fn close(&self) {
+        let waker = {
+            let mut s = self.lock();
+            s.closed = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether [`close`](Outbox::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Whether a push was refused for exceeding the limit (sticky).
+    pub fn is_overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Frames currently queued.
+    pub fn queued_frames(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// The most bytes ever queued at once.
+    pub fn high_water(&self) -> usize {
+        self.lock().high_water
+    }
+
+    /// The byte limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}

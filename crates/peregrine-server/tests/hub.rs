@@ -1,0 +1,194 @@
+//! Hub fan-out and outbox behaviour.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peregrine_server::broker::{Broker, MemoryBroker, PublishOptions};
+use peregrine_server::hub::{Hub, SessionId};
+use peregrine_server::outbox::{Frame, Outbox, PushError};
+use peregrine_wire::{Encoding, Publication, Push, ServerMessage, decode_server_messages};
+use serde_json::json;
+
+fn publication(offset: u64) -> Publication {
+    Publication { offset, data: json!({ "n": offset }), ..Default::default() }
+}
+
+/// (channel, offset) of every publication push queued in `outbox`.
+fn received(outbox: &Outbox, encoding: Encoding) -> Vec<(String, u64)> {
+    outbox
+        .drain_batch(usize::MAX)
+        .iter()
+        .flat_map(|f| decode_server_messages(f, encoding).unwrap())
+        .map(|m| match m {
+            ServerMessage::Push(Push::Publication { channel, publication }) => (channel, publication.offset),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn broadcast_reaches_exactly_the_subscribers_in_order() {
+    let hub = Hub::new();
+    let channels: Vec<String> = (0..20).map(|c| format!("ch{c}")).collect();
+    // Session s subscribes to channels c with (s + c) % 3 == 0; odd sessions use MessagePack.
+    let sessions: Vec<(SessionId, Arc<Outbox>, Encoding)> = (0..50u64)
+        .map(|s| {
+            (s, Outbox::new(1 << 20), if s.is_multiple_of(2) { Encoding::Json } else { Encoding::MsgPack })
+        })
+        .collect();
+    let subscribed = |s: u64, c: usize| (s as usize + c).is_multiple_of(3);
+    for (s, outbox, enc) in &sessions {
+        for (c, name) in channels.iter().enumerate() {
+            if subscribed(*s, c) {
+                hub.subscribe(name, *s, outbox.clone(), *enc);
+            }
+        }
+    }
+    for offset in 1..=10 {
+        for name in &channels {
+            assert!(hub.broadcast(name, &publication(offset)).is_empty());
+        }
+    }
+    assert!(hub.broadcast("nobody", &publication(1)).is_empty());
+    for (s, outbox, enc) in &sessions {
+        let got = received(outbox, *enc);
+        let mut want = Vec::new();
+        for offset in 1..=10 {
+            for (c, name) in channels.iter().enumerate() {
+                if subscribed(*s, c) {
+                    want.push((name.clone(), offset));
+                }
+            }
+        }
+        assert_eq!(got, want, "session {s}");
+    }
+    assert_eq!(hub.channels().len(), 20);
+    assert_eq!(hub.slow_disconnects(), 0);
+}
+
+#[test]
+fn encodes_once_per_encoding() {
+    let hub = Hub::new();
+    let boxes: Vec<Arc<Outbox>> = (0..4).map(|_| Outbox::new(4096)).collect();
+    let encs = [Encoding::Json, Encoding::Json, Encoding::MsgPack, Encoding::MsgPack];
+    for (i, (b, e)) in boxes.iter().zip(encs).enumerate() {
+        hub.subscribe("c", i as SessionId, b.clone(), e);
+    }
+    hub.broadcast("c", &publication(1));
+    let frames: Vec<Frame> = boxes.iter().map(|b| b.drain_batch(usize::MAX).remove(0)).collect();
+    assert_eq!(frames[0].as_ptr(), frames[1].as_ptr());
+    assert_eq!(frames[2].as_ptr(), frames[3].as_ptr());
+    assert_ne!(frames[0].as_ptr(), frames[2].as_ptr());
+    assert_ne!(frames[0], frames[2]);
+}
+
+#[test]
+fn slow_subscriber_is_reported_once_and_others_keep_receiving() {
+    let hub = Hub::new();
+    let fast = Outbox::new(1 << 20);
+    let slow = Outbox::new(100);
+    hub.subscribe("c", 1, fast.clone(), Encoding::Json);
+    hub.subscribe("c", 2, slow.clone(), Encoding::Json);
+    let mut reported = Vec::new();
+    for offset in 1..=20 {
+        reported.extend(hub.broadcast("c", &publication(offset)));
+    }
+    assert_eq!(reported, vec![2]);
+    assert_eq!(hub.slow_disconnects(), 1);
+    assert!(slow.is_overflowed());
+    assert!(slow.queued_bytes() <= 100);
+    assert_eq!(slow.push(Frame::from(&b"x"[..])), Err(PushError::Overflowed));
+    let got: Vec<u64> = received(&fast, Encoding::Json).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn unsubscribe_all_removes_session_everywhere() {
+    let hub = Hub::new();
+    let a = Outbox::new(4096);
+    let b = Outbox::new(4096);
+    assert!(hub.subscribe("x", 1, a.clone(), Encoding::Json));
+    assert!(hub.subscribe("y", 1, a.clone(), Encoding::Json));
+    assert!(!hub.subscribe("y", 2, b.clone(), Encoding::Json));
+    let mut emptied = hub.unsubscribe_all(1);
+    emptied.sort();
+    assert_eq!(emptied, vec!["x".to_owned()]);
+    assert_eq!(hub.subscriber_count("x"), 0);
+    assert_eq!(hub.subscriber_count("y"), 1);
+    assert_eq!(hub.channels(), vec!["y".to_owned()]);
+    hub.broadcast("y", &publication(1));
+    assert_eq!(a.queued_frames(), 0);
+    assert_eq!(b.queued_frames(), 1);
+    assert!(hub.unsubscribe("y", 2));
+    assert!(hub.channels().is_empty());
+}
+
+#[test]
+fn outbox_drains_in_batches_and_counts() {
+    let outbox = Outbox::new(100);
+    for _ in 0..5 {
+        outbox.push(Frame::from(&[0u8; 10][..])).unwrap();
+    }
+    assert_eq!(outbox.queued_bytes(), 50);
+    assert_eq!(outbox.drain_batch(25).len(), 2);
+    assert_eq!(outbox.queued_bytes(), 30);
+    let mut buf = Vec::new();
+    assert_eq!(outbox.drain_into(&mut buf, 1000), 30);
+    assert_eq!(buf.len(), 3);
+    assert_eq!(outbox.high_water(), 50);
+    // A frame bigger than the batch size still goes out alone.
+    outbox.push(Frame::from(&[0u8; 60][..])).unwrap();
+    assert_eq!(outbox.drain_batch(10).len(), 1);
+    assert_eq!(outbox.push(Frame::from(&[0u8; 101][..])), Err(PushError::Full));
+    outbox.close();
+}
+
+#[tokio::test]
+async fn ready_wakes_a_waiting_writer() {
+    let outbox = Outbox::new(1024);
+    let writer = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                outbox.ready().await;
+                let batch = outbox.drain_batch(usize::MAX);
+                if batch.is_empty() && outbox.is_closed() {
+                    return got;
+                }
+                got.extend(batch.iter().map(|f| f[0]));
+            }
+        })
+    };
+    for i in 0..5u8 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        outbox.push(Frame::from(&[i][..])).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    outbox.close();
+    let got = tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn broker_handler_fans_out_and_reports_slow() {
+    let hub = Arc::new(Hub::new());
+    let slow_seen = Arc::new(Mutex::new(Vec::new()));
+    let broker = MemoryBroker::new();
+    let seen = slow_seen.clone();
+    broker.set_handler(hub.handler(move |s| seen.lock().unwrap().extend_from_slice(s)));
+    let ok = Outbox::new(1 << 20);
+    let tiny = Outbox::new(10);
+    hub.subscribe("c", 1, ok.clone(), Encoding::MsgPack);
+    hub.subscribe("c", 2, tiny.clone(), Encoding::MsgPack);
+    broker.subscribe_node("c").await.unwrap();
+    for _ in 0..3 {
+        broker
+            .publish("c", json!("hello"), PublishOptions { history_size: 10, ..Default::default() })
+            .await
+            .unwrap();
+    }
+    let offsets: Vec<u64> = received(&ok, Encoding::MsgPack).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(offsets, vec![1, 2, 3]);
+    assert_eq!(*slow_seen.lock().unwrap(), vec![2]);
+}
