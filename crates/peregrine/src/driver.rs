@@ -23,10 +23,10 @@ use crate::keepalive::{Keepalive, Tick};
 
 /// Read buffer size after the first byte arrives.
 const READ_CHUNK: usize = 8 << 10;
-/// Reads are sized by what the frame in progress still needs, up to this
-/// without regard to what arrived so far; past it, the buffer at most doubles
-/// per read, so a peer cannot make us allocate by declaring a length.
-const EAGER_READ: usize = 64 << 10;
+/// A read makes room for what the frame in progress still needs, so a large
+/// frame arrives in few reads, but never more than this ahead of the bytes
+/// that arrived: a declared length cannot make us allocate more.
+const EAGER_READ: usize = 256 << 10;
 /// An idle connection holds no read buffer: its first read after idling goes
 /// to the stack, and a heap buffer is only taken when bytes arrive.
 const STACK_READ: usize = 4 << 10;
@@ -233,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut cx = Context::from_waker(read);
         let wanted = self.conn.bytes_wanted();
         let buf = self.conn.read_buffer();
-        if buf.capacity() == 0 {
+        if buf.capacity() == 0 && wanted <= STACK_READ {
             let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
             let mut stack = ReadBuf::uninit(&mut stack);
             ready!(Pin::new(&mut self.io).poll_read(&mut cx, &mut stack))?;
@@ -244,8 +244,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             return Poll::Ready(Ok(filled.len()));
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-            buf.reserve(wanted.clamp(READ_CHUNK, EAGER_READ.max(buf.len())));
+        let room = wanted.clamp(READ_CHUNK / 2, EAGER_READ);
+        if buf.capacity() - buf.len() < room {
+            // A little more than needed, so the read comes back short and no
+            // extra read is spent finding the socket empty.
+            buf.reserve(room + READ_CHUNK / 2);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, buf)
     }

@@ -128,6 +128,11 @@ pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
 fn check_response(head: &[u8]) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(head);
     let status = text.lines().next().unwrap_or_default();
+    if status.starts_with("GET ") {
+        bail!(
+            "the server sent the request back: a plain TCP echo? (--any-response takes that as the answer)"
+        );
+    }
     if !(status.starts_with("HTTP/1.1 101") || status.starts_with("HTTP/1.0 101")) {
         bail!("the server answered `{status}` instead of 101 Switching Protocols");
     }
