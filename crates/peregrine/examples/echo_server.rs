@@ -29,7 +29,8 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn serve(addr: SocketAddr, deflate: bool) -> std::io::Result<()> {
-    let config = peregrine::Config::default().deflate(deflate.then(fast_deflate));
+    // Shared, not cloned: every idle connection's task would carry a copy.
+    let config = std::sync::Arc::new(peregrine::Config::default().deflate(deflate.then(fast_deflate)));
     let listener = TcpListener::bind(addr).await?;
     eprintln!("echo server listening on ws://{}", listener.local_addr()?);
     loop {
