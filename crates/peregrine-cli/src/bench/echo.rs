@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use super::frames::{EncodedFrames, FrameCounter, Seen};
 use super::report::{self, Latency, thousands};
-use super::sys::{CpuSample, raise_nofile_limit, round1};
+use super::sys::{raise_nofile_limit, round1};
 use super::target::Target;
 use super::{CommonArgs, check_positive, runtime};
 
@@ -204,32 +204,9 @@ async fn run_async(args: EchoArgs) -> anyhow::Result<()> {
     }
 
     // Progress, and CPU readings at the edges of the measured window.
-    let total = end.duration_since(start);
-    let bar = report::progress(json, total.as_millis() as u64, "{prefix:>9} [{bar:30}] {elapsed:>3} {msg}");
-    bar.set_prefix("warmup");
-    let mut cpu_from = None;
-    let mut last = (Instant::now(), 0u64);
-    loop {
-        let now = Instant::now();
-        if cpu_from.is_none() && now >= measure_from {
-            cpu_from = Some(CpuSample::take(args.common.server_pid));
-            bar.set_prefix("measuring");
-        }
-        if now >= end {
-            break;
-        }
-        let count = received.load(Ordering::Relaxed);
-        let rate = (count - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
-        last = (now, count);
-        bar.set_position(now.duration_since(start).as_millis() as u64);
-        bar.set_message(format!("{} msgs/s", thousands(rate)));
-        let next = if cpu_from.is_none() { measure_from } else { end };
-        tokio::time::sleep_until(next.min(now + Duration::from_millis(250)).into()).await;
-    }
-    let cpu_to = CpuSample::take(args.common.server_pid);
-    bar.finish_and_clear();
+    let window = report::Window { start, measure_from, end };
     let (generator_cpu_pct, server_cpu_pct) =
-        cpu_from.map_or((None, None), |from| from.percent_until(&cpu_to));
+        report::watch(&window, json, &received, "msgs", args.common.server_pid).await;
 
     let mut hist = report::histogram();
     let mut messages = 0;

@@ -11,6 +11,57 @@ use serde::Serialize;
 /// Latencies are recorded in nanoseconds, 3 significant figures, up to this.
 const MAX_LATENCY_NS: u64 = 120_000_000_000;
 
+/// The run's timeline, as the generator's clock sees it.
+pub(crate) struct Window {
+    pub(crate) start: std::time::Instant,
+    /// End of the warmup: counting and CPU readings start here.
+    pub(crate) measure_from: std::time::Instant,
+    pub(crate) end: std::time::Instant,
+}
+
+/// Shows progress (the rate of `counter`, in `unit`/s) until the window
+/// ends, and reads CPU use at the edges of the measured part. Returns
+/// (generator %, server %) of one core over the measured part.
+pub(crate) async fn watch(
+    window: &Window,
+    json: bool,
+    counter: &std::sync::atomic::AtomicU64,
+    unit: &str,
+    server_pid: Option<u32>,
+) -> (Option<f64>, Option<f64>) {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    use super::sys::CpuSample;
+
+    let Window { start, measure_from, end } = *window;
+    let total = end.duration_since(start);
+    let bar = progress(json, total.as_millis() as u64, "{prefix:>9} [{bar:30}] {elapsed:>3} {msg}");
+    bar.set_prefix("warmup");
+    let mut cpu_from = None;
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        let now = Instant::now();
+        if cpu_from.is_none() && now >= measure_from {
+            cpu_from = Some(CpuSample::take(server_pid));
+            bar.set_prefix("measuring");
+        }
+        if now >= end {
+            break;
+        }
+        let count = counter.load(Ordering::Relaxed);
+        let rate = (count - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, count);
+        bar.set_position(now.duration_since(start).as_millis() as u64);
+        bar.set_message(format!("{} {unit}/s", thousands(rate)));
+        let next = if cpu_from.is_none() { measure_from } else { end };
+        tokio::time::sleep_until(next.min(now + Duration::from_millis(250)).into()).await;
+    }
+    let cpu_to = CpuSample::take(server_pid);
+    bar.finish_and_clear();
+    cpu_from.map_or((None, None), |from| from.percent_until(&cpu_to))
+}
+
 /// A latency histogram in nanoseconds.
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
