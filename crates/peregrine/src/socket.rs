@@ -148,10 +148,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 }
 
-fn message_of(event: Event) -> Message {
+pub(crate) fn message_of(event: Event) -> Message {
     match event {
         Event::Message(message) => message,
-        // Assembly is only turned off by `into_frames`, which leaves this type.
+        // Assembly is only turned off by `into_frames`, which leaves the
+        // message-level types (this one and the split halves).
         Event::Fragment(fragment) => Message::Binary(fragment.payload),
     }
 }

@@ -14,11 +14,12 @@ use std::task::{Context, Poll, Wake, Waker};
 use atomic_waker::AtomicWaker;
 use futures_core::Stream;
 use futures_sink::Sink;
-use peregrine_proto::{CloseCode, Event, Message};
+use peregrine_proto::{CloseCode, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::socket::message_of;
 
 #[derive(Debug, Default)]
 struct BothWakers {
@@ -84,14 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
             // A writer waiting on a connection that has ended must learn it.
             self.shared.wakers.writer.wake();
         }
-        polled.map(|event| {
-            event.map(|event| {
-                event.map(|event| match event {
-                    Event::Message(message) => message,
-                    Event::Fragment(fragment) => Message::Binary(fragment.payload),
-                })
-            })
-        })
+        polled.map(|event| event.map(|event| event.map(message_of)))
     }
 }
 
