@@ -8,7 +8,9 @@
 //! * [`recovery`]: pure functions deciding what a subscriber with a `since` position missed,
 //!   and joining the history replay with publications buffered live during the read.
 
+pub mod app;
 pub mod broker;
+pub mod channel;
 pub mod hub;
 pub mod outbox;
 pub mod recovery;

@@ -1,0 +1,200 @@
+//! The server's configuration: what `peregrine serve` reads from a TOML file, environment
+//! variables and flags (in that order of precedence, later wins).
+//!
+//! Every section rejects unknown keys, so a typo is an error that names the key rather than
+//! a setting silently ignored. Durations are written as `"25s"`, `"500ms"`, `"2m"`.
+//!
+//! [`Config::default`] is the production base (used when a config file is given): no
+//! anonymous connections, browsers only from the same origin, the HTTP API off until an
+//! API key is set. [`Config::development`] is the permissive base used when `peregrine
+//! serve` starts with no configuration file; it is printed with a warning at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{ChannelOptions, Namespaces};
+
+/// Everything `peregrine serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the one port serving WebSocket, the HTTP API, /health and /metrics.
+    pub listen: SocketAddr,
+    /// Serve TLS (`wss://`, `https://`) from these PEM files.
+    pub tls: Option<TlsFiles>,
+    /// Key for the server HTTP API (`Authorization: apikey <key>`); `None`: API disabled
+    /// (except in development mode, where it is open on loopback).
+    pub api_key: Option<String>,
+    /// Origins browsers may connect from: exact (`https://app.example.com`), wildcard
+    /// subdomain (`https://*.example.com`) or `*`. Empty: same origin as the Host only.
+    /// Clients that send no Origin (not browsers) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Connection and subscription tokens.
+    pub token: TokenConfig,
+    /// Per-connection behaviour and limits.
+    pub client: ClientConfig,
+    /// Channel namespaces and their options.
+    pub channels: Namespaces,
+    /// Logging.
+    pub log: LogConfig,
+    /// On SIGTERM/SIGINT, how long to wait for clients to be closed and flushed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Worker threads of the runtime (0: one per core).
+    pub workers: usize,
+    /// Development mode: permissive defaults, printed with a warning at start.
+    pub development: bool,
+}
+
+/// Certificate chain and private key, PEM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How connection and subscription tokens (JWT) are checked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Shared secret for HS256 tokens.
+    pub hmac_secret: Option<String>,
+    /// PEM file with the RSA public key for RS256 tokens.
+    pub rsa_public_key: Option<PathBuf>,
+    /// PEM file with the EC (P-256) public key for ES256 tokens.
+    pub ecdsa_public_key: Option<PathBuf>,
+    /// Accept connections without a token (as anonymous users, user id `""`).
+    pub allow_anonymous: bool,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+}
+
+/// Per-connection behaviour and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Interval of server pings: WebSocket pings and, for browsers, application pings.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed as dead.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// How long a new connection has to send `connect`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bytes queued for a connection before it is disconnected as a slow consumer.
+    pub queue_max_bytes: usize,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_message_size: usize,
+    /// Most channels one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Client publishes allowed per second, per connection (token bucket rate).
+    pub publish_rate: f64,
+    /// Publishes a connection may make in a burst (token bucket size).
+    pub publish_burst: u32,
+    /// Most connections on this node (0: no limit).
+    pub max_connections: usize,
+    /// Most connections per user id on this node (0: no limit; anonymous users not counted).
+    pub max_connections_per_user: usize,
+    /// How long a publish's idempotency key makes a repeat a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            queue_max_bytes: 1 << 20,
+            max_message_size: 64 << 10,
+            max_subscriptions: 128,
+            publish_rate: 50.0,
+            publish_burst: 100,
+            max_connections: 100_000,
+            max_connections_per_user: 100,
+            idempotency_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `peregrine_server=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            api_key: None,
+            allowed_origins: Vec::new(),
+            token: TokenConfig::default(),
+            client: ClientConfig::default(),
+            channels: Namespaces::default(),
+            log: LogConfig::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            workers: 0,
+            development: false,
+        }
+    }
+}
+
+impl Config {
+    /// The permissive development configuration: anonymous connections, any Origin, the
+    /// HTTP API open without a key, and every channel (default namespace and any other)
+    /// with history, presence, join/leave and client publishing.
+    pub fn development() -> Config {
+        Config {
+            allowed_origins: vec!["*".into()],
+            token: TokenConfig { allow_anonymous: true, ..TokenConfig::default() },
+            channels: Namespaces { default: Some(ChannelOptions::development()), ..Namespaces::default() },
+            development: true,
+            ..Config::default()
+        }
+    }
+
+    /// The options of `channel`. In development mode a channel of an unconfigured namespace
+    /// gets the development options instead of being unknown.
+    pub fn channel_options(&self, channel: &str) -> Result<ChannelOptions, crate::channel::ChannelError> {
+        match self.channels.options(channel) {
+            Ok(o) => Ok(o.clone()),
+            Err(crate::channel::ChannelError::UnknownNamespace(_)) if self.development => {
+                Ok(ChannelOptions::development())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

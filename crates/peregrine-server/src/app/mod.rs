@@ -1,0 +1,3 @@
+//! The application behind `peregrine serve`: configuration, router, HTTP API, run loop.
+
+pub mod config;
