@@ -6,6 +6,7 @@
 mod bench;
 mod connect;
 mod echo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Command {
     /// Measure a WebSocket server: throughput and latency, idle connections,
     /// handshakes per second.
     Bench(bench::BenchArgs),
+    /// Run the realtime server: channels, ordered and recoverable delivery,
+    /// auth, limits, HTTP API, /metrics.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Connect(args) => connect::run(args),
         Command::Echo(args) => echo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

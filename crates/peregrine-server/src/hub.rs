@@ -28,10 +28,11 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use peregrine_wire::{Encoding, Publication, Push, ServerMessage, encode_server_messages};
 
-use crate::broker::PublicationHandler;
+use crate::broker::{ChannelEvent, PublicationHandler};
 use crate::outbox::{Frame, Outbox, PushError};
 
 /// Identifies a session (connection) on this node.
@@ -44,6 +45,22 @@ pub const SHARDS: usize = 16;
 struct Subscriber {
     outbox: Arc<Outbox>,
     encoding: Encoding,
+    /// `Some` while the subscription is being set up (history read, recovery): publications
+    /// wait here so that the subscribe reply goes out before them, see [`Hub::go_live`].
+    pending: Option<Vec<Publication>>,
+}
+
+/// Publications buffered for one subscription while it is set up, beyond which the
+/// subscriber is treated as slow (a history read that takes this long is pathological).
+pub const MAX_PENDING: usize = 10_000;
+
+/// [`Hub::go_live`] could not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoLiveError {
+    /// The session is no longer subscribed (it unsubscribed or went away meanwhile).
+    NotSubscribed,
+    /// The outbox refused the frames: disconnect the session as slow (or it is closing).
+    Outbox(PushError),
 }
 
 #[derive(Debug, Default)]
@@ -118,11 +135,51 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
+        self.insert(channel, session, Subscriber { outbox, encoding, pending: None })
+    }
+
+    /// Like [`subscribe`](Hub::subscribe), but publications are held back until
+    /// [`go_live`](Hub::go_live): the session can read history and queue its subscribe
+    /// reply first, with nothing lost or duplicated at the seam.
+    pub fn subscribe_pending(
+        &self,
+        channel: &str,
+        session: SessionId,
+        outbox: Arc<Outbox>,
+        encoding: Encoding,
+    ) -> bool {
+        self.insert(channel, session, Subscriber { outbox, encoding, pending: Some(Vec::new()) })
+    }
+
+    /// Ends the set-up of a [`subscribe_pending`](Hub::subscribe_pending) subscription:
+    /// `finish` gets the publications held back and returns the frames to queue (the
+    /// subscribe reply and the publications it does not hold), which are queued before any
+    /// later publication, atomically with switching the subscription to live.
+    pub fn go_live(
+        &self,
+        channel: &str,
+        session: SessionId,
+        finish: impl FnOnce(Vec<Publication>) -> Vec<Frame>,
+    ) -> Result<(), GoLiveError> {
+        let mut shard = self.channel_shard(channel);
+        let sub = shard
+            .get_mut(channel)
+            .and_then(|ch| ch.subscribers.get_mut(&session))
+            .ok_or(GoLiveError::NotSubscribed)?;
+        let held = sub.pending.take().unwrap_or_default();
+        for frame in finish(held) {
+            sub.outbox.push(frame).map_err(GoLiveError::Outbox)?;
+        }
+        Ok(())
+    }
+
+    fn insert(&self, channel: &str, session: SessionId, subscriber: Subscriber) -> bool {
+        let encoding = subscriber.encoding;
         let first = {
             let mut shard = self.channel_shard(channel);
             let first = !shard.contains_key(channel);
             let ch = shard.entry(channel.to_owned()).or_default();
-            if let Some(old) = ch.subscribers.insert(session, Subscriber { outbox, encoding }) {
+            if let Some(old) = ch.subscribers.insert(session, subscriber) {
                 *ch.count(old.encoding) -= 1;
             }
             *ch.count(encoding) += 1;
@@ -187,24 +244,47 @@ impl Hub {
     /// (each reported once): disconnect them with `codes::disconnect::SLOW`. Subscribers with
     /// a closed or already overflowed outbox are skipped (their session is being torn down).
     pub fn broadcast(&self, channel: &str, publication: &Publication) -> Vec<SessionId> {
+        let push = Push::Publication { channel: channel.to_owned(), publication: publication.clone() };
+        self.deliver(channel, &push, Some(publication))
+    }
+
+    /// Delivers a push that is not a publication (join, leave) to the live subscribers of
+    /// `channel`, like [`broadcast`](Hub::broadcast).
+    pub fn broadcast_push(&self, channel: &str, push: &Push) -> Vec<SessionId> {
+        self.deliver(channel, push, None)
+    }
+
+    fn deliver(&self, channel: &str, push: &Push, publication: Option<&Publication>) -> Vec<SessionId> {
+        let published = publication.map(|_| Instant::now());
         let mut slow = Vec::new();
-        let shard = self.channel_shard(channel);
-        let Some(ch) = shard.get(channel) else { return slow };
-        let message = [ServerMessage::Push(Push::Publication {
-            channel: channel.to_owned(),
-            publication: publication.clone(),
-        })];
+        let mut shard = self.channel_shard(channel);
+        let Some(ch) = shard.get_mut(channel) else { return slow };
+        let message = [ServerMessage::Push(push.clone())];
         let encode =
             |n: usize, e: Encoding| (n > 0).then(|| Frame::from(encode_server_messages(&message, e)));
         let json = encode(ch.json, Encoding::Json);
         let msgpack = encode(ch.msgpack, Encoding::MsgPack);
-        for (&session, sub) in &ch.subscribers {
+        for (&session, sub) in &mut ch.subscribers {
+            if let Some(pending) = &mut sub.pending {
+                // Join/leave events during set-up are not held: presence in the reply-to-be
+                // is read after this point anyway.
+                if let Some(p) = publication {
+                    if pending.len() >= MAX_PENDING {
+                        if sub.outbox.overflow() {
+                            slow.push(session);
+                        }
+                        continue;
+                    }
+                    pending.push(p.clone());
+                }
+                continue;
+            }
             let frame = match sub.encoding {
                 Encoding::Json => json.as_ref(),
                 Encoding::MsgPack => msgpack.as_ref(),
             };
             let Some(frame) = frame else { continue };
-            if let Err(PushError::Full) = sub.outbox.push(frame.clone()) {
+            if let Err(PushError::Full) = sub.outbox.push_published(frame.clone(), published) {
                 slow.push(session);
             }
         }
@@ -221,8 +301,16 @@ impl Hub {
         F: Fn(&[SessionId]) + Send + Sync + 'static,
     {
         let hub = Arc::clone(self);
-        Arc::new(move |channel: &str, publication: &Publication| {
-            let slow = hub.broadcast(channel, publication);
+        Arc::new(move |channel: &str, event: ChannelEvent<'_>| {
+            let slow = match event {
+                ChannelEvent::Publication(p) => hub.broadcast(channel, p),
+                ChannelEvent::Join(info) => hub
+                    .broadcast_push(channel, &Push::Join { channel: channel.to_owned(), info: info.clone() }),
+                ChannelEvent::Leave(info) => hub.broadcast_push(
+                    channel,
+                    &Push::Leave { channel: channel.to_owned(), info: info.clone() },
+                ),
+            };
             if !slow.is_empty() {
                 on_slow(&slow);
             }

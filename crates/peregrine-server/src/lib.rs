@@ -11,6 +11,13 @@
 pub mod app;
 pub mod broker;
 pub mod channel;
+pub mod disconnect;
 pub mod hub;
+pub mod metrics;
+pub mod node;
 pub mod outbox;
+pub mod presence;
+pub mod rate_limit;
 pub mod recovery;
+pub mod session;
+pub mod transport;

@@ -21,6 +21,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 /// One encoded frame (a push or a batch of messages), shared between outboxes.
 pub type Frame = Arc<[u8]>;
@@ -49,9 +50,19 @@ impl fmt::Display for PushError {
 
 impl std::error::Error for PushError {}
 
+/// A queued frame and, for publications, when the node started delivering it (for the
+/// publish-to-deliver latency, observed once the frame is written).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The encoded frame.
+    pub frame: Frame,
+    /// When the publication reached this node's hub; `None` for replies and other pushes.
+    pub published: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Frame>,
+    queue: VecDeque<Queued>,
     bytes: usize,
     high_water: usize,
     overflowed: bool,
@@ -82,6 +93,11 @@ impl Outbox {
 
     /// Queues `frame`, or refuses it (see [`PushError`]). Wakes a waiting writer.
     pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        self.push_published(frame, None)
+    }
+
+    /// Like [`push`](Outbox::push), for a publication that reached the hub at `published`.
+    pub fn push_published(&self, frame: Frame, published: Option<Instant>) -> Result<(), PushError> {
         let waker = {
             let mut s = self.lock();
             if s.closed {
@@ -102,13 +118,30 @@ impl Outbox {
             }
             s.bytes = bytes;
             s.high_water = s.high_water.max(bytes);
-            s.queue.push_back(frame);
+            s.queue.push_back(Queued { frame, published });
             s.waker.take()
         };
         if let Some(w) = waker {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Marks the outbox overflowed without pushing (a subscription set-up that fell too far
+    /// behind). Returns `true` the first time, like a push returning [`PushError::Full`].
+    pub fn overflow(&self) -> bool {
+        let waker = {
+            let mut s = self.lock();
+            if s.overflowed || s.closed {
+                return false;
+            }
+            s.overflowed = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
     }
 
     /// Takes queued frames, oldest first, up to `max_bytes` in total (but always at least one
@@ -119,18 +152,27 @@ impl Outbox {
         out
     }
 
+    /// Like [`drain_into`](Outbox::drain_into), keeping each frame's publish time.
+    pub fn drain_queued(&self, out: &mut Vec<Queued>, max_bytes: usize) -> usize {
+        self.drain_with(max_bytes, |q| out.push(q))
+    }
+
     /// Like [`drain_batch`](Outbox::drain_batch) but appends to `out` (reusing its
     /// allocation). Returns the number of bytes taken.
     pub fn drain_into(&self, out: &mut Vec<Frame>, max_bytes: usize) -> usize {
+        self.drain_with(max_bytes, |q| out.push(q.frame))
+    }
+
+    fn drain_with(&self, max_bytes: usize, mut take: impl FnMut(Queued)) -> usize {
         let mut s = self.lock();
         let mut taken = 0;
         while let Some(front) = s.queue.front() {
-            if taken > 0 && taken + front.len() > max_bytes {
+            if taken > 0 && taken + front.frame.len() > max_bytes {
                 break;
             }
-            taken += front.len();
-            if let Some(f) = s.queue.pop_front() {
-                out.push(f);
+            taken += front.frame.len();
+            if let Some(q) = s.queue.pop_front() {
+                take(q);
             }
         }
         s.bytes -= taken;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peregrine_server::broker::{Broker, HistoryQuery, MemoryBroker, PublishOptions};
+use peregrine_server::broker::{Broker, ChannelEvent, HistoryQuery, MemoryBroker, PublishOptions};
 use peregrine_server::recovery;
 use peregrine_wire::{Gap, Publication, StreamPosition};
 use serde_json::json;
@@ -31,8 +31,10 @@ type Seen = Arc<Mutex<Vec<(String, u64)>>>;
 fn recording(broker: &dyn Broker) -> Seen {
     let seen: Seen = Arc::default();
     let sink = seen.clone();
-    broker.set_handler(Arc::new(move |channel: &str, p: &Publication| {
-        sink.lock().unwrap().push((channel.to_owned(), p.offset));
+    broker.set_handler(Arc::new(move |channel: &str, e: ChannelEvent<'_>| {
+        if let ChannelEvent::Publication(p) = e {
+            sink.lock().unwrap().push((channel.to_owned(), p.offset));
+        }
     }));
     seen
 }
@@ -191,7 +193,11 @@ async fn subscribe_with_recovery_end_to_end() {
     let b = Arc::new(MemoryBroker::new());
     let live: Arc<Mutex<Vec<Publication>>> = Arc::default();
     let sink = live.clone();
-    b.set_handler(Arc::new(move |_: &str, p: &Publication| sink.lock().unwrap().push(p.clone())));
+    b.set_handler(Arc::new(move |_: &str, e: ChannelEvent<'_>| {
+        if let ChannelEvent::Publication(p) = e {
+            sink.lock().unwrap().push(p.clone());
+        }
+    }));
     b.subscribe_node("c").await.unwrap();
     let mut epoch = String::new();
     for i in 1..=10 {

@@ -7,12 +7,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-use peregrine_wire::Publication;
+use peregrine_wire::{ClientInfo, Publication};
 // tokio's Instant follows `tokio::time::pause()`, so tests can drive TTLs and windows.
 use tokio::time::Instant;
 
 use super::{
-    Broker, BrokerFuture, HistoryQuery, HistoryResult, PublicationHandler, PublishOptions, PublishResult,
+    Broker, BrokerFuture, ChannelEvent, HistoryQuery, HistoryResult, PublicationHandler, PublishOptions,
+    PublishResult,
 };
 
 /// Number of shards; channels are spread over them by hash.
@@ -124,7 +125,7 @@ impl MemoryBroker {
             }
         }
         if subscribed && let Some(handler) = &handler {
-            handler(channel, &publication);
+            handler(channel, ChannelEvent::Publication(&publication));
         }
         if opts.history_size > 0 {
             let expires = opts.history_ttl.map(|ttl| now + ttl);
@@ -224,6 +225,28 @@ impl Broker for MemoryBroker {
 
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, HistoryResult> {
         Box::pin(async move { Ok(self.history_sync(channel, query)) })
+    }
+
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        joined: bool,
+    ) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            let handler = self.handler();
+            // Under the shard lock, like publications, so a join is not overtaken by a
+            // publication that came after it.
+            let shard = self.shard(channel);
+            if shard.subscribed.contains(channel)
+                && let Some(handler) = handler
+            {
+                let event = if joined { ChannelEvent::Join(&info) } else { ChannelEvent::Leave(&info) };
+                handler(channel, event);
+            }
+            drop(shard);
+            Ok(())
+        })
     }
 
     fn subscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {

@@ -39,10 +39,20 @@ pub use memory::MemoryBroker;
 /// A boxed, `Send` future returned by [`Broker`] methods.
 pub type BrokerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BrokerError>> + Send + 'a>>;
 
-/// Receives every publication of the channels this node subscribed to, in offset order per
-/// channel. Called with the channel name and the publication (its `offset` set and its
-/// `epoch` set to the stream's epoch).
-pub type PublicationHandler = Arc<dyn Fn(&str, &Publication) + Send + Sync>;
+/// What a broker delivers to a node for one channel.
+#[derive(Debug, Clone, Copy)]
+pub enum ChannelEvent<'a> {
+    /// A publication, its `offset` set and its `epoch` set to the stream's epoch.
+    Publication(&'a Publication),
+    /// A client subscribed (channels with join/leave events).
+    Join(&'a ClientInfo),
+    /// A client unsubscribed or went away (channels with join/leave events).
+    Leave(&'a ClientInfo),
+}
+
+/// Receives every event of the channels this node subscribed to, publications in offset
+/// order per channel. Called with the channel name and the event.
+pub type PublicationHandler = Arc<dyn Fn(&str, ChannelEvent<'_>) + Send + Sync>;
 
 /// A broker operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +153,15 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// Reads the channel's history. Creates the stream (and its epoch) if it does not exist,
     /// so that subscribers get a stable position before the first publication.
     fn history<'a>(&'a self, channel: &'a str, query: HistoryQuery) -> BrokerFuture<'a, HistoryResult>;
+
+    /// Delivers a join (`joined`) or leave event to every node subscribed to `channel`; not
+    /// kept in history and without an offset.
+    fn publish_join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: ClientInfo,
+        joined: bool,
+    ) -> BrokerFuture<'a, ()>;
 
     /// This node now wants publications of `channel` (idempotent).
     fn subscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;

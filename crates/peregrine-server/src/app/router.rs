@@ -1,0 +1,96 @@
+//! The one port's routes: the WebSocket endpoint, the HTTP API, `/health` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use peregrine::upgrade::WebSocketUpgrade;
+use peregrine_wire::{Encoding, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+
+use crate::node::Node;
+use crate::transport::websocket::{self, count_rejection};
+
+/// Path of the WebSocket endpoint.
+pub const WEBSOCKET_PATH: &str = "/connection/websocket";
+
+/// The application's routes over `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(WEBSOCKET_PATH, get(websocket_endpoint))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(super::api::routes(Arc::clone(&node)))
+        .with_state(node)
+}
+
+/// A refused handshake: the status and a reason in the body (and counted by reason).
+fn refuse(node: &Node, status: StatusCode, metric: &str, reason: String) -> Response {
+    count_rejection(node, metric);
+    tracing::debug!(%status, reason = %reason, "handshake refused");
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
+}
+
+async fn websocket_endpoint(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, peregrine::upgrade::UpgradeError>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            count_rejection(&node, "bad_handshake");
+            return axum::response::IntoResponse::into_response(e);
+        }
+    };
+    if node.is_shutting_down() {
+        return refuse(&node, StatusCode::SERVICE_UNAVAILABLE, "shutdown", "server shutting down".into());
+    }
+    if !node.has_room() {
+        let max = node.config().client.max_connections;
+        let reason = format!("connection limit of this node reached ({max}): try another node or later");
+        return refuse(&node, StatusCode::SERVICE_UNAVAILABLE, "connection_limit", reason);
+    }
+    let request = upgrade.request();
+    if let Err(reason) = node.check_origin(request.origin(), Some(request.host())) {
+        return refuse(&node, StatusCode::FORBIDDEN, "origin", reason);
+    }
+    let identity = match handshake_token(request.path(), &headers) {
+        None => None,
+        Some(token) => match node.authenticate(Some(&token)) {
+            Ok(identity) => Some(identity),
+            Err(d) => return refuse(&node, StatusCode::UNAUTHORIZED, "token", d.reason),
+        },
+    };
+    let upgrade = upgrade.protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK]);
+    let encoding = upgrade.selected_protocol().and_then(Encoding::from_subprotocol).unwrap_or(Encoding::Json);
+    let config = websocket::socket_config(&node);
+    upgrade.config(config).on_upgrade(move |socket| websocket::serve(node, socket, encoding, identity))
+}
+
+/// A connection token given at the handshake: `?token=` or `Authorization: Bearer`.
+fn handshake_token(path: &str, headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
+    {
+        return Some(token.trim().to_owned());
+    }
+    let query = path.split_once('?')?.1;
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    if node.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "shutting down"})))
+            .into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ok", "connections": node.session_count()})).into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let body = node.metrics().render();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response()
+}

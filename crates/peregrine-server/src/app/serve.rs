@@ -1,0 +1,202 @@
+//! Accepting connections and the graceful shutdown, the mini-redis way: a listener loop
+//! hands each TCP connection (TLS-terminated when configured) to hyper with our router; on
+//! SIGTERM/SIGINT it stops accepting, asks every session to close with 1001 and a reconnect
+//! hint, and waits for them up to `shutdown_timeout`.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use super::config::{Config, LogFormat};
+use super::router::router;
+use crate::node::Node;
+
+/// The server could not start or failed.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    Bind(SocketAddr, std::io::Error),
+    /// The TLS files could not be read or used; names the key.
+    Tls(String),
+    /// The runtime could not start.
+    Runtime(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Bind(addr, e) => write!(
+                f,
+                "cannot listen on {addr} (key `listen`): {e}; is another server using the port? \
+                 pick another with --listen"
+            ),
+            ServeError::Tls(m) => f.write_str(m),
+            ServeError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// A bound server: its node and listener, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Option<peregrine::tls::TlsAcceptor>,
+}
+
+impl Server {
+    /// Binds `config.listen` and builds the node (in-memory broker and presence).
+    pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => {
+                let read = |key: &str, path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| {
+                        ServeError::Tls(format!("cannot read `tls.{key}` {}: {e}", path.display()))
+                    })
+                };
+                let (cert, key) = (read("cert", &files.cert)?, read("key", &files.key)?);
+                let acceptor = peregrine::tls::TlsAcceptor::from_pem(&cert, &key).map_err(|e| {
+                    ServeError::Tls(format!(
+                        "cannot use `tls.cert` {} with `tls.key` {}: {e}",
+                        files.cert.display(),
+                        files.key.display()
+                    ))
+                })?;
+                Some(acceptor)
+            }
+        };
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind(config.listen, e))?;
+        Ok(Server { node: Node::new(config), listener, tls })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| self.node.config().listen)
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (see the module doc).
+    /// Returns how many sessions were still open at the deadline.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> usize {
+        let Server { node, listener, tls } = self;
+        let app = router(Arc::clone(&node));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    let app = app.clone();
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        match tls {
+                            None => serve_connection(tcp, app).await,
+                            Some(acceptor) => match acceptor.accept(tcp).await {
+                                Ok(stream) => serve_connection(stream, app).await,
+                                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            },
+                        }
+                    });
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let deadline = node.config().shutdown_timeout;
+        tracing::info!(
+            sessions = node.session_count(),
+            ?deadline,
+            "shutting down: closing sessions with 1001"
+        );
+        let left = node.shutdown(deadline).await;
+        if left > 0 {
+            tracing::warn!(left, "shutdown deadline passed with sessions still open");
+        }
+        left
+    }
+}
+
+async fn serve_connection<I>(io: I, app: axum::Router)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        tracing::trace!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Runs `peregrine serve` with `config` until SIGTERM or SIGINT: logging, runtime, server.
+pub fn run(config: Config) -> Result<(), ServeError> {
+    init_logging(&config);
+    let mut runtime = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.workers > 1 {
+        runtime.worker_threads(config.workers);
+    }
+    let runtime = runtime.enable_all().build().map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        let scheme = if server.tls.is_some() { "https" } else { "http" };
+        let ws = if server.tls.is_some() { "wss" } else { "ws" };
+        let addr = server.local_addr();
+        tracing::info!(
+            "listening on {scheme}://{addr} (WebSocket: {ws}://{addr}{}, API: {scheme}://{addr}/api, \
+             metrics: {scheme}://{addr}/metrics)",
+            super::router::WEBSOCKET_PATH
+        );
+        server.run_until(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}

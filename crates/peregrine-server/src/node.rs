@@ -1,0 +1,430 @@
+//! [`Node`]: one server process's realtime state, the entry point for transports and the
+//! HTTP API. It owns the broker, presence, the hub of local subscribers, the registry of
+//! sessions (for limits, "disconnect user" and shutdown) and the metrics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use peregrine_wire::codes::error as err;
+use peregrine_wire::{ClientInfo, ReplyError, StreamPosition};
+use tokio::sync::Notify;
+
+use crate::app::config::Config;
+use crate::broker::{Broker, HistoryQuery, HistoryResult, MemoryBroker, PublishOptions, PublishResult};
+use crate::channel::ChannelOptions;
+use crate::disconnect::Disconnect;
+use crate::hub::{Hub, SessionId};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::presence::{MemoryPresence, PresenceStore};
+
+/// What the node can ask of a running session from outside it.
+#[derive(Debug)]
+pub struct SessionControl {
+    disconnect: Mutex<Option<Disconnect>>,
+    unsubscribe: Mutex<Vec<String>>,
+    notify: Notify,
+    writer_notify: Notify,
+    /// The session's outbound queue.
+    pub outbox: Arc<Outbox>,
+}
+
+impl SessionControl {
+    fn new(outbox: Arc<Outbox>) -> SessionControl {
+        SessionControl {
+            disconnect: Mutex::new(None),
+            unsubscribe: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+            writer_notify: Notify::new(),
+            outbox,
+        }
+    }
+
+    /// Asks the session to end with `d` (the first request wins).
+    pub fn disconnect(&self, d: Disconnect) {
+        lock(&self.disconnect).get_or_insert(d);
+        self.notify.notify_one();
+        self.writer_notify.notify_one();
+    }
+
+    /// The disconnect requested, if any.
+    pub fn requested_disconnect(&self) -> Option<Disconnect> {
+        lock(&self.disconnect).clone()
+    }
+
+    /// Asks the session to leave `channel` (server-side unsubscribe).
+    pub fn unsubscribe(&self, channel: &str) {
+        lock(&self.unsubscribe).push(channel.to_owned());
+        self.notify.notify_one();
+    }
+
+    /// Channels the node asked the session to leave since the last call.
+    pub fn take_unsubscribes(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.unsubscribe))
+    }
+
+    /// Resolves when a disconnect or an unsubscribe was requested (consumes the signal):
+    /// for the session's reader.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// Resolves when a disconnect was requested: for the session's writer.
+    pub async fn writer_notified(&self) {
+        self.writer_notify.notified().await
+    }
+}
+
+#[derive(Debug)]
+struct SessionEntry {
+    user: String,
+    control: Arc<SessionControl>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    sessions: HashMap<SessionId, SessionEntry>,
+    by_user: HashMap<String, HashSet<SessionId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One node's realtime state. Share it as `Arc<Node>`.
+#[derive(Debug)]
+pub struct Node {
+    config: Arc<Config>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    registry: Mutex<Registry>,
+    /// Signalled each time a session leaves the registry (shutdown waits on it).
+    left: Notify,
+    next_session: AtomicU64,
+    shutting_down: AtomicBool,
+    started: std::time::Instant,
+}
+
+impl Node {
+    /// A node with the in-memory broker and presence.
+    pub fn new(config: Config) -> Arc<Node> {
+        Node::with_backends(config, Arc::new(MemoryBroker::new()), Arc::new(MemoryPresence::new()))
+    }
+
+    /// A node on the given broker and presence store.
+    pub fn with_backends(
+        config: Config,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+    ) -> Arc<Node> {
+        let node = Arc::new(Node {
+            config: Arc::new(config),
+            broker,
+            presence,
+            hub: Arc::new(Hub::new()),
+            metrics: Arc::new(Metrics::new()),
+            registry: Mutex::default(),
+            left: Notify::new(),
+            next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+        });
+        // The handler holds the node weakly: the broker (owned by the node) must not keep
+        // the node alive.
+        let weak = Arc::downgrade(&node);
+        node.broker.set_handler(node.hub.handler(move |slow| {
+            if let Some(node) = weak.upgrade() {
+                node.disconnect_slow(slow);
+            }
+        }));
+        node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The hub of local subscribers.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.broker
+    }
+
+    /// The presence store.
+    pub fn presence_store(&self) -> &dyn PresenceStore {
+        &*self.presence
+    }
+
+    /// Time since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether shutdown has begun (new connections are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The options of `channel`, or the reply error naming why it does not exist.
+    pub fn channel_options(&self, channel: &str) -> Result<ChannelOptions, ReplyError> {
+        self.config.channel_options(channel).map_err(|e| reply_error(err::UNKNOWN_CHANNEL, e.to_string()))
+    }
+
+    /// Whether one more connection fits under `client.max_connections`.
+    pub fn has_room(&self) -> bool {
+        let max = self.config.client.max_connections;
+        max == 0 || lock(&self.registry).sessions.len() < max
+    }
+
+    /// Registers a new session (before `connect`; the user is set by [`set_user`](Node::set_user)).
+    pub fn register(&self) -> Result<(SessionId, Arc<SessionControl>), Disconnect> {
+        if self.is_shutting_down() {
+            return Err(Disconnect::shutdown());
+        }
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(SessionControl::new(Outbox::new(self.config.client.queue_max_bytes)));
+        let mut reg = lock(&self.registry);
+        let max = self.config.client.max_connections;
+        if max != 0 && reg.sessions.len() >= max {
+            return Err(Disconnect::new(
+                peregrine_wire::codes::disconnect::CONNECTION_LIMIT,
+                format!("node connection limit reached ({max})"),
+            ));
+        }
+        reg.sessions.insert(id, SessionEntry { user: String::new(), control: Arc::clone(&control) });
+        drop(reg);
+        self.metrics.connections.inc();
+        self.metrics.connections_accepted.inc();
+        Ok((id, control))
+    }
+
+    /// Records the session's user after `connect`, enforcing
+    /// `client.max_connections_per_user` (anonymous users are not counted).
+    pub fn set_user(&self, session: SessionId, user: &str) -> Result<(), Disconnect> {
+        let mut reg = lock(&self.registry);
+        if !user.is_empty() {
+            let max = self.config.client.max_connections_per_user;
+            let count = reg.by_user.get(user).map_or(0, HashSet::len);
+            if max != 0 && count >= max {
+                return Err(Disconnect::new(
+                    peregrine_wire::codes::disconnect::CONNECTION_LIMIT,
+                    format!("connection limit per user reached ({max})"),
+                ));
+            }
+            reg.by_user.entry(user.to_owned()).or_default().insert(session);
+        }
+        if let Some(entry) = reg.sessions.get_mut(&session) {
+            entry.user = user.to_owned();
+        }
+        Ok(())
+    }
+
+    /// Removes a session that ended.
+    pub fn unregister(&self, session: SessionId) {
+        let mut reg = lock(&self.registry);
+        if let Some(entry) = reg.sessions.remove(&session) {
+            if let Some(set) = reg.by_user.get_mut(&entry.user) {
+                set.remove(&session);
+                if set.is_empty() {
+                    reg.by_user.remove(&entry.user);
+                }
+            }
+            drop(reg);
+            self.metrics.connections.dec();
+        }
+        self.left.notify_waiters();
+    }
+
+    /// Number of registered sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.registry).sessions.len()
+    }
+
+    /// Number of distinct non-anonymous users connected.
+    pub fn user_count(&self) -> usize {
+        lock(&self.registry).by_user.len()
+    }
+
+    fn user_sessions(&self, user: &str) -> Vec<Arc<SessionControl>> {
+        let reg = lock(&self.registry);
+        let ids = reg.by_user.get(user).into_iter().flatten();
+        ids.filter_map(|id| reg.sessions.get(id)).map(|e| Arc::clone(&e.control)).collect()
+    }
+
+    /// Disconnects every session of `user`. Returns how many there were.
+    pub fn disconnect_user(&self, user: &str, d: &Disconnect) -> usize {
+        let sessions = self.user_sessions(user);
+        sessions.iter().for_each(|s| s.disconnect(d.clone()));
+        sessions.len()
+    }
+
+    /// Unsubscribes every session of `user` from `channel`. Returns how many sessions.
+    pub fn unsubscribe_user(&self, user: &str, channel: &str) -> usize {
+        let sessions = self.user_sessions(user);
+        sessions.iter().for_each(|s| s.unsubscribe(channel));
+        sessions.len()
+    }
+
+    fn disconnect_slow(&self, slow: &[SessionId]) {
+        let reg = lock(&self.registry);
+        for id in slow {
+            if let Some(entry) = reg.sessions.get(id) {
+                entry.control.disconnect(Disconnect::slow());
+            }
+        }
+    }
+
+    /// Publishes to `channel` with its namespace's history options. `info` is the publishing
+    /// client (none for the HTTP API); `idempotency_key` is scoped by `user`.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: serde_json::Value,
+        info: Option<ClientInfo>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PublishResult, ReplyError> {
+        let opts = self.channel_options(channel)?;
+        let user = info.as_ref().map_or("", |i| i.user.as_str());
+        let publish = PublishOptions {
+            history_size: opts.history_size,
+            history_ttl: opts.has_history().then_some(opts.history_ttl),
+            // Keys are per user (a retry after a reconnect has a new client id): `user\0key`.
+            idempotency_key: idempotency_key.map(|k| format!("{user}\0{k}")),
+            idempotency_window: self.config.client.idempotency_window,
+            info,
+            tags: None,
+        };
+        let result =
+            self.broker.publish(channel, data, publish).await.map_err(|e| temporary(e.to_string()))?;
+        if !result.duplicate {
+            self.metrics.publications.inc();
+        }
+        Ok(result)
+    }
+
+    /// Reads `channel`'s history (an error when the namespace keeps none).
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<StreamPosition>,
+        limit: Option<usize>,
+        reverse: bool,
+    ) -> Result<HistoryResult, ReplyError> {
+        let opts = self.channel_options(channel)?;
+        if !opts.has_history() {
+            return Err(reply_error(err::NOT_AVAILABLE, format!("channel {channel} keeps no history")));
+        }
+        let query = HistoryQuery { since, limit, reverse };
+        self.broker.history(channel, query).await.map_err(|e| temporary(e.to_string()))
+    }
+
+    /// Who is present in `channel` (an error when presence is off for it).
+    pub async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, ReplyError> {
+        let opts = self.channel_options(channel)?;
+        if !opts.presence {
+            return Err(reply_error(err::NOT_AVAILABLE, format!("presence is off for channel {channel}")));
+        }
+        self.presence.get(channel).await.map_err(|e| temporary(e.to_string()))
+    }
+
+    /// Channels with local subscribers.
+    pub fn channels(&self) -> Vec<String> {
+        let mut channels = self.hub.channels();
+        channels.sort();
+        channels
+    }
+
+    /// Starts a graceful shutdown: new sessions are refused, every session is told to
+    /// disconnect with [`Disconnect::shutdown`] (1001 and a reconnect hint), and this waits
+    /// until they have all gone or `deadline` passes. Returns how many were still open.
+    pub async fn shutdown(&self, deadline: Duration) -> usize {
+        self.shutting_down.store(true, Ordering::Release);
+        let controls: Vec<_> =
+            lock(&self.registry).sessions.values().map(|e| Arc::clone(&e.control)).collect();
+        controls.iter().for_each(|c| c.disconnect(Disconnect::shutdown()));
+        let wait = async {
+            loop {
+                let left = self.left.notified();
+                if self.session_count() == 0 {
+                    return;
+                }
+                left.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.session_count()
+    }
+}
+
+/// A non-temporary reply error.
+pub fn reply_error(code: u32, message: impl Into<String>) -> ReplyError {
+    ReplyError { code, message: message.into(), temporary: false }
+}
+
+fn temporary(message: String) -> ReplyError {
+    ReplyError { code: err::INTERNAL, message, temporary: true }
+}
+
+/// The publication's position, for clients that track one.
+pub fn position_of(result: &PublishResult) -> StreamPosition {
+    StreamPosition { epoch: result.epoch.clone(), offset: result.offset }
+}
+
+/// Token checks (connection and subscription), glued to the configured verifier.
+impl Node {
+    /// Who a connection is, from its token (or anonymous when allowed).
+    pub fn authenticate(&self, token: Option<&str>) -> Result<crate::session::Identity, Disconnect> {
+        use peregrine_wire::codes::disconnect as dc;
+        match token {
+            None if self.config.token.allow_anonymous => Ok(crate::session::Identity::default()),
+            None => Err(Disconnect::new(dc::INVALID_TOKEN, "a connection token is required")),
+            Some(_) => Err(Disconnect::new(dc::INVALID_TOKEN, "token verification is not configured")),
+        }
+    }
+
+    /// Checks a subscription token for a private channel; returns its channel info.
+    pub fn authorize_subscription(
+        &self,
+        token: Option<&str>,
+        _user: &str,
+        channel: &str,
+    ) -> Result<Option<serde_json::Value>, ReplyError> {
+        match token {
+            None => Err(reply_error(
+                err::PERMISSION_DENIED,
+                format!("channel {channel} is private: a subscription token is required"),
+            )),
+            Some(_) => Err(reply_error(err::UNAUTHORIZED, "token verification is not configured")),
+        }
+    }
+}
+
+impl Node {
+    /// Checks a browser's Origin against `allowed_origins` (placeholder rules).
+    pub fn check_origin(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
+        let Some(origin) = origin else { return Ok(()) };
+        let allowed = &self.config.allowed_origins;
+        if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+            return Ok(());
+        }
+        let same_host = origin.split_once("://").map(|(_, h)| h);
+        if allowed.is_empty() && same_host.is_some() && same_host == host {
+            return Ok(());
+        }
+        Err(format!("Origin {origin} is not allowed: add it to allowed_origins"))
+    }
+}

@@ -1,0 +1,332 @@
+//! One client session: `Connecting` until the `connect` command, then `Connected`; commands
+//! in, replies and pushes out through the session's [`Outbox`](crate::outbox::Outbox).
+//!
+//! The session knows nothing of sockets: a transport ([`crate::transport`]) feeds it decoded
+//! frames with [`Session::handle_frame`] and writes what the outbox holds. Subscribing (with
+//! recovery) is in [`subscribe`](self::subscribe).
+
+mod subscribe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use peregrine_wire::codes::{disconnect as dc, error as err};
+use peregrine_wire::{
+    ClientInfo, Command, CommandKind, ConnectRequest, ConnectResult, Encoding, HistoryResult, MAX_BATCH,
+    PROTOCOL_VERSION, PingResult, PresenceResult, PublishRequest, PublishResult, RefreshResult, Reply,
+    ReplyError, ReplyKind, ServerMessage, SubscribeOptions, UnsubscribeResult, decode_commands_bounded,
+    encode_server_messages,
+};
+
+use crate::disconnect::Disconnect;
+use crate::hub::SessionId;
+use crate::metrics::Metrics;
+use crate::node::{Node, SessionControl, reply_error};
+use crate::outbox::{Frame, PushError};
+use crate::rate_limit::TokenBucket;
+
+/// Who a connected session is, from its connection token (or anonymous).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    /// User id (`sub`), empty for anonymous users.
+    pub user: String,
+    /// Unix time (seconds) when the connection's credentials expire.
+    pub expires: Option<u64>,
+    /// Connection info shared with other subscribers (presence, join/leave).
+    pub info: Option<serde_json::Value>,
+    /// Channels to subscribe the session to at connect (server-side subscriptions).
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Subscription {
+    presence: bool,
+    join_leave: bool,
+}
+
+/// One client's protocol state. Not shared: the transport's reader task owns it.
+#[derive(Debug)]
+pub struct Session {
+    node: Arc<Node>,
+    id: SessionId,
+    client_id: String,
+    control: Arc<SessionControl>,
+    encoding: Encoding,
+    /// Set by a token given at the handshake (query or header), used by `connect`.
+    handshake_identity: Option<Identity>,
+    identity: Option<Identity>,
+    subscriptions: HashMap<String, Subscription>,
+    /// Who this client is in each channel (presence, join/leave), with the channel info of
+    /// its subscription token.
+    chan_infos: HashMap<String, ClientInfo>,
+    publish_bucket: TokenBucket,
+    /// Replies waiting to go out as one frame.
+    replies: Vec<ServerMessage>,
+}
+
+impl Session {
+    /// A session for a registered connection.
+    pub fn new(
+        node: Arc<Node>,
+        id: SessionId,
+        control: Arc<SessionControl>,
+        encoding: Encoding,
+        handshake_identity: Option<Identity>,
+    ) -> Session {
+        let client = &node.config().client;
+        let publish_bucket = TokenBucket::new(client.publish_rate, client.publish_burst);
+        Session {
+            client_id: client_id(id),
+            node,
+            id,
+            control,
+            encoding,
+            handshake_identity,
+            identity: None,
+            subscriptions: HashMap::new(),
+            chan_infos: HashMap::new(),
+            publish_bucket,
+            replies: Vec::new(),
+        }
+    }
+
+    /// The id the server gave this client (sent in the connect reply).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Whether `connect` succeeded.
+    pub fn is_connected(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// When the connection's credentials expire, if they do.
+    pub fn expires_in(&self) -> Option<Duration> {
+        let expires = self.identity.as_ref()?.expires?;
+        Some(Duration::from_secs(expires.saturating_sub(unix_now())))
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.node.metrics()
+    }
+
+    fn info(&self) -> ClientInfo {
+        let identity = self.identity.as_ref();
+        ClientInfo {
+            user: identity.map(|i| i.user.clone()).unwrap_or_default(),
+            client: self.client_id.clone(),
+            conn_info: identity.and_then(|i| i.info.clone()),
+            chan_info: None,
+        }
+    }
+
+    /// Handles one WebSocket message: a frame of commands. Replies are queued in the outbox
+    /// (several replies as one frame). An error means the session must end with it.
+    pub async fn handle_frame(&mut self, frame: &[u8]) -> Result<(), Disconnect> {
+        let commands = decode_commands_bounded(frame, self.encoding, MAX_BATCH)
+            .map_err(|e| Disconnect::bad_request(format!("undecodable frame: {e}")))?;
+        for command in commands {
+            self.metrics().count_command(command.kind.name());
+            self.handle_command(command).await?;
+        }
+        self.flush_replies()
+    }
+
+    /// Queues the replies gathered so far as one frame.
+    fn flush_replies(&mut self) -> Result<(), Disconnect> {
+        if self.replies.is_empty() {
+            return Ok(());
+        }
+        let frame = Frame::from(encode_server_messages(&self.replies, self.encoding));
+        self.replies.clear();
+        self.push_frame(frame)
+    }
+
+    fn push_frame(&self, frame: Frame) -> Result<(), Disconnect> {
+        match self.control.outbox.push(frame) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(Disconnect::new(dc::NORMAL, "session closed")),
+            Err(_) => Err(Disconnect::slow()),
+        }
+    }
+
+    fn reply(&mut self, id: u64, result: Result<ReplyKind, ReplyError>) {
+        self.replies.push(ServerMessage::Reply(Reply { id, result }));
+    }
+
+    async fn handle_command(&mut self, command: Command) -> Result<(), Disconnect> {
+        let id = command.id;
+        if self.identity.is_none() {
+            let CommandKind::Connect(req) = command.kind else {
+                return Err(Disconnect::bad_request("the first command must be connect"));
+            };
+            return self.connect(id, req).await;
+        }
+        let result = match command.kind {
+            CommandKind::Connect(_) => Err(reply_error(err::BAD_REQUEST, "already connected")),
+            CommandKind::Subscribe(req) => return self.subscribe(id, req).await,
+            CommandKind::Unsubscribe(req) => {
+                self.unsubscribe(&req.channel).await;
+                Ok(ReplyKind::Unsubscribe(UnsubscribeResult {}))
+            }
+            CommandKind::Publish(req) => self.publish(req).await.map(ReplyKind::Publish),
+            CommandKind::Presence(req) => self.presence(&req.channel).await,
+            CommandKind::History(req) => self.history(req).await.map(ReplyKind::History),
+            CommandKind::Refresh(req) => self.refresh(&req.token).map(ReplyKind::Refresh),
+            CommandKind::Ping(_) => Ok(ReplyKind::Ping(PingResult {})),
+        };
+        if let Err(e) = &result {
+            self.metrics().count_command(format!("error_{}", e.code));
+        }
+        self.reply(id, result);
+        Ok(())
+    }
+
+    async fn connect(&mut self, id: u64, req: ConnectRequest) -> Result<(), Disconnect> {
+        if let Some(v) = req.version
+            && v != PROTOCOL_VERSION
+        {
+            return Err(Disconnect::new(
+                dc::INAPPROPRIATE_PROTOCOL,
+                format!("protocol version {v} is not supported (this server speaks {PROTOCOL_VERSION})"),
+            ));
+        }
+        let identity = match (req.token.as_deref(), self.handshake_identity.take()) {
+            (Some(token), _) => self.node.authenticate(Some(token))?,
+            (None, Some(identity)) => identity,
+            (None, None) => self.node.authenticate(None)?,
+        };
+        self.node.set_user(self.id, &identity.user)?;
+        let server_side = identity.channels.clone();
+        let expires = identity.expires;
+        self.identity = Some(identity);
+        let result = ConnectResult {
+            client_id: self.client_id.clone(),
+            version: PROTOCOL_VERSION,
+            expires,
+            ping_interval_ms: self.node.config().client.ping_interval.as_millis() as u64,
+            subs: Default::default(),
+        };
+        let mut wanted: Vec<_> = req.subs.into_iter().collect();
+        wanted.extend(server_side.into_iter().map(|channel| (channel, SubscribeOptions::default())));
+        self.connect_subscriptions(id, result, wanted).await
+    }
+
+    async fn publish(&mut self, req: PublishRequest) -> Result<PublishResult, ReplyError> {
+        let opts = self.node.channel_options(&req.channel)?;
+        if !opts.allow_publish {
+            return Err(reply_error(
+                err::PERMISSION_DENIED,
+                format!("clients may not publish to {}: publish through the server API", req.channel),
+            ));
+        }
+        if opts.private && !self.subscriptions.contains_key(&req.channel) {
+            return Err(reply_error(
+                err::PERMISSION_DENIED,
+                "subscribe to a private channel before publishing",
+            ));
+        }
+        if !self.publish_bucket.try_take(tokio::time::Instant::now()) {
+            return Err(ReplyError {
+                code: err::TOO_MANY_REQUESTS,
+                message: "publish rate limit reached, retry later".into(),
+                temporary: true,
+            });
+        }
+        let result = self
+            .node
+            .publish(&req.channel, req.data, Some(self.info()), req.idempotency_key.as_deref())
+            .await?;
+        let positioned = opts.has_history();
+        Ok(PublishResult {
+            offset: positioned.then_some(result.offset),
+            epoch: positioned.then_some(result.epoch),
+            duplicate: result.duplicate,
+        })
+    }
+
+    fn may_read(&self, channel: &str) -> Result<(), ReplyError> {
+        let opts = self.node.channel_options(channel)?;
+        if opts.private && !self.subscriptions.contains_key(channel) {
+            return Err(reply_error(err::PERMISSION_DENIED, "subscribe to a private channel to read it"));
+        }
+        Ok(())
+    }
+
+    async fn presence(&mut self, channel: &str) -> Result<ReplyKind, ReplyError> {
+        self.may_read(channel)?;
+        let clients = self.node.presence(channel).await?;
+        Ok(ReplyKind::Presence(PresenceResult { clients }))
+    }
+
+    async fn history(&mut self, req: peregrine_wire::HistoryRequest) -> Result<HistoryResult, ReplyError> {
+        self.may_read(&req.channel)?;
+        let limit = req.limit.map(|l| l as usize);
+        let h = self.node.history(&req.channel, req.since, limit, req.reverse).await?;
+        Ok(HistoryResult { publications: h.publications, epoch: h.epoch, offset: h.offset })
+    }
+
+    fn refresh(&mut self, token: &str) -> Result<RefreshResult, ReplyError> {
+        let fresh = self.node.authenticate(Some(token)).map_err(|d| {
+            let code = if d.code == dc::EXPIRED { err::TOKEN_EXPIRED } else { err::UNAUTHORIZED };
+            reply_error(code, d.reason)
+        })?;
+        let Some(identity) = &mut self.identity else {
+            return Err(reply_error(err::BAD_REQUEST, "connect first"));
+        };
+        if fresh.user != identity.user {
+            return Err(reply_error(err::PERMISSION_DENIED, "the new token is for another user"));
+        }
+        identity.expires = fresh.expires;
+        Ok(RefreshResult { expires: fresh.expires })
+    }
+
+    /// Leaves every channel and unregisters: called once when the connection is gone.
+    pub async fn close(mut self) {
+        let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for channel in channels {
+            self.unsubscribe(&channel).await;
+        }
+        self.control.outbox.close();
+        self.node.unregister(self.id);
+    }
+
+    /// Server-side unsubscribes the node asked for: leave and tell the client.
+    pub async fn apply_unsubscribes(&mut self) -> Result<(), Disconnect> {
+        for channel in self.control.take_unsubscribes() {
+            if self.subscriptions.contains_key(&channel) {
+                self.unsubscribe(&channel).await;
+                let push = peregrine_wire::Push::Unsubscribe {
+                    channel,
+                    code: peregrine_wire::codes::unsubscribe::SERVER,
+                    reason: "unsubscribed by the server".into(),
+                };
+                self.replies.push(ServerMessage::Push(push));
+            }
+        }
+        self.flush_replies()
+    }
+
+    /// Why the session must end now, if it must (expired credentials).
+    pub fn check_expiry(&self) -> Result<(), Disconnect> {
+        match self.identity.as_ref().and_then(|i| i.expires) {
+            Some(exp) if exp <= unix_now() => {
+                Err(Disconnect::new(dc::EXPIRED, "connection token expired: refresh it or reconnect"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A client id unique across restarts: the session number and 8 random hex digits.
+fn client_id(id: SessionId) -> String {
+    let mut buf = [0u8; 4];
+    let _ = getrandom::fill(&mut buf);
+    format!("{}-{id}", buf.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
