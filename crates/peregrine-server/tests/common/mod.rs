@@ -1,0 +1,274 @@
+//! A real `peregrine serve` on a loopback port and a small protocol client, for the
+//! integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peregrine::{Message, WebSocket};
+use peregrine_server::app::Server;
+use peregrine_server::app::config::Config;
+use peregrine_server::node::Node;
+use peregrine_wire::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server on 127.0.0.1 with an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<usize>>,
+}
+
+impl TestServer {
+    pub async fn start(mut config: Config) -> TestServer {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addr();
+        let node = Arc::clone(server.node());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, node, stop: Some(stop), task: Some(task) }
+    }
+
+    /// The development configuration (anonymous, any origin, every channel with history
+    /// of 100, presence, join/leave, client publish).
+    pub async fn dev() -> TestServer {
+        TestServer::start(Config::development()).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+
+    /// Starts the graceful shutdown and waits for it; returns the sessions left open.
+    pub async fn stop(mut self) -> usize {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    /// `POST path` with a JSON body (and the API key if given): status and JSON answer.
+    pub async fn api(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+        let body = body.to_string();
+        let auth = key.map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let (status, body) = http(self.addr, &request).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    /// `GET path`: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        http(self.addr, &request).await
+    }
+}
+
+/// Sends a raw HTTP/1.1 request and reads the whole answer (the server closes).
+pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw)).await.expect("HTTP answer in time").unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body =
+        if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A protocol client over a real WebSocket.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub encoding: Encoding,
+    next_id: u64,
+    inbox: VecDeque<ServerMessage>,
+    pub client_id: String,
+}
+
+impl Client {
+    /// Opens the WebSocket (no `connect` yet).
+    pub async fn open(server: &TestServer, encoding: Encoding) -> Client {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let (ws, _) = peregrine::ClientBuilder::new(server.url())
+            .protocol(encoding.subprotocol())
+            .connect_on(tcp)
+            .await
+            .expect("WebSocket handshake");
+        Client { ws, encoding, next_id: 0, inbox: VecDeque::new(), client_id: String::new() }
+    }
+
+    /// Opens and sends `connect` with `token`.
+    pub async fn connect_with(server: &TestServer, token: Option<&str>) -> Result<Client, Push> {
+        let mut c = Client::open(server, Encoding::Json).await;
+        let req = ConnectRequest { token: token.map(str::to_owned), ..Default::default() };
+        match c.command(CommandKind::Connect(req)).await {
+            Ok(ReplyKind::Connect(r)) => {
+                c.client_id = r.client_id;
+                Ok(c)
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => Err(c.disconnect_push().await),
+        }
+    }
+
+    /// Anonymous `connect` (development config).
+    pub async fn connect(server: &TestServer) -> Client {
+        Client::connect_with(server, None).await.expect("connect")
+    }
+
+    pub async fn send(&mut self, commands: &[Command]) {
+        let frame = encode_commands(commands, self.encoding);
+        let message = if self.encoding.is_text() {
+            Message::text(String::from_utf8(frame).unwrap())
+        } else {
+            Message::binary(frame)
+        };
+        self.ws.send(message).await.expect("send");
+    }
+
+    pub fn next_command_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends one command and waits for its reply (pushes meanwhile are kept).
+    pub async fn command(&mut self, kind: CommandKind) -> Result<ReplyKind, ReplyError> {
+        let id = self.next_command_id();
+        self.send(&[Command { id, kind }]).await;
+        self.reply(id).await
+    }
+
+    /// Waits for the reply to command `id`.
+    pub async fn reply(&mut self, id: u64) -> Result<ReplyKind, ReplyError> {
+        loop {
+            let position = self.inbox.iter().position(|m| matches!(m, ServerMessage::Reply(r) if r.id == id));
+            if let Some(i) = position {
+                let Some(ServerMessage::Reply(r)) = self.inbox.remove(i) else { unreachable!() };
+                return r.result;
+            }
+            if !self.read().await {
+                return Err(ReplyError { code: 0, message: "connection closed".into(), temporary: false });
+            }
+        }
+    }
+
+    /// Reads one WebSocket message into the inbox; `false` when the connection ended.
+    pub async fn read(&mut self) -> bool {
+        match tokio::time::timeout(WAIT, self.ws.recv()).await.expect("a message in time") {
+            Some(Ok(Message::Text(t))) => {
+                let messages = decode_server_messages(t.as_bytes(), Encoding::Json).expect("decodable");
+                self.inbox.extend(messages);
+                true
+            }
+            Some(Ok(Message::Binary(b))) => {
+                self.inbox.extend(decode_server_messages(&b, Encoding::MsgPack).expect("decodable"));
+                true
+            }
+            Some(Ok(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// The next push (replies are skipped over and kept).
+    pub async fn push(&mut self) -> Push {
+        loop {
+            if let Some(i) = self.inbox.iter().position(|m| matches!(m, ServerMessage::Push(_))) {
+                let Some(ServerMessage::Push(p)) = self.inbox.remove(i) else { unreachable!() };
+                return p;
+            }
+            assert!(self.read().await, "connection ended while waiting for a push");
+        }
+    }
+
+    /// The next publication push of any channel: (channel, publication).
+    pub async fn publication(&mut self) -> (String, Publication) {
+        loop {
+            if let Push::Publication { channel, publication } = self.push().await {
+                return (channel, publication);
+            }
+        }
+    }
+
+    /// Reads until the disconnect push arrives.
+    pub async fn disconnect_push(&mut self) -> Push {
+        loop {
+            let p = self.push().await;
+            if matches!(p, Push::Disconnect { .. }) {
+                return p;
+            }
+        }
+    }
+
+    /// Reads until the connection ends; returns the close frame's code and reason.
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.recv()).await.expect("connection ends in time") {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, req: SubscribeRequest) -> Result<SubscribeResult, ReplyError> {
+        match self.command(CommandKind::Subscribe(req)).await? {
+            ReplyKind::Subscribe(r) => Ok(r),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub async fn sub(&mut self, channel: &str) -> SubscribeResult {
+        self.subscribe(SubscribeRequest { channel: channel.into(), ..Default::default() })
+            .await
+            .expect("subscribe")
+    }
+
+    pub async fn publish(&mut self, channel: &str, data: Value) -> Result<PublishResult, ReplyError> {
+        let req = PublishRequest { channel: channel.into(), data, idempotency_key: None };
+        match self.command(CommandKind::Publish(req)).await? {
+            ReplyKind::Publish(r) => Ok(r),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Cuts the TCP connection with a reset: no close frame, no FIN.
+    pub fn cut(self) {
+        let tcp = self.ws.get_ref();
+        let sock = socket2::SockRef::from(tcp);
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        drop(self);
+    }
+}
