@@ -187,12 +187,13 @@ impl Config {
     }
 
     /// The options of `channel`. In development mode a channel of an unconfigured namespace
-    /// gets the development options instead of being unknown.
+    /// gets the default namespace's options (or the development options) instead of being
+    /// unknown.
     pub fn channel_options(&self, channel: &str) -> Result<ChannelOptions, crate::channel::ChannelError> {
         match self.channels.options(channel) {
             Ok(o) => Ok(o.clone()),
             Err(crate::channel::ChannelError::UnknownNamespace(_)) if self.development => {
-                Ok(ChannelOptions::development())
+                Ok(self.channels.default.clone().unwrap_or_else(ChannelOptions::development))
             }
             Err(e) => Err(e),
         }
