@@ -114,6 +114,8 @@ pub struct Client {
     next_id: u64,
     inbox: VecDeque<ServerMessage>,
     pub client_id: String,
+    /// The close frame, once one arrived: (code, reason).
+    pub close: Option<(u16, String)>,
 }
 
 impl Client {
@@ -125,7 +127,7 @@ impl Client {
             .connect_on(tcp)
             .await
             .expect("WebSocket handshake");
-        Client { ws, encoding, next_id: 0, inbox: VecDeque::new(), client_id: String::new() }
+        Client { ws, encoding, next_id: 0, inbox: VecDeque::new(), client_id: String::new(), close: None }
     }
 
     /// Opens and sends `connect` with `token`.
@@ -195,6 +197,10 @@ impl Client {
                 self.inbox.extend(decode_server_messages(&b, Encoding::MsgPack).expect("decodable"));
                 true
             }
+            Some(Ok(Message::Close(frame))) => {
+                self.close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                true
+            }
             Some(Ok(_)) => true,
             _ => false,
         }
@@ -232,6 +238,9 @@ impl Client {
 
     /// Reads until the connection ends; returns the close frame's code and reason.
     pub async fn closed(&mut self) -> Option<(u16, String)> {
+        if self.close.is_some() {
+            return self.close.clone();
+        }
         loop {
             match tokio::time::timeout(WAIT, self.ws.recv()).await.expect("connection ends in time") {
                 Some(Ok(Message::Close(frame))) => {
