@@ -19,7 +19,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_peregrine");
 /// The longest any process in a test may run.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A `peregrine echo` process on a free port, killed on drop.
+/// A `peregrine echo` (or `serve`) process on a free port, killed on drop.
 pub struct EchoServer {
     child: Child,
     /// `ws://127.0.0.1:PORT` or `wss://…`, as the server printed it.
@@ -33,9 +33,18 @@ impl EchoServer {
     /// Starts `peregrine echo --listen 127.0.0.1:0 --verbose` plus `extra`,
     /// and waits for the line that names its URL.
     pub fn start(extra: &[&str]) -> Self {
+        let args: Vec<&str> = ["echo", "--listen", "127.0.0.1:0", "--verbose"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::spawn(&args)
+    }
+
+    /// Starts `peregrine ARGS` (a server that prints `listening on URL`) and waits for
+    /// the line that names its URL.
+    pub fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["echo", "--listen", "127.0.0.1:0", "--verbose"])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -49,7 +58,8 @@ impl EchoServer {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some((_, url)) = line.split_once("listening on ") {
-                    let _ = url_tx.send(url.trim().to_owned());
+                    let url = url.split_whitespace().next().unwrap_or_default();
+                    let _ = url_tx.send(url.to_owned());
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -58,7 +68,7 @@ impl EchoServer {
         });
         let Ok(url) = url_rx.recv_timeout(TIMEOUT) else {
             let _ = child.kill();
-            panic!("peregrine echo did not print its URL; log:\n{}", log.lock().unwrap());
+            panic!("peregrine {args:?} did not print its URL; log:\n{}", log.lock().unwrap());
         };
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the URL");
         Self { child, url, port, log }

@@ -83,8 +83,16 @@ async fn serve_on<S>(
     if tokio::time::timeout(deadline, writer_task).await.is_err() {
         writer_task_abort.abort();
     }
-    if let Some(d) = control.requested_disconnect() {
-        node.metrics().count_disconnect(d.code);
+    match control.requested_disconnect() {
+        Some(d) if d.code == dc::SLOW => {
+            tracing::info!(client = session.client_id(), "slow consumer disconnected: outbound queue full");
+            node.metrics().count_disconnect(d.code);
+        }
+        Some(d) => {
+            tracing::debug!(client = session.client_id(), code = d.code, reason = %d.reason, "disconnected");
+            node.metrics().count_disconnect(d.code);
+        }
+        None => tracing::debug!(client = session.client_id(), "connection ended by the client"),
     }
     session.close().await;
 }
