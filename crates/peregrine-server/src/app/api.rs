@@ -107,7 +107,25 @@ struct PublishBody {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-async fn publish(State(node): State<Arc<Node>>, Json(body): Json<PublishBody>) -> ApiResult {
+/// A JSON request body, whatever its Content-Type (so `curl -d '{...}'` works), with a 400
+/// that says what is wrong when it does not parse.
+#[derive(Debug)]
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, e.body_text()))?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, format!("invalid JSON body: {e}"))
+        })
+    }
+}
+
+async fn publish(State(node): State<Arc<Node>>, Body(body): Body<PublishBody>) -> ApiResult {
     let r = node.publish(&body.channel, body.data, None, body.idempotency_key.as_deref()).await?;
     Ok(Json(publish_json(&node, &body.channel, &r)))
 }
@@ -128,7 +146,7 @@ struct BroadcastBody {
     data: Value,
 }
 
-async fn broadcast(State(node): State<Arc<Node>>, Json(body): Json<BroadcastBody>) -> ApiResult {
+async fn broadcast(State(node): State<Arc<Node>>, Body(body): Body<BroadcastBody>) -> ApiResult {
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
         let result = match node.publish(channel, body.data.clone(), None, None).await {
@@ -156,7 +174,7 @@ struct HistoryBody {
     reverse: bool,
 }
 
-async fn history(State(node): State<Arc<Node>>, Json(body): Json<HistoryBody>) -> ApiResult {
+async fn history(State(node): State<Arc<Node>>, Body(body): Body<HistoryBody>) -> ApiResult {
     let h = node.history(&body.channel, body.since, body.limit, body.reverse).await?;
     Ok(Json(json!({ "publications": h.publications, "epoch": h.epoch, "offset": h.offset })))
 }
@@ -167,7 +185,7 @@ struct ChannelBody {
     channel: String,
 }
 
-async fn presence(State(node): State<Arc<Node>>, Json(body): Json<ChannelBody>) -> ApiResult {
+async fn presence(State(node): State<Arc<Node>>, Body(body): Body<ChannelBody>) -> ApiResult {
     let clients = node.presence(&body.channel).await?;
     Ok(Json(json!({ "clients": clients })))
 }
@@ -182,7 +200,7 @@ struct DisconnectBody {
     reason: Option<String>,
 }
 
-async fn disconnect(State(node): State<Arc<Node>>, Json(body): Json<DisconnectBody>) -> ApiResult {
+async fn disconnect(State(node): State<Arc<Node>>, Body(body): Body<DisconnectBody>) -> ApiResult {
     let code = body.code.unwrap_or(dc::FORCE_NO_RECONNECT);
     if !(3000..=4999).contains(&code) {
         return Err(api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, "code must be within 3000..=4999"));
@@ -198,7 +216,7 @@ struct UnsubscribeBody {
     channel: String,
 }
 
-async fn unsubscribe(State(node): State<Arc<Node>>, Json(body): Json<UnsubscribeBody>) -> ApiResult {
+async fn unsubscribe(State(node): State<Arc<Node>>, Body(body): Body<UnsubscribeBody>) -> ApiResult {
     Ok(Json(json!({ "sessions": node.unsubscribe_user(&body.user, &body.channel) })))
 }
 
