@@ -86,6 +86,7 @@ async fn serve_on<S>(
     match control.requested_disconnect() {
         Some(d) if d.code == dc::SLOW => {
             tracing::info!(client = session.client_id(), "slow consumer disconnected: outbound queue full");
+            node.metrics().slow_disconnects.inc();
             node.metrics().count_disconnect(d.code);
         }
         Some(d) => {
@@ -177,7 +178,6 @@ async fn write_loop<S>(
             _ = outbox.ready() => {}
         }
         if outbox.is_overflowed() {
-            metrics.slow_disconnects.inc();
             control.disconnect(Disconnect::slow());
             break;
         }
