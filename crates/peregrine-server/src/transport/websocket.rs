@@ -131,7 +131,9 @@ async fn read_loop<S>(
                 };
                 metrics.messages_in.inc();
                 metrics.bytes_in.inc_by(payload.len() as u64);
-                if let Err(d) = session.handle_frame(payload).await {
+                // Boxed: the command futures are large and only live while a frame is
+                // handled, so an idle connection's task stays small.
+                if let Err(d) = Box::pin(session.handle_frame(payload)).await {
                     control.disconnect(d);
                 }
             }
@@ -144,7 +146,7 @@ async fn read_loop<S>(
                 }
             }
             _ = control.notified(), if disconnecting.is_none() => {
-                if let Err(d) = session.apply_unsubscribes().await {
+                if let Err(d) = Box::pin(session.apply_unsubscribes()).await {
                     control.disconnect(d);
                 }
             }
