@@ -175,6 +175,10 @@ impl Outbox {
                 take(q);
             }
         }
+        if s.queue.is_empty() && s.queue.capacity() > 0 {
+            // An idle subscriber keeps no queue memory.
+            s.queue = VecDeque::new();
+        }
         s.bytes -= taken;
         taken
     }

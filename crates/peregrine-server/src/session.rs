@@ -43,6 +43,8 @@ pub struct Identity {
 struct Subscription {
     presence: bool,
     join_leave: bool,
+    /// Channel info from the subscription token, shown in presence and join/leave.
+    chan_info: Option<serde_json::Value>,
 }
 
 /// One client's protocol state. Not shared: the transport's reader task owns it.
@@ -57,9 +59,6 @@ pub struct Session {
     handshake_identity: Option<Identity>,
     identity: Option<Identity>,
     subscriptions: HashMap<String, Subscription>,
-    /// Who this client is in each channel (presence, join/leave), with the channel info of
-    /// its subscription token.
-    chan_infos: HashMap<String, ClientInfo>,
     publish_bucket: TokenBucket,
     /// Replies waiting to go out as one frame.
     replies: Vec<ServerMessage>,
@@ -85,7 +84,6 @@ impl Session {
             handshake_identity,
             identity: None,
             subscriptions: HashMap::new(),
-            chan_infos: HashMap::new(),
             publish_bucket,
             replies: Vec::new(),
         }
@@ -139,7 +137,8 @@ impl Session {
             return Ok(());
         }
         let frame = Frame::from(encode_server_messages(&self.replies, self.encoding));
-        self.replies.clear();
+        // Dropped rather than cleared: an idle session keeps no reply buffer.
+        self.replies = Vec::new();
         self.push_frame(frame)
     }
 

@@ -27,8 +27,8 @@ const READ_CHUNK: usize = 8 << 10;
 /// frame arrives in few reads, but never more than this ahead of the bytes
 /// that arrived: a declared length cannot make us allocate more.
 const EAGER_READ: usize = 256 << 10;
-/// An idle connection holds no read buffer: its first read after idling goes
-/// to the stack, and a heap buffer is only taken when bytes arrive.
+/// An idle connection holds no read buffer: its reads go to the stack while
+/// they are small, and the heap buffer holds only what arrived.
 const STACK_READ: usize = 4 << 10;
 /// Most slices written in one vectored write.
 const MAX_IOVECS: usize = 32;
@@ -233,13 +233,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut cx = Context::from_waker(read);
         let wanted = self.conn.bytes_wanted();
         let buf = self.conn.read_buffer();
-        if buf.capacity() == 0 && wanted <= STACK_READ {
+        // Stack mode: nothing buffered and no big buffer yet. A connection that gets a
+        // few small messages now and then (a subscriber, a chat client) keeps a heap
+        // buffer only as large as what arrived; one read that fills the stack buffer
+        // means traffic, and switches to a full-size heap buffer.
+        if buf.is_empty() && buf.capacity() < READ_CHUNK && wanted <= STACK_READ {
             let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
             let mut stack = ReadBuf::uninit(&mut stack);
             ready!(Pin::new(&mut self.io).poll_read(&mut cx, &mut stack))?;
             let filled = stack.filled();
             if !filled.is_empty() {
-                buf.reserve(READ_CHUNK.max(filled.len()));
+                let busy = filled.len() == STACK_READ;
+                buf.reserve(if busy { READ_CHUNK } else { filled.len() });
                 buf.extend_from_slice(filled);
             }
             return Poll::Ready(Ok(filled.len()));

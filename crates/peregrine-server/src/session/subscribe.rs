@@ -14,8 +14,8 @@
 
 use peregrine_wire::codes::{error as err, unsubscribe as unsub};
 use peregrine_wire::{
-    ConnectResult, Push, ReplyError, ReplyKind, ServerMessage, SubscribeOptions, SubscribeRequest,
-    SubscribeResult, encode_server_messages,
+    ClientInfo, ConnectResult, Push, ReplyError, ReplyKind, ServerMessage, SubscribeOptions,
+    SubscribeRequest, SubscribeResult, encode_server_messages,
 };
 
 use super::{Session, Subscription};
@@ -129,10 +129,8 @@ impl Session {
             }
         };
         let join_leave = opts.presence && req.join_leave.unwrap_or(opts.join_leave);
-        let mut info = self.info();
-        info.chan_info = chan_info;
-        self.chan_infos.insert(channel.clone(), info);
-        Ok(Prepared { channel, result, subscription: Subscription { presence: opts.presence, join_leave } })
+        let subscription = Subscription { presence: opts.presence, join_leave, chan_info };
+        Ok(Prepared { channel, result, subscription })
     }
 
     /// The subscribe reply: the stream position and, with `recover`, what was missed.
@@ -212,7 +210,7 @@ impl Session {
             Err(GoLiveError::Outbox(_)) => return Err(Disconnect::slow()),
         }
         self.metrics().subscriptions.inc();
-        let info = self.chan_infos.get(&p.channel).cloned().unwrap_or_else(|| self.info());
+        let info = ClientInfo { chan_info: p.subscription.chan_info.clone(), ..self.info() };
         if p.subscription.presence {
             let _ = self.node.presence_store().add(&p.channel, info.clone()).await;
         }
@@ -228,7 +226,7 @@ impl Session {
         let Some(sub) = self.subscriptions.remove(channel) else { return };
         self.metrics().subscriptions.dec();
         self.leave_hub(channel).await;
-        let info = self.chan_infos.remove(channel).unwrap_or_else(|| self.info());
+        let info = ClientInfo { chan_info: sub.chan_info.clone(), ..self.info() };
         if sub.presence {
             let _ = self.node.presence_store().remove(channel, &self.client_id).await;
         }

@@ -45,28 +45,34 @@ pub fn socket_config(node: &Node) -> peregrine::Config {
 }
 
 /// Serves one client until it goes away or is disconnected.
-pub async fn serve(
+///
+/// Not an `async fn`: the socket is split before the future is built, so the future (alive
+/// as long as the connection, in the task the upgrade spawned) holds two pointers instead of
+/// a whole WebSocket.
+pub fn serve(
     node: Arc<Node>,
     socket: UpgradedWebSocket,
     encoding: Encoding,
     identity: Option<Identity>,
-) {
-    serve_on(node, socket, encoding, identity).await
+) -> impl Future<Output = ()> + Send {
+    let (reader, writer) = socket.split();
+    serve_split(node, reader, writer, encoding, identity)
 }
 
-async fn serve_on<S>(
+async fn serve_split<S>(
     node: Arc<Node>,
-    socket: peregrine::WebSocket<S>,
+    mut reader: WebSocketReader<S>,
+    mut writer: WebSocketWriter<S>,
     encoding: Encoding,
     identity: Option<Identity>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut reader, mut writer) = socket.split();
     let (id, control) = match node.register() {
         Ok(registered) => registered,
         Err(d) => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, close_with(&mut writer, &d, encoding, true)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(close_with(&mut writer, &d, encoding, true)))
+                .await;
             return;
         }
     };
@@ -80,7 +86,7 @@ async fn serve_on<S>(
     control.outbox.close();
     let deadline = if control.requested_disconnect().is_some() { CLOSE_GRACE * 2 } else { CLOSE_GRACE };
     let writer_task_abort = writer_task.abort_handle();
-    if tokio::time::timeout(deadline, writer_task).await.is_err() {
+    if Box::pin(tokio::time::timeout(deadline, writer_task)).await.is_err() {
         writer_task_abort.abort();
     }
     match control.requested_disconnect() {
@@ -95,7 +101,9 @@ async fn serve_on<S>(
         }
         None => tracing::debug!(client = session.client_id(), "connection ended by the client"),
     }
-    session.close().await;
+    // Boxed, like every rarely taken await here: a future is as large as its largest
+    // state, and this one stays alive for every idle connection.
+    Box::pin(session.close()).await;
 }
 
 async fn read_loop<S>(
@@ -218,7 +226,8 @@ async fn write_loop<S>(
     }
     if let Some(d) = control.requested_disconnect() {
         let clogged = d.code == dc::SLOW;
-        let _ = tokio::time::timeout(CLOSE_GRACE, close_with(&mut writer, &d, encoding, !clogged)).await;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, close_with(&mut writer, &d, encoding, !clogged)))
+            .await;
     }
 }
 
