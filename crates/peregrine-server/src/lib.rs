@@ -9,6 +9,7 @@
 //!   and joining the history replay with publications buffered live during the read.
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod disconnect;

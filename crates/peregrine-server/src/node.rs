@@ -11,7 +11,8 @@ use peregrine_wire::codes::error as err;
 use peregrine_wire::{ClientInfo, ReplyError, StreamPosition};
 use tokio::sync::Notify;
 
-use crate::app::config::Config;
+use crate::app::config::{Config, ConfigError};
+use crate::auth::{OriginPolicy, TokenVerifier};
 use crate::broker::{Broker, HistoryQuery, HistoryResult, MemoryBroker, PublishOptions, PublishResult};
 use crate::channel::ChannelOptions;
 use crate::disconnect::Disconnect;
@@ -97,6 +98,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Node {
     config: Arc<Config>,
+    tokens: TokenVerifier,
+    origins: OriginPolicy,
     broker: Arc<dyn Broker>,
     presence: Arc<dyn PresenceStore>,
     hub: Arc<Hub>,
@@ -110,8 +113,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node with the in-memory broker and presence.
-    pub fn new(config: Config) -> Arc<Node> {
+    /// A node with the in-memory broker and presence. Fails when the configuration does not
+    /// pass [`Config::validate`] (the error names the key).
+    pub fn new(config: Config) -> Result<Arc<Node>, ConfigError> {
         Node::with_backends(config, Arc::new(MemoryBroker::new()), Arc::new(MemoryPresence::new()))
     }
 
@@ -120,9 +124,14 @@ impl Node {
         config: Config,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
-    ) -> Arc<Node> {
+    ) -> Result<Arc<Node>, ConfigError> {
+        config.validate()?;
+        let tokens = TokenVerifier::from_config(&config.token).map_err(ConfigError)?;
+        let origins = OriginPolicy::new(&config.allowed_origins).map_err(ConfigError)?;
         let node = Arc::new(Node {
             config: Arc::new(config),
+            tokens,
+            origins,
             broker,
             presence,
             hub: Arc::new(Hub::new()),
@@ -141,7 +150,7 @@ impl Node {
                 node.disconnect_slow(slow);
             }
         }));
-        node
+        Ok(node)
     }
 
     /// The configuration.
@@ -384,47 +393,52 @@ pub fn position_of(result: &PublishResult) -> StreamPosition {
     StreamPosition { epoch: result.epoch.clone(), offset: result.offset }
 }
 
-/// Token checks (connection and subscription), glued to the configured verifier.
+/// Token and Origin checks.
 impl Node {
-    /// Who a connection is, from its token (or anonymous when allowed).
+    /// Who a connection is, from its token (or anonymous when allowed). The error is the
+    /// disconnect: 3005 for an expired token (get a fresh one and reconnect), 3500 otherwise.
     pub fn authenticate(&self, token: Option<&str>) -> Result<crate::session::Identity, Disconnect> {
         use peregrine_wire::codes::disconnect as dc;
-        match token {
-            None if self.config.token.allow_anonymous => Ok(crate::session::Identity::default()),
-            None => Err(Disconnect::new(dc::INVALID_TOKEN, "a connection token is required")),
-            Some(_) => Err(Disconnect::new(dc::INVALID_TOKEN, "token verification is not configured")),
-        }
+        let Some(token) = token else {
+            if self.config.token.allow_anonymous {
+                return Ok(crate::session::Identity::default());
+            }
+            return Err(Disconnect::new(dc::INVALID_TOKEN, "a connection token is required"));
+        };
+        let claims = self
+            .tokens
+            .verify_connection(token)
+            .map_err(|e| Disconnect::new(e.disconnect_code(), format!("connection token refused: {e}")))?;
+        Ok(crate::session::Identity {
+            user: claims.user,
+            expires: claims.expires,
+            info: claims.info,
+            channels: claims.channels,
+        })
     }
 
     /// Checks a subscription token for a private channel; returns its channel info.
     pub fn authorize_subscription(
         &self,
         token: Option<&str>,
-        _user: &str,
+        user: &str,
         channel: &str,
     ) -> Result<Option<serde_json::Value>, ReplyError> {
-        match token {
-            None => Err(reply_error(
+        let Some(token) = token else {
+            return Err(reply_error(
                 err::PERMISSION_DENIED,
                 format!("channel {channel} is private: a subscription token is required"),
-            )),
-            Some(_) => Err(reply_error(err::UNAUTHORIZED, "token verification is not configured")),
-        }
+            ));
+        };
+        let claims = self
+            .tokens
+            .verify_subscription(token, user, channel)
+            .map_err(|e| reply_error(e.error_code(), format!("subscription token refused: {e}")))?;
+        Ok(claims.info)
     }
-}
 
-impl Node {
-    /// Checks a browser's Origin against `allowed_origins` (placeholder rules).
+    /// Checks a browser's Origin against `allowed_origins`; the error is the 403's reason.
     pub fn check_origin(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
-        let Some(origin) = origin else { return Ok(()) };
-        let allowed = &self.config.allowed_origins;
-        if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
-            return Ok(());
-        }
-        let same_host = origin.split_once("://").map(|(_, h)| h);
-        if allowed.is_empty() && same_host.is_some() && same_host == host {
-            return Ok(());
-        }
-        Err(format!("Origin {origin} is not allowed: add it to allowed_origins"))
+        self.origins.check(origin, host)
     }
 }

@@ -26,6 +26,8 @@ pub enum ServeError {
     Tls(String),
     /// The runtime could not start.
     Runtime(std::io::Error),
+    /// The configuration is unusable (names the key).
+    Config(super::config::ConfigError),
 }
 
 impl fmt::Display for ServeError {
@@ -38,6 +40,7 @@ impl fmt::Display for ServeError {
             ),
             ServeError::Tls(m) => f.write_str(m),
             ServeError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            ServeError::Config(e) => write!(f, "{e}"),
         }
     }
 }
@@ -74,9 +77,10 @@ impl Server {
                 Some(acceptor)
             }
         };
-        let listener =
-            TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind(config.listen, e))?;
-        Ok(Server { node: Node::new(config), listener, tls })
+        let listen = config.listen;
+        let node = Node::new(config).map_err(ServeError::Config)?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| ServeError::Bind(listen, e))?;
+        Ok(Server { node, listener, tls })
     }
 
     /// The address actually bound (useful with port 0).

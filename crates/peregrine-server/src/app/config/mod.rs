@@ -9,6 +9,12 @@
 //! API key is set. [`Config::development`] is the permissive base used when `peregrine
 //! serve` starts with no configuration file; it is printed with a warning at start.
 
+mod load;
+mod validate;
+
+pub use load::{ConfigError, Sources};
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,7 +33,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Key for the server HTTP API (`Authorization: apikey <key>`); `None`: API disabled
     /// (except in development mode, where it is open on loopback).
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Origins browsers may connect from: exact (`https://app.example.com`), wildcard
     /// subdomain (`https://*.example.com`) or `*`. Empty: same origin as the Host only.
     /// Clients that send no Origin (not browsers) are always allowed.
@@ -64,7 +70,7 @@ pub struct TlsFiles {
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
     /// Shared secret for HS256 tokens.
-    pub hmac_secret: Option<String>,
+    pub hmac_secret: Option<Secret>,
     /// PEM file with the RSA public key for RS256 tokens.
     pub rsa_public_key: Option<PathBuf>,
     /// PEM file with the EC (P-256) public key for ES256 tokens.
@@ -197,5 +203,35 @@ impl Config {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A secret (API key, HMAC secret): its `Debug` and `Display` never show it, so it cannot
+/// end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself, for the one place that checks it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
