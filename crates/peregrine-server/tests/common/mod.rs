@@ -80,18 +80,45 @@ impl TestServer {
     }
 }
 
-/// Sends a raw HTTP/1.1 request and reads the whole answer (the server closes).
+/// Sends a raw HTTP/1.1 request and reads one answer: status and body (by Content-Length,
+/// chunks, or until the server closes).
 pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw)).await.expect("HTTP answer in time").unwrap();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if answer_complete(&raw) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("HTTP answer in time");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     let body =
         if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
     (status, body)
+}
+
+fn answer_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+    let head = head.to_ascii_lowercase();
+    if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        return body.len() >= len.trim().parse::<usize>().unwrap_or(0);
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with("0\r\n\r\n");
+    }
+    false
 }
 
 fn dechunk(mut body: &str) -> String {
