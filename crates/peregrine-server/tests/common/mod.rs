@@ -136,7 +136,7 @@ fn dechunk(mut body: &str) -> String {
 
 /// A protocol client over a real WebSocket.
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<peregrine::MaybeTlsStream<TcpStream>>,
     pub encoding: Encoding,
     next_id: u64,
     inbox: VecDeque<ServerMessage>,
@@ -148,13 +148,24 @@ pub struct Client {
 impl Client {
     /// Opens the WebSocket (no `connect` yet).
     pub async fn open(server: &TestServer, encoding: Encoding) -> Client {
-        let tcp = TcpStream::connect(server.addr).await.unwrap();
         let (ws, _) = peregrine::ClientBuilder::new(server.url())
             .protocol(encoding.subprotocol())
-            .connect_on(tcp)
+            .connect()
             .await
             .expect("WebSocket handshake");
         Client { ws, encoding, next_id: 0, inbox: VecDeque::new(), client_id: String::new(), close: None }
+    }
+
+    /// A client over an already opened WebSocket (JSON).
+    pub fn from_socket(ws: WebSocket<peregrine::MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            encoding: Encoding::Json,
+            next_id: 0,
+            inbox: VecDeque::new(),
+            client_id: String::new(),
+            close: None,
+        }
     }
 
     /// Opens and sends `connect` with `token`.
@@ -300,9 +311,22 @@ impl Client {
         }
     }
 
+    /// Reads until the connection ends, tolerating a reset; the close frame if one came.
+    pub async fn closed_lossy(&mut self) -> Option<(u16, String)> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.recv()).await.expect("connection ends in time") {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Cuts the TCP connection with a reset: no close frame, no FIN.
     pub fn cut(self) {
-        let tcp = self.ws.get_ref();
+        let peregrine::MaybeTlsStream::Plain(tcp) = self.ws.get_ref() else { panic!("cut needs ws://") };
         let sock = socket2::SockRef::from(tcp);
         let _ = sock.set_linger(Some(Duration::ZERO));
         drop(self);
