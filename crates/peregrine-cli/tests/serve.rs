@@ -28,7 +28,10 @@ async fn next_messages(
 async fn serve_without_config_then_sigterm_closes_clients_with_1001() {
     let mut server = EchoServer::spawn(&["serve", "--listen", "127.0.0.1:0"]);
     let log = server.log();
-    assert!(log.contains("DEVELOPMENT MODE") && log.contains("allowed_origins = [\"*\"]"), "the permissive default is announced: {log}");
+    assert!(
+        log.contains("DEVELOPMENT MODE") && log.contains("allowed_origins = [\"*\"]"),
+        "the permissive default is announced: {log}"
+    );
     let url = format!("ws://127.0.0.1:{}/connection/websocket", server.port);
     let (mut ws, _) = peregrine::ClientBuilder::new(url).protocol(SUBPROTOCOL_JSON).connect().await.unwrap();
     let commands = [

@@ -13,6 +13,7 @@
 //! server's, so a saturated generator shows.
 
 mod echo;
+mod fanout;
 mod frames;
 mod handshake;
 mod idle;
@@ -53,6 +54,9 @@ enum BenchCommand {
     Idle(idle::IdleArgs),
     /// Opening handshakes per second at a given concurrency.
     Handshake(handshake::HandshakeArgs),
+    /// N subscribers on one channel, publications through HTTP: delivered
+    /// messages per second, publish-to-deliver latency, loss and reorder.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// Options every scenario takes.
@@ -83,6 +87,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Echo(args) => echo::run(args),
         BenchCommand::Idle(args) => idle::run(args),
         BenchCommand::Handshake(args) => handshake::run(args),
+        BenchCommand::Fanout(args) => fanout::run(args),
     }
 }
 

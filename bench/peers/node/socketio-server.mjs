@@ -1,0 +1,29 @@
+// A Socket.IO server doing the same work: a client joins a room with
+// emit("subscribe", channel); POST /publish {channel, data} does
+// io.to(channel).emit("publication", data). WebSocket transport only (the benchmark
+// client speaks Engine.IO over WebSocket directly). Usage: node socketio-server.mjs PORT
+import http from 'node:http';
+import { Server } from 'socket.io';
+
+const port = Number(process.argv[2] ?? 9200);
+
+const server = http.createServer((req, res) => {
+  if (req.method !== 'POST' || req.url !== '/publish') {
+    res.writeHead(404).end();
+    return;
+  }
+  let body = '';
+  req.on('data', (chunk) => (body += chunk));
+  req.on('end', () => {
+    const { channel, data } = JSON.parse(body);
+    io.to(channel).emit('publication', data);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 11 }).end('{"ok":true}');
+  });
+});
+
+const io = new Server(server, { transports: ['websocket'], serveClient: false });
+io.on('connection', (socket) => {
+  socket.on('subscribe', (channel) => socket.join(channel));
+});
+
+server.listen(port, '127.0.0.1', () => console.error(`socket.io server listening on 127.0.0.1:${port}`));

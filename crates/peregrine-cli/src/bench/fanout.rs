@@ -1,0 +1,427 @@
+//! `peregrine bench fanout`: N subscribers on one channel, publications at a rate (or as
+//! fast as the server acknowledges them) through an HTTP endpoint; delivered messages per
+//! second, publish-to-deliver latency, and loss, reorder and duplicate counts.
+//!
+//! Three server flavours speak the same scenario:
+//!
+//! * `peregrine`: our protocol (`connect`, `subscribe`), publishing with `POST /api/publish`;
+//! * `ws`: the tutorial broadcast server on Node's `ws`: connect to `/?channel=NAME`, every
+//!   message is the publication; `POST /publish`;
+//! * `socketio`: Engine.IO 4 / Socket.IO 5 over WebSocket (`/socket.io/?EIO=4&transport=
+//!   websocket`), joining the room with a `subscribe` event; `POST /publish`.
+//!
+//! Every publication carries a sequence number and the generator's send time
+//! (`{"seq":N,"t":NANOS}`); subscribers find both with a byte scan, without a JSON parser.
+//! Publishes go over one kept-alive HTTP connection, pipelined up to `--window`, so the
+//! server sees them in sequence order and any reorder it reports is the server's.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use peregrine::Message;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::report::{self, Latency, thousands};
+use super::sys::{CpuSample, raise_nofile_limit, round1, rss_bytes};
+use super::target::loopback_sources;
+use super::{CommonArgs, check_positive};
+
+/// Subscribers per loopback source address (one address's ephemeral ports).
+const PER_SOURCE: usize = 8_000;
+
+/// How a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// `peregrine serve`.
+    Peregrine,
+    /// A Node `ws` broadcast server.
+    Ws,
+    /// A Socket.IO server.
+    Socketio,
+}
+
+/// Arguments of `peregrine bench fanout`.
+#[derive(Debug, clap::Args)]
+pub struct FanoutArgs {
+    /// The server's address, e.g. 127.0.0.1:8080.
+    addr: std::net::SocketAddr,
+    /// How the server speaks.
+    #[arg(long, value_enum, default_value_t = Flavour::Peregrine)]
+    target: Flavour,
+    /// Subscribers on the channel.
+    #[arg(short, long, default_value_t = 1000, value_name = "N")]
+    subscribers: usize,
+    /// Channel name.
+    #[arg(long, default_value = "bench:fanout")]
+    channel: String,
+    /// Publications per second; 0 publishes as fast as the server acknowledges, with
+    /// `--window` in flight (the server's delivery capacity).
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    rate: f64,
+    /// Publishes in flight on the one HTTP connection (pipelined).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    window: usize,
+    /// How long to publish.
+    #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
+    duration: f64,
+    /// Bytes of padding in each publication.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    payload: usize,
+    /// API key for `--target peregrine` (`Authorization: apikey KEY`).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// Seconds to wait after publishing for the last deliveries (what has not arrived
+    /// then counts as lost).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    drain: f64,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// The figures `--json` prints.
+#[derive(Debug, Serialize)]
+struct FanoutResult {
+    scenario: &'static str,
+    target: Flavour,
+    subscribers: usize,
+    published: u64,
+    publish_s: f64,
+    published_per_s: f64,
+    /// Deliveries during the publishing window, per second: the server's delivery rate
+    /// (a server that acknowledges publishes before delivering shows its backlog as
+    /// latency and in `drain_s`, not here).
+    delivered_per_s: f64,
+    delivered: u64,
+    /// Time after the last publish until every delivery arrived (or `--drain` passed).
+    drain_s: f64,
+    lost: u64,
+    reordered: u64,
+    duplicated: u64,
+    latency_us: Latency,
+    server_rss_per_subscriber_bytes: Option<f64>,
+    generator_cpu_percent: Option<f64>,
+    server_cpu_percent: Option<f64>,
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+struct Tally {
+    next: u64,
+    received: u64,
+    reordered: u64,
+    duplicated: u64,
+}
+
+impl Tally {
+    fn see(&mut self, seq: u64) {
+        if seq >= self.next {
+            self.reordered += u64::from(seq > self.next);
+            self.next = seq + 1;
+            self.received += 1;
+        } else {
+            // Earlier than expected: a duplicate, or a late one after a jump.
+            self.duplicated += 1;
+        }
+    }
+}
+
+/// The number after `"key":` in `text`.
+fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[at..at + digits]).ok()?.parse().ok()
+}
+
+/// Runs `peregrine bench fanout`.
+pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    check_positive("--duration", args.duration, false)?;
+    check_positive("--rate", args.rate, true)?;
+    if args.subscribers == 0 || args.window == 0 {
+        bail!("--subscribers and --window must be at least 1");
+    }
+    if !args.addr.ip().is_loopback() {
+        bail!("bench fanout only targets loopback servers (127.0.0.0/8)");
+    }
+    raise_nofile_limit();
+    // One thread: the subscribers' tallies are plain RefCells.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, fanout(&args))?;
+    let table = [
+        ("target", format!("{:?} at {}", result.target, args.addr)),
+        ("subscribers", thousands(result.subscribers as f64)),
+        (
+            "published",
+            format!("{} ({}/s)", thousands(result.published as f64), thousands(result.published_per_s)),
+        ),
+        (
+            "delivered",
+            format!(
+                "{}/s while publishing; {} in all",
+                thousands(result.delivered_per_s),
+                thousands(result.delivered as f64)
+            ),
+        ),
+        ("drain", format!("{:.1} s after the last publish", result.drain_s)),
+        (
+            "lost / reordered / duplicated",
+            format!("{} / {} / {}", result.lost, result.reordered, result.duplicated),
+        ),
+        ("latency", result.latency_us.line()),
+        (
+            "server memory",
+            result
+                .server_rss_per_subscriber_bytes
+                .map_or("-".into(), |b| format!("{} bytes per subscriber", thousands(b))),
+        ),
+        ("cpu", report::cpu_line(result.generator_cpu_percent, result.server_cpu_percent)),
+    ];
+    report::emit(args.common.json, &result, &table)
+}
+
+async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
+    let epoch = Instant::now();
+    let rss_before = args.common.server_pid.and_then(rss_bytes);
+    let tallies: Vec<Rc<RefCell<Tally>>> = (0..args.subscribers).map(|_| Rc::default()).collect();
+    let hist = Rc::new(RefCell::new(report::histogram()));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let sources = loopback_sources(args.subscribers.div_ceil(PER_SOURCE));
+    let bar =
+        report::progress(args.common.json, args.subscribers as u64, "subscribing [{bar:30}] {pos}/{len}");
+    for (i, tally) in tallies.iter().enumerate() {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind((sources[i % sources.len()], 0).into())?;
+        let tcp = socket.connect(args.addr).await.with_context(|| format!("connecting subscriber {i}"))?;
+        let ws = subscribe(args, tcp).await.with_context(|| format!("subscriber {i}"))?;
+        let (tally, hist, delivered) = (tally.clone(), hist.clone(), delivered.clone());
+        let flavour = args.target;
+        tokio::task::spawn_local(receive(ws, flavour, tally, hist, delivered, epoch));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    // Let the last subscriptions settle before reading memory and publishing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_per = rss_before
+        .zip(args.common.server_pid.and_then(rss_bytes))
+        .map(|(before, after)| round1(after.saturating_sub(before) as f64 / args.subscribers as f64));
+
+    let cpu_from = CpuSample::take(args.common.server_pid);
+    let started = Instant::now();
+    let published = publish(args, epoch, &delivered).await?;
+    let publish_s = started.elapsed().as_secs_f64();
+    let in_window = delivered.load(Ordering::Relaxed);
+    let cpu = cpu_from.percent_until(&CpuSample::take(args.common.server_pid));
+    let drain_from = Instant::now();
+    let expected = published * args.subscribers as u64;
+    let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_s = drain_from.elapsed().as_secs_f64();
+    let total = delivered.load(Ordering::Relaxed);
+    let (mut reordered, mut duplicated, mut received) = (0, 0, 0);
+    for t in &tallies {
+        let t = t.borrow();
+        reordered += t.reordered;
+        duplicated += t.duplicated;
+        received += t.received;
+    }
+    let latency = Latency::of(&hist.borrow());
+    Ok(FanoutResult {
+        scenario: "fanout",
+        target: args.target,
+        subscribers: args.subscribers,
+        published,
+        publish_s: round1(publish_s),
+        published_per_s: round1(published as f64 / publish_s),
+        delivered_per_s: round1(in_window as f64 / publish_s),
+        delivered: total,
+        drain_s: round1(drain_s),
+        lost: expected.saturating_sub(received),
+        reordered,
+        duplicated,
+        latency_us: latency,
+        server_rss_per_subscriber_bytes: rss_per,
+        generator_cpu_percent: cpu.0,
+        server_cpu_percent: cpu.1,
+    })
+}
+
+type Socket = peregrine::WebSocket<TcpStream>;
+
+/// The next text message, within 10 s.
+async fn next_text(ws: &mut Socket) -> anyhow::Result<String> {
+    match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => Ok(t.as_str().to_owned()),
+        other => bail!("expected a text message while subscribing, got {other:?}"),
+    }
+}
+
+/// Opens a subscriber's WebSocket and joins the channel.
+async fn subscribe(args: &FanoutArgs, tcp: TcpStream) -> anyhow::Result<Socket> {
+    let addr = args.addr;
+    let channel = &args.channel;
+    let url = match args.target {
+        Flavour::Peregrine => format!("ws://{addr}/connection/websocket"),
+        Flavour::Ws => format!("ws://{addr}/?channel={channel}"),
+        Flavour::Socketio => format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
+    };
+    let mut builder = peregrine::ClientBuilder::new(url);
+    if args.target == Flavour::Peregrine {
+        builder = builder.protocol("peregrine.json");
+    }
+    let (mut ws, _) = builder.connect_on(tcp).await?;
+    match args.target {
+        Flavour::Peregrine => {
+            let commands = format!(
+                "{{\"id\":1,\"connect\":{{}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
+                serde_json::to_string(channel)?
+            );
+            ws.send(Message::text(commands)).await?;
+            let mut replies = 0;
+            while replies < 2 {
+                let text = next_text(&mut ws).await?;
+                if text.contains("\"error\"") {
+                    bail!("the server refused: {text}");
+                }
+                replies += text.lines().filter(|l| l.starts_with("{\"id\"")).count();
+            }
+        }
+        Flavour::Ws => {}
+        Flavour::Socketio => {
+            let open = next_text(&mut ws).await?;
+            anyhow::ensure!(open.starts_with('0'), "expected the Engine.IO open packet, got {open}");
+            ws.send(Message::text("40")).await?;
+            let joined = next_text(&mut ws).await?;
+            anyhow::ensure!(joined.starts_with("40"), "expected the namespace connect, got {joined}");
+            ws.send(Message::text(format!("42[\"subscribe\",{}]", serde_json::to_string(channel)?))).await?;
+        }
+    }
+    Ok(ws)
+}
+
+async fn receive(
+    mut ws: Socket,
+    flavour: Flavour,
+    tally: Rc<RefCell<Tally>>,
+    hist: Rc<RefCell<Histogram<u64>>>,
+    delivered: Arc<AtomicU64>,
+    epoch: Instant,
+) {
+    while let Some(Ok(message)) = ws.recv().await {
+        let Message::Text(text) = message else { continue };
+        let bytes = text.as_bytes();
+        if flavour == Flavour::Socketio && bytes == b"2" {
+            // Engine.IO ping: answer or be dropped.
+            if ws.send(Message::text("3")).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        // Peregrine batches several pushes per message, one per line.
+        for line in bytes.split(|&b| b == b'\n') {
+            let (Some(seq), Some(sent)) = (number_after(line, b"\"seq\":"), number_after(line, b"\"t\":"))
+            else {
+                continue;
+            };
+            tally.borrow_mut().see(seq);
+            report::record(&mut hist.borrow_mut(), Duration::from_nanos(now.saturating_sub(sent)));
+            delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishes for `--duration` over one HTTP/1.1 connection, pipelined up to `--window`;
+/// returns how many were acknowledged.
+async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> anyhow::Result<u64> {
+    let path = if args.target == Flavour::Peregrine { "/api/publish" } else { "/publish" };
+    let auth = args.api_key.as_ref().map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
+    let pad = "x".repeat(args.payload);
+    let tcp = TcpStream::connect(args.addr).await.context("connecting the publisher")?;
+    tcp.set_nodelay(true)?;
+    let (mut read, mut write) = tcp.into_split();
+    let acked = Rc::new(std::cell::Cell::new(0u64));
+    let reader_acked = acked.clone();
+    // Counts answers: each ends its head with an empty line; bodies here are small JSON
+    // with a Content-Length, skipped by length.
+    let reader = tokio::task::spawn_local(async move {
+        let mut buf = Vec::with_capacity(1 << 16);
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = read.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let body_len = if head.contains("transfer-encoding: chunked") {
+                    // Small bodies: the whole chunked body ends with the last-chunk line.
+                    match buf[head_end + 4..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                        Some(end) => end + 5,
+                        None => break,
+                    }
+                } else {
+                    let len = head.lines().find_map(|l| l.strip_prefix("content-length:"));
+                    len.and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0)
+                };
+                if buf.len() < head_end + 4 + body_len {
+                    break;
+                }
+                buf.drain(..head_end + 4 + body_len);
+                reader_acked.set(reader_acked.get() + 1);
+            }
+        }
+    });
+    let window = Duration::from_secs_f64(args.duration);
+    let start = Instant::now();
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let bar = report::progress(
+        args.common.json,
+        window.as_millis() as u64,
+        "publishing [{bar:30}] {elapsed:>3} {msg}",
+    );
+    let mut sent = 0u64;
+    while start.elapsed() < window {
+        if sent - acked.get() >= args.window as u64 {
+            tokio::time::sleep(Duration::from_micros(50)).await;
+            continue;
+        }
+        let body = format!(
+            "{{\"channel\":{},\"data\":{{\"seq\":{sent},\"t\":{},\"pad\":\"{pad}\"}}}}",
+            serde_json::to_string(&args.channel)?,
+            epoch.elapsed().as_nanos()
+        );
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            args.addr,
+            body.len()
+        );
+        write.write_all(request.as_bytes()).await.context("publishing")?;
+        sent += 1;
+        if sent.is_multiple_of(64) {
+            bar.set_position(start.elapsed().as_millis() as u64);
+            bar.set_message(format!("{} delivered", thousands(delivered.load(Ordering::Relaxed) as f64)));
+        }
+        if let Some(interval) = interval {
+            tokio::time::sleep_until((start + interval * sent as u32).into()).await;
+        }
+    }
+    // Wait for the answers still in flight.
+    let until = Instant::now() + Duration::from_secs(10);
+    while acked.get() < sent && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bar.finish_and_clear();
+    reader.abort();
+    Ok(acked.get())
+}
