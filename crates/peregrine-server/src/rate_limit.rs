@@ -1,8 +1,19 @@
-//! Token bucket (placeholder until the config branch lands).
+//! A token bucket: the per-connection publish rate limit (`client.publish_rate` tokens per
+//! second, at most `client.publish_burst` saved up).
 
 use tokio::time::Instant;
 
-/// A token bucket: `rate` tokens per second, at most `burst` stored.
+/// `rate` tokens per second, at most `burst` stored; starts full.
+///
+/// ```
+/// use peregrine_server::rate_limit::TokenBucket;
+/// use std::time::Duration;
+/// let start = tokio::time::Instant::now();
+/// let mut bucket = TokenBucket::new(10.0, 2);
+/// assert!(bucket.try_take(start) && bucket.try_take(start));
+/// assert!(!bucket.try_take(start), "the burst is spent");
+/// assert!(bucket.try_take(start + Duration::from_millis(100)), "one token per 100 ms at 10/s");
+/// ```
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     rate: f64,
@@ -14,13 +25,14 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_sec: f64, burst: u32) -> TokenBucket {
-        TokenBucket { rate: rate_per_sec, burst: burst as f64, tokens: burst as f64, last: None }
+        TokenBucket { rate: rate_per_sec, burst: f64::from(burst), tokens: f64::from(burst), last: None }
     }
 
-    /// Takes one token if there is one.
+    /// Takes one token if there is one at `now`.
     pub fn try_take(&mut self, now: Instant) -> bool {
         if let Some(last) = self.last {
-            self.tokens = (self.tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
         }
         self.last = Some(now);
         if self.tokens >= 1.0 {

@@ -1,0 +1,112 @@
+//! Limits over real sockets: connections per node and per user, subscriptions per
+//! connection, subscribers per channel, the publish rate, message size, the connect timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestServer, http};
+use jsonwebtoken::{EncodingKey, Header, encode};
+use peregrine_server::app::config::{Config, Secret};
+use peregrine_server::channel::ChannelOptions;
+use peregrine_wire::codes::{disconnect as dc, error as err};
+use peregrine_wire::*;
+use serde_json::json;
+
+fn handshake(server: &TestServer) -> String {
+    format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    )
+}
+
+#[tokio::test]
+async fn node_connection_limit_refuses_the_handshake_with_503_and_a_reason() {
+    let mut config = Config::development();
+    config.client.max_connections = 2;
+    let server = TestServer::start(config).await;
+    let _a = Client::connect(&server).await;
+    let _b = Client::connect(&server).await;
+    let (status, body) = http(server.addr, &handshake(&server)).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("connection limit"), "{body}");
+}
+
+#[tokio::test]
+async fn per_user_connection_limit_disconnects_the_extra_one_terminally() {
+    let mut config = Config::default();
+    config.token.hmac_secret = Some(Secret::new("s"));
+    config.client.max_connections_per_user = 1;
+    let server = TestServer::start(config).await;
+    let token = encode(&Header::default(), &json!({"sub": "u1"}), &EncodingKey::from_secret(b"s")).unwrap();
+    let _first = Client::connect_with(&server, Some(&token)).await.expect("first");
+    match Client::connect_with(&server, Some(&token)).await {
+        Err(Push::Disconnect { code, reason, reconnect }) => {
+            assert_eq!(code, dc::CONNECTION_LIMIT);
+            assert!(!reconnect, "terminal: reconnecting would only hit the limit again");
+            assert!(reason.contains("per user"), "{reason}");
+        }
+        other => panic!("expected a disconnect, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn subscription_and_subscriber_limits_answer_limit_exceeded() {
+    let mut config = Config::development();
+    config.client.max_subscriptions = 2;
+    config.channels.named.insert("small".into(), ChannelOptions { max_subscribers: 1, ..Default::default() });
+    let server = TestServer::start(config).await;
+    let mut c = Client::connect(&server).await;
+    c.sub("a:1").await;
+    c.sub("a:2").await;
+    let e = c.subscribe(SubscribeRequest { channel: "a:3".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code, err::LIMIT_EXCEEDED);
+    assert!(e.message.contains("at most 2"), "{}", e.message);
+
+    let mut first = Client::connect(&server).await;
+    first.sub("small:x").await;
+    let mut second = Client::connect(&server).await;
+    let e = second
+        .subscribe(SubscribeRequest { channel: "small:x".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, err::LIMIT_EXCEEDED);
+}
+
+#[tokio::test]
+async fn publish_rate_limit_is_a_temporary_error_after_the_burst() {
+    let mut config = Config::development();
+    config.client.publish_rate = 0.5;
+    config.client.publish_burst = 3;
+    let server = TestServer::start(config).await;
+    let mut c = Client::connect(&server).await;
+    for n in 0..3 {
+        c.publish("chat:1", json!(n)).await.expect("within the burst");
+    }
+    let e = c.publish("chat:1", json!(3)).await.unwrap_err();
+    assert_eq!(e.code, err::TOO_MANY_REQUESTS);
+    assert!(e.temporary);
+}
+
+#[tokio::test]
+async fn oversized_message_closes_with_1009() {
+    let mut config = Config::development();
+    config.client.max_message_size = 1024;
+    let server = TestServer::start(config).await;
+    let mut c = Client::connect(&server).await;
+    let big = "x".repeat(4096);
+    let _ = c.publish("chat:1", json!(big)).await;
+    assert_eq!(c.closed().await.map(|(code, _)| code), Some(1009));
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_connect_is_closed_as_stale() {
+    let mut config = Config::development();
+    config.client.connect_timeout = Duration::from_millis(200);
+    let server = TestServer::start(config).await;
+    let mut c = Client::open(&server, Encoding::Json).await;
+    let (code, reason) = c.closed().await.expect("a close frame");
+    assert_eq!(code, dc::STALE);
+    assert!(reason.contains("connect"), "{reason}");
+}
