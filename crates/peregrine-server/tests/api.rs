@@ -17,8 +17,7 @@ const SECRET: &str = "api-test-hmac-secret";
 
 /// Production base: an API key, HS256 tokens, a `chat` namespace with history and presence.
 fn config() -> Config {
-    let mut c = Config::default();
-    c.api_key = Some(Secret::new(KEY));
+    let mut c = Config { api_key: Some(Secret::new(KEY)), ..Default::default() };
     c.token.hmac_secret = Some(Secret::new(SECRET));
     c.channels.named.insert(
         "chat".into(),
