@@ -385,3 +385,63 @@ async fn a_connection_that_stops_answering_is_replaced() {
     assert_ne!(first, second, "a new connection");
     println!("dead connection detected after {detected:?}: {reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refreshed_before_they_expire_without_reconnecting() {
+    const SECRET: &str = "sdk-test-secret";
+    let server = EchoServer::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--set",
+        "token.allow_anonymous=false",
+        "--token-hmac-secret",
+        SECRET,
+    ]);
+    let issued = Arc::new(AtomicUsize::new(0));
+    let counter = issued.clone();
+    let client = Client::builder(url(server.port))
+        .token_provider(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let now =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let claims = json!({"sub": "ann", "exp": now + 2});
+                let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+                jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .build()
+        .unwrap();
+    let mut events = client.events();
+    let client_id = client.connected().await.unwrap();
+    while let Ok(State::Connecting { .. }) = events.recv().await {}
+    // Well past the first token's expiry, which would close the connection with 3005.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let change = events.try_recv();
+    assert!(change.is_err(), "no state change: the connection was never dropped: {change:?}");
+    assert_eq!(client.state(), State::Connected { client_id });
+    assert!(issued.load(Ordering::SeqCst) >= 2, "the provider was asked for fresh tokens");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msgpack_clients_publish_subscribe_and_read_presence_and_history() {
+    let server = serve("127.0.0.1:0");
+    let client =
+        Client::builder(url(server.port)).encoding(peregrine_client::Encoding::MsgPack).build().unwrap();
+    let mut sub = client.subscribe("room:mp").await.unwrap();
+    let client_id = client.connected().await.unwrap();
+    let ack = client.publish("room:mp", json!({"n": 1, "text": "binary"})).await.unwrap();
+    assert_eq!(ack.offset, Some(1));
+    let publication = loop {
+        if let SubscriptionEvent::Publication(p) = next_event(&mut sub).await {
+            break p;
+        }
+    };
+    assert_eq!(publication.data, json!({"n": 1, "text": "binary"}));
+    assert!(client.presence("room:mp").await.unwrap().contains_key(&client_id));
+    let history = client.history("room:mp", Some(10), None).await.unwrap();
+    assert_eq!(history.publications.len(), 1);
+    assert_eq!(history.offset, 1);
+}
