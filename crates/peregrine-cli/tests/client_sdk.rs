@@ -386,10 +386,11 @@ async fn a_connection_that_stops_answering_is_replaced() {
     println!("dead connection detected after {detected:?}: {reason}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_are_refreshed_before_they_expire_without_reconnecting() {
-    const SECRET: &str = "sdk-test-secret";
-    let server = EchoServer::spawn(&[
+const SECRET: &str = "sdk-test-secret";
+
+/// A server that requires HS256 connection tokens signed with [`SECRET`].
+fn serve_with_tokens() -> EchoServer {
+    EchoServer::spawn(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -397,7 +398,20 @@ async fn tokens_are_refreshed_before_they_expire_without_reconnecting() {
         "token.allow_anonymous=false",
         "--token-hmac-secret",
         SECRET,
-    ]);
+    ])
+}
+
+/// A token for user `ann` that expires `seconds` from now.
+fn token_expiring_in(seconds: u64) -> Result<String, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"sub": "ann", "exp": now + seconds});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refreshed_before_they_expire_without_reconnecting() {
+    let server = serve_with_tokens();
     let issued = Arc::new(AtomicUsize::new(0));
     let counter = issued.clone();
     let client = Client::builder(url(server.port))
@@ -444,4 +458,23 @@ async fn msgpack_clients_publish_subscribe_and_read_presence_and_history() {
     let history = client.history("room:mp", Some(10), None).await.unwrap();
     assert_eq!(history.publications.len(), 1);
     assert_eq!(history.offset, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_without_a_provider_closes_the_client_with_the_reason() {
+    let server = serve_with_tokens();
+    let client = Client::builder(url(server.port)).token(token_expiring_in(1).unwrap()).build().unwrap();
+    client.connected().await.unwrap();
+    let mut events = client.events();
+    let (code, reason) = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+            State::Closed { code, reason } => break (code, reason),
+            State::Connected { .. } => panic!("reconnected with a token the server refuses"),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(peregrine_client::codes::disconnect::EXPIRED));
+    assert!(reason.contains("token_provider"), "{reason}");
+    let refused = client.publish("chat:x", json!(1)).await;
+    assert!(matches!(refused, Err(Error::Closed { .. })), "{refused:?}");
 }

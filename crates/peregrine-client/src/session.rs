@@ -254,6 +254,11 @@ impl Session {
                 Err(ending) => ending,
             };
             self.connection_lost();
+            if ending.new_token && self.settings.token_provider.is_none() {
+                // The same token would be refused again, forever.
+                let reason = format!("{}; set ClientBuilder::token_provider to renew tokens", ending.reason);
+                return self.finish(ending.code, reason);
+            }
             let retry_token =
                 ending.new_token && self.settings.token_provider.is_some() && !self.token_retried;
             if self.closing.is_some() || !(ending.reconnect || retry_token) {
