@@ -457,7 +457,8 @@ impl Session {
             if let Some(sent) = &q.sent {
                 deadline = deadline.min(sent.deadline);
             } else {
-                if let Some(t) = q.not_before {
+                // A past one is not a deadline: the window is full, an ack will pump.
+                if let Some(t) = q.not_before.filter(|t| *t > Instant::now()) {
                     deadline = deadline.min(t);
                 }
                 break;
