@@ -478,3 +478,28 @@ async fn an_expired_token_without_a_provider_closes_the_client_with_the_reason()
     let refused = client.publish("chat:x", json!(1)).await;
     assert!(matches!(refused, Err(Error::Closed { .. })), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_publishes_are_retried_until_they_land_once() {
+    let server = EchoServer::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--set",
+        "client.publish_rate=100.0",
+        "--set",
+        "client.publish_burst=20",
+    ]);
+    let client = Client::new(url(server.port)).unwrap();
+    let acks: Vec<_> = (0..100).map(|i| client.publish("chat:limited", json!(i))).collect();
+    let mut offsets = Vec::new();
+    for ack in acks {
+        offsets.push(tokio::time::timeout(WAIT, ack).await.unwrap().unwrap().offset.unwrap());
+    }
+    offsets.sort();
+    assert_eq!(offsets, (1..=100).collect::<Vec<_>>(), "each landed once");
+    let mut data = history_data(server.port, "chat:limited").await;
+    assert_eq!(data.len(), 100);
+    data.sort_by_key(|v| v.as_u64());
+    assert_eq!(data, (0..100).map(|i| json!(i)).collect::<Vec<_>>());
+}
