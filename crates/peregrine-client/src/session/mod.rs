@@ -12,12 +12,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use peregrine::{CloseCode, CloseFrame, MaybeTlsStream, Message, WebSocket};
-use peregrine_wire::codes::{disconnect as dc, error as err};
+use peregrine::{CloseCode, MaybeTlsStream, Message, WebSocket};
 use peregrine_wire::{
-    Command, CommandKind, ConnectRequest, ConnectResult, PingRequest, Publication, PublishRequest,
-    PublishResult, Push, RefreshRequest, ReplyError, ReplyKind, ServerMessage, SubscribeRequest,
-    SubscribeResult, UnsubscribeRequest, codes,
+    Command, CommandKind, ConnectRequest, PingRequest, PublishResult, Push, RefreshRequest, ReplyError,
+    ReplyKind, ServerMessage, UnsubscribeRequest, codes,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -28,8 +26,15 @@ use crate::backoff::random_u64;
 use crate::client::Settings;
 use crate::error::Error;
 use crate::events::{State, SubscriptionEvent};
-use crate::queue::{PublishQueue, Sent};
-use crate::subscription::{Jump, SubscribeOptions, Tracker};
+use crate::queue::PublishQueue;
+use crate::subscription::{SubscribeOptions, Tracker};
+
+mod connect;
+mod publishes;
+mod subscriptions;
+
+use connect::{Connected, Ending, open};
+use subscriptions::{Phase, Sub};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 type CallReply = oneshot::Sender<Result<ReplyKind, Error>>;
@@ -78,47 +83,6 @@ impl std::fmt::Debug for Request {
     }
 }
 
-/// Where a subscription is with respect to the current connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// To be subscribed once connected (again).
-    Waiting,
-    /// Subscribe sent (or included in `connect`) with this command id.
-    Subscribing(u64),
-    /// Subscribed on this connection.
-    Active,
-}
-
-#[derive(Debug)]
-struct Sub {
-    id: u64,
-    options: SubscribeOptions,
-    tracker: Tracker,
-    events: mpsc::UnboundedSender<SubscriptionEvent>,
-    /// The `subscribe` call waiting for its first answer.
-    first: Option<oneshot::Sender<Result<(), Error>>>,
-    phase: Phase,
-}
-
-impl Sub {
-    fn emit(&self, event: SubscriptionEvent) {
-        let _ = self.events.send(event);
-    }
-
-    fn fail(mut self, code: Option<u32>, reason: String) {
-        match self.first.take() {
-            Some(first) => {
-                let error = match code {
-                    Some(code) => Error::Server { code, message: reason },
-                    None => Error::Closed { reason },
-                };
-                let _ = first.send(Err(error));
-            }
-            None => self.emit(SubscriptionEvent::Unsubscribed { code, reason }),
-        }
-    }
-}
-
 /// A command sent on the current connection and not yet answered.
 enum Pending {
     Publish,
@@ -126,48 +90,6 @@ enum Pending {
     Call { kind: CommandKind, reply: CallReply },
     Other,
     Refresh,
-}
-
-/// Why a connection ended, and what to do next.
-#[derive(Debug)]
-struct Ending {
-    code: Option<u16>,
-    reason: String,
-    reconnect: bool,
-    /// The token was refused as expired or invalid: get a fresh one first.
-    new_token: bool,
-}
-
-impl Ending {
-    fn retry(code: Option<u16>, reason: impl Into<String>) -> Ending {
-        Ending { code, reason: reason.into(), reconnect: true, new_token: false }
-    }
-
-    fn closed() -> Ending {
-        Ending { code: None, reason: "closed by the application".into(), reconnect: false, new_token: false }
-    }
-
-    /// The server's verdict, from a disconnect push or a close frame.
-    fn from_code(code: u16, reason: String) -> Ending {
-        let reconnect = codes::reconnect(code);
-        let new_token = matches!(code, dc::EXPIRED | dc::INVALID_TOKEN);
-        Ending { code: Some(code), reason, reconnect, new_token }
-    }
-
-    fn from_close(frame: Option<CloseFrame>) -> Ending {
-        match frame {
-            Some(f) => Ending::from_code(u16::from(f.code), f.reason.to_string()),
-            None => Ending::retry(Some(1005), "closed by the server without a status code"),
-        }
-    }
-}
-
-/// An open connection whose `connect` was accepted.
-struct Connected {
-    ws: Socket,
-    result: ConnectResult,
-    /// Messages that came with or after the connect reply.
-    rest: Vec<ServerMessage>,
 }
 
 pub(crate) struct Session {
@@ -593,219 +515,11 @@ impl Session {
         }
     }
 
-    fn on_publication(&mut self, channel: &str, publication: Publication) {
-        let Some(sub) = self.subs.get_mut(channel) else { return };
-        match sub.tracker.on_publication(publication) {
-            Ok(events) => events.into_iter().for_each(|e| sub.emit(e)),
-            Err(Jump) => {
-                // Something was lost on the way (the server dropped part of our queue):
-                // reconnecting with `since` recovers it.
-                let reason = format!("publications missing in {channel}; reconnecting to recover them");
-                self.ending = Some(Ending::retry(Some(dc::INSUFFICIENT_STATE), reason));
-            }
-        }
-    }
-
-    fn on_connect_subs(&mut self, mut results: BTreeMap<String, SubscribeResult>) {
-        let connect_id = self.connect_id;
-        for (channel, sub) in &mut self.subs {
-            if sub.phase != Phase::Subscribing(connect_id) {
-                continue;
-            }
-            match results.remove(channel) {
-                Some(r) => {
-                    sub.phase = Phase::Active;
-                    for event in sub.tracker.on_subscribed(r) {
-                        sub.emit(event);
-                    }
-                    if let Some(first) = sub.first.take() {
-                        let _ = first.send(Ok(()));
-                    }
-                }
-                // Refused: an `unsubscribe` push says why; subscribing again gets the error.
-                None => sub.phase = Phase::Waiting,
-            }
-        }
-        // Subscribed server-side although nobody wants it any more.
-        for channel in results.into_keys() {
-            self.command(CommandKind::Unsubscribe(UnsubscribeRequest { channel }), Pending::Other);
-        }
-    }
-
-    fn on_subscribe_reply(&mut self, channel: &str, sub_id: u64, result: Result<ReplyKind, ReplyError>) {
-        let Some(sub) = self.subs.get_mut(channel).filter(|s| s.id == sub_id) else {
-            if result.is_ok() {
-                let channel = channel.to_owned();
-                self.command(CommandKind::Unsubscribe(UnsubscribeRequest { channel }), Pending::Other);
-            }
-            return;
-        };
-        match result {
-            Ok(ReplyKind::Subscribe(r)) => {
-                sub.phase = Phase::Active;
-                for event in sub.tracker.on_subscribed(r) {
-                    sub.emit(event);
-                }
-                if let Some(first) = sub.first.take() {
-                    let _ = first.send(Ok(()));
-                }
-            }
-            Err(e) if e.temporary || codes::is_temporary(e.code) => {
-                sub.phase = Phase::Waiting;
-                self.resubscribe_at = Some(Instant::now() + self.settings.backoff.ceiling(1));
-            }
-            Err(e) if e.code == err::UNRECOVERABLE_POSITION => {
-                sub.tracker.forget();
-                sub.phase = Phase::Waiting;
-                self.subscribe_waiting();
-            }
-            Err(e) => {
-                if let Some(sub) = self.subs.remove(channel) {
-                    sub.fail(Some(e.code), e.message);
-                }
-            }
-            Ok(other) => tracing::warn!(?other, "unexpected reply to subscribe"),
-        }
-    }
-
-    fn subscribe_waiting(&mut self) {
-        if !self.online {
-            return;
-        }
-        let waiting: Vec<String> =
-            self.subs.iter().filter(|(_, s)| s.phase == Phase::Waiting).map(|(c, _)| c.clone()).collect();
-        for channel in waiting {
-            let sub = &self.subs[&channel];
-            let since = sub.tracker.since();
-            let request = SubscribeRequest {
-                channel: channel.clone(),
-                token: sub.options.token.clone(),
-                recover: since.is_some(),
-                since,
-                join_leave: sub.options.join_leave,
-            };
-            let sub_id = sub.id;
-            let id = self.command(
-                CommandKind::Subscribe(request),
-                Pending::Subscribe { channel: channel.clone(), sub: sub_id },
-            );
-            if let Some(sub) = self.subs.get_mut(&channel) {
-                sub.phase = Phase::Subscribing(id);
-            }
-        }
-    }
-
-    /// After a connect: everything that waited for a connection goes out, in order.
     fn resume(&mut self) {
         self.subscribe_waiting();
         for (kind, reply) in std::mem::take(&mut self.calls) {
             if !reply.is_closed() {
                 self.command(kind.clone(), Pending::Call { kind, reply });
-            }
-        }
-        self.pump_publishes();
-    }
-
-    /// Sends queued publishes, oldest first, up to the in-flight window.
-    fn pump_publishes(&mut self) {
-        if !self.online {
-            return;
-        }
-        let now = Instant::now();
-        let deadline = now + self.settings.ack_timeout;
-        let mut in_flight = 0;
-        let mut to_send = Vec::new();
-        for (index, q) in self.queue.iter().enumerate() {
-            if in_flight >= self.settings.max_in_flight {
-                break;
-            }
-            if q.sent.is_some() {
-                in_flight += 1;
-                continue;
-            }
-            if q.not_before.is_some_and(|t| t > now) {
-                // Held back by a rate limit: later ones wait too, to keep the order.
-                break;
-            }
-            to_send.push(index);
-            in_flight += 1;
-        }
-        for index in to_send {
-            self.send_publish(index, deadline);
-        }
-    }
-
-    fn send_publish(&mut self, index: usize, deadline: Instant) {
-        let id = self.next_id();
-        let Some(q) = self.queue.get_mut(index) else { return };
-        if let Some(old) = q.sent.replace(Sent { id, deadline }) {
-            self.pending.remove(&old.id);
-        }
-        q.not_before = None;
-        let request = PublishRequest {
-            channel: q.channel.clone(),
-            data: q.data.clone(),
-            idempotency_key: Some(q.key.clone()),
-        };
-        self.pending.insert(id, Pending::Publish);
-        self.outbox.push(Command { id, kind: CommandKind::Publish(request) });
-    }
-
-    fn publish_timeouts(&mut self, now: Instant) {
-        let retries = self.settings.publish_retries;
-        let mut index = 0;
-        while let Some(q) = self.queue.get_mut(index) {
-            let Some(sent) = &q.sent else { break };
-            if sent.deadline > now {
-                index += 1;
-                continue;
-            }
-            if q.timeouts >= retries {
-                let id = sent.id;
-                self.pending.remove(&id);
-                if let Some(q) = self.queue.finish(index)
-                    && let Some(reply) = q.reply
-                {
-                    let _ = reply.send(Err(Error::Timeout));
-                }
-                continue;
-            }
-            q.timeouts += 1;
-            tracing::debug!(key = %q.key, attempt = q.timeouts + 1, "publish not acknowledged in time; sending again");
-            self.send_publish(index, now + self.settings.ack_timeout);
-            index += 1;
-        }
-    }
-
-    fn on_publish_reply(&mut self, id: u64, result: Result<ReplyKind, ReplyError>) {
-        let Some(index) = self.queue.position_of_attempt(id) else { return };
-        match result {
-            Ok(ReplyKind::Publish(ack)) => {
-                if let Some(q) = self.queue.finish(index)
-                    && let Some(reply) = q.reply
-                {
-                    let _ = reply.send(Ok(ack));
-                }
-            }
-            Err(e) if e.temporary || codes::is_temporary(e.code) => {
-                // Rate limited: send it again a little later, and the later ones after it.
-                if let Some(q) = self.queue.get_mut(index) {
-                    q.sent = None;
-                    q.not_before = Some(Instant::now() + self.settings.backoff.ceiling(0));
-                }
-            }
-            other => {
-                let error = match other {
-                    Err(e) => server_error(e),
-                    Ok(kind) => {
-                        Error::Server { code: err::INTERNAL, message: format!("unexpected reply {kind:?}") }
-                    }
-                };
-                if let Some(q) = self.queue.finish(index)
-                    && let Some(reply) = q.reply
-                {
-                    let _ = reply.send(Err(error));
-                }
             }
         }
         self.pump_publishes();
@@ -933,73 +647,4 @@ fn encode_frames(commands: &[Command], encoding: peregrine_wire::Encoding, limit
         Message::binary(bytes)
     };
     vec![frame]
-}
-
-/// Opens the WebSocket and performs `connect`, within the connect timeout.
-async fn open(settings: Settings, request: ConnectRequest, id: u64) -> Result<Connected, Ending> {
-    let opening = async {
-        let mut builder = peregrine::ClientBuilder::new(settings.url.clone())
-            .protocol(settings.encoding.subprotocol())
-            .config(settings.websocket.clone());
-        for (name, value) in &settings.headers {
-            builder = builder.header(name.clone(), value.clone());
-        }
-        if let Some(tls) = settings.tls.clone() {
-            builder = builder.tls(tls);
-        }
-        let (mut ws, _) =
-            builder.connect().await.map_err(|e| Ending::retry(None, format!("cannot connect: {e}")))?;
-        let connect = Command { id, kind: CommandKind::Connect(request) };
-        for frame in encode_frames(&[connect], settings.encoding, usize::MAX) {
-            ws.send(frame).await.map_err(|e| Ending::retry(None, format!("cannot send connect: {e}")))?;
-        }
-        loop {
-            let frame = match ws.recv().await {
-                Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-                Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
-                Some(Ok(Message::Close(frame))) => return Err(Ending::from_close(frame)),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    return Err(Ending::retry(None, format!("connection failed during connect: {e}")));
-                }
-                None => return Err(Ending::retry(None, "the connection ended before the connect reply")),
-            };
-            let messages = peregrine_wire::decode_server_messages(&frame, settings.encoding)
-                .map_err(|e| Ending::retry(None, format!("undecodable connect reply: {e}")))?;
-            let mut messages = messages.into_iter();
-            while let Some(message) = messages.next() {
-                match message {
-                    ServerMessage::Reply(reply) if reply.id == id => {
-                        return match reply.result {
-                            Ok(ReplyKind::Connect(result)) => {
-                                Ok(Connected { ws, result, rest: messages.collect() })
-                            }
-                            Ok(other) => {
-                                Err(Ending::retry(None, format!("unexpected connect reply {other:?}")))
-                            }
-                            Err(e) if e.temporary || codes::is_temporary(e.code) => {
-                                Err(Ending::retry(None, format!("connect refused for now: {}", e.message)))
-                            }
-                            Err(e) => Err(Ending {
-                                code: None,
-                                new_token: matches!(e.code, err::TOKEN_EXPIRED | err::UNAUTHORIZED),
-                                reason: format!("connect refused ({}): {}", e.code, e.message),
-                                reconnect: false,
-                            }),
-                        };
-                    }
-                    ServerMessage::Push(Push::Disconnect { code, reason, reconnect }) => {
-                        let mut ending = Ending::from_code(code, reason);
-                        ending.reconnect = reconnect;
-                        return Err(ending);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    };
-    match tokio::time::timeout(settings.connect_timeout, opening).await {
-        Ok(result) => result,
-        Err(_) => Err(Ending::retry(None, format!("no connect reply within {:?}", settings.connect_timeout))),
-    }
 }
