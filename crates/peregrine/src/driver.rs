@@ -267,7 +267,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let written = if vectored {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let n = output.chunks_vectored(&mut slices);
-                ready!(Pin::new(&mut self.io).poll_write_vectored(&mut cx, &slices[..n]))?
+                // One contiguous chunk (every small frame): a plain `send` is the
+                // kernel's shorter path (no iovec array to import).
+                if n == 1 {
+                    ready!(Pin::new(&mut self.io).poll_write(&mut cx, &slices[0]))?
+                } else {
+                    ready!(Pin::new(&mut self.io).poll_write_vectored(&mut cx, &slices[..n]))?
+                }
             } else {
                 ready!(Pin::new(&mut self.io).poll_write(&mut cx, output.chunk()))?
             };
