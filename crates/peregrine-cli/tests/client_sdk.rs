@@ -33,6 +33,13 @@ fn serve(listen: &str) -> EchoServer {
     ])
 }
 
+/// [`serve`] on a free port, reached through a [`Proxy`] that can break connections.
+async fn serve_behind_proxy() -> (EchoServer, Proxy) {
+    let server = serve("127.0.0.1:0");
+    let proxy = Proxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap()).await;
+    (server, proxy)
+}
+
 fn url(port: u16) -> String {
     format!("ws://127.0.0.1:{port}/connection/websocket")
 }
@@ -74,8 +81,7 @@ async fn history_data(port: u16, channel: &str) -> Vec<serde_json::Value> {
 async fn twenty_random_resets_during_10000_publications_deliver_each_once_in_order() {
     const TOTAL: usize = 10_000;
     const CUTS: usize = 20;
-    let server = serve("127.0.0.1:0");
-    let proxy = Proxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap()).await;
+    let (_server, proxy) = serve_behind_proxy().await;
     let subscriber = Client::builder(proxy.url()).backoff(fast_backoff()).build().unwrap();
     let mut feed = subscriber.subscribe("feed:cuts").await.unwrap();
     assert!(matches!(next_event(&mut feed).await, SubscriptionEvent::Subscribed { offset: 0, .. }));
@@ -334,8 +340,7 @@ async fn publishes_made_while_the_server_is_down_arrive_in_order_and_a_full_queu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_whose_reply_is_lost_is_retried_and_lands_once() {
-    let server = serve("127.0.0.1:0");
-    let proxy = Proxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap()).await;
+    let (server, proxy) = serve_behind_proxy().await;
     let client = Client::builder(proxy.url())
         .backoff(fast_backoff())
         .ack_timeout(Duration::from_millis(300))
@@ -360,8 +365,7 @@ async fn a_publish_whose_reply_is_lost_is_retried_and_lands_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_stops_answering_is_replaced() {
-    let server = serve("127.0.0.1:0");
-    let proxy = Proxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap()).await;
+    let (_server, proxy) = serve_behind_proxy().await;
     let client = Client::builder(proxy.url())
         .backoff(fast_backoff())
         .ping_interval(Duration::from_millis(200))

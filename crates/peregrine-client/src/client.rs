@@ -209,7 +209,8 @@ impl ClientBuilder {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(State::Connecting { attempt: 0 });
         let (events, _) = broadcast::channel(256);
-        let session = Session::new(settings.clone(), queue, requests_rx, state_tx, events.clone());
+        let request_timeout = settings.request_timeout;
+        let session = Session::new(settings, queue, requests_rx, state_tx, events.clone());
         tokio::spawn(session.run());
         Ok(Client {
             inner: Arc::new(Inner {
@@ -217,7 +218,7 @@ impl ClientBuilder {
                 state,
                 events,
                 next_subscription: AtomicU64::new(1),
-                settings,
+                request_timeout,
             }),
         })
     }
@@ -229,7 +230,7 @@ struct Inner {
     state: watch::Receiver<State>,
     events: broadcast::Sender<State>,
     next_subscription: AtomicU64,
-    settings: Settings,
+    request_timeout: Duration,
 }
 
 /// A connection to a Peregrine server that survives disconnects.
@@ -334,7 +335,7 @@ impl Client {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Subscribe { channel: channel.clone(), id, options, events: events_tx, reply })?;
         let subscription = Subscription { channel, id, events, requests: self.inner.requests.clone() };
-        let timeout = self.inner.settings.request_timeout;
+        let timeout = self.inner.request_timeout;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(Ok(()))) => Ok(subscription),
             Ok(Ok(Err(e))) => Err(e),
@@ -389,7 +390,7 @@ impl Client {
     async fn call(&self, kind: CommandKind) -> Result<ReplyKind, Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Call { kind, reply })?;
-        match tokio::time::timeout(self.inner.settings.request_timeout, answer).await {
+        match tokio::time::timeout(self.inner.request_timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(closed()),
             Err(_) => Err(Error::Timeout),

@@ -7,7 +7,7 @@ use peregrine_wire::{
     Command, CommandKind, ConnectRequest, ConnectResult, Push, ReplyKind, ServerMessage, codes,
 };
 
-use super::{Socket, encode_frames};
+use super::{Socket, encode_frames, temporary};
 use crate::client::Settings;
 
 /// Why a connection ended, and what to do next.
@@ -34,6 +34,11 @@ impl Ending {
         let reconnect = codes::reconnect(code);
         let new_token = matches!(code, dc::EXPIRED | dc::INVALID_TOKEN);
         Ending { code: Some(code), reason, reconnect, new_token }
+    }
+
+    /// A disconnect push: its code, and the server's reconnect advice as given.
+    pub(super) fn from_push(code: u16, reason: String, reconnect: bool) -> Ending {
+        Ending { reconnect, ..Ending::from_code(code, reason) }
     }
 
     pub(super) fn from_close(frame: Option<CloseFrame>) -> Ending {
@@ -71,9 +76,10 @@ pub(super) async fn open(settings: Settings, request: ConnectRequest, id: u64) -
             ws.send(frame).await.map_err(|e| Ending::retry(None, format!("cannot send connect: {e}")))?;
         }
         loop {
-            let frame = match ws.recv().await {
-                Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-                Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+            let decode = |frame: &[u8]| peregrine_wire::decode_server_messages(frame, settings.encoding);
+            let decoded = match ws.recv().await {
+                Some(Ok(Message::Text(text))) => decode(text.as_bytes()),
+                Some(Ok(Message::Binary(bytes))) => decode(&bytes),
                 Some(Ok(Message::Close(frame))) => return Err(Ending::from_close(frame)),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
@@ -81,8 +87,8 @@ pub(super) async fn open(settings: Settings, request: ConnectRequest, id: u64) -
                 }
                 None => return Err(Ending::retry(None, "the connection ended before the connect reply")),
             };
-            let messages = peregrine_wire::decode_server_messages(&frame, settings.encoding)
-                .map_err(|e| Ending::retry(None, format!("undecodable connect reply: {e}")))?;
+            let messages =
+                decoded.map_err(|e| Ending::retry(None, format!("undecodable connect reply: {e}")))?;
             let mut messages = messages.into_iter();
             while let Some(message) = messages.next() {
                 match message {
@@ -94,7 +100,7 @@ pub(super) async fn open(settings: Settings, request: ConnectRequest, id: u64) -
                             Ok(other) => {
                                 Err(Ending::retry(None, format!("unexpected connect reply {other:?}")))
                             }
-                            Err(e) if e.temporary || codes::is_temporary(e.code) => {
+                            Err(e) if temporary(&e) => {
                                 Err(Ending::retry(None, format!("connect refused for now: {}", e.message)))
                             }
                             Err(e) => Err(Ending {
@@ -106,9 +112,7 @@ pub(super) async fn open(settings: Settings, request: ConnectRequest, id: u64) -
                         };
                     }
                     ServerMessage::Push(Push::Disconnect { code, reason, reconnect }) => {
-                        let mut ending = Ending::from_code(code, reason);
-                        ending.reconnect = reconnect;
-                        return Err(ending);
+                        return Err(Ending::from_push(code, reason, reconnect));
                     }
                     _ => {}
                 }

@@ -43,6 +43,10 @@ type TokenFetch = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 /// At most this many commands are batched into one frame (the protocol allows 1024).
 const MAX_COMMANDS_PER_FRAME: usize = 256;
 
+/// Frames are kept under this size whatever the WebSocket limit (the server's default
+/// `client.max_message_size` is 64 KiB).
+const MAX_FRAME_BYTES: usize = 64 << 10;
+
 /// What an API call asks of the session.
 pub(crate) enum Request {
     Publish {
@@ -63,7 +67,7 @@ pub(crate) enum Request {
     },
     Call {
         kind: CommandKind,
-        reply: oneshot::Sender<Result<ReplyKind, Error>>,
+        reply: CallReply,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -114,6 +118,9 @@ pub(crate) struct Session {
     token_fetch: Option<TokenFetch>,
     closing: Option<oneshot::Sender<()>>,
     online: bool,
+    /// Queued publishes may be sendable (a new one, an ack, a timer): send them before
+    /// the next flush, once for everything handled since.
+    pump: bool,
     /// Set while serving a connection when it must end (a gap, an undecodable frame).
     ending: Option<Ending>,
     /// The server's disconnect push, which precedes its close frame.
@@ -152,6 +159,7 @@ impl Session {
             token_fetch: None,
             closing: None,
             online: false,
+            pump: false,
             ending: None,
             disconnect: None,
             last_heard: Instant::now(),
@@ -181,12 +189,11 @@ impl Session {
                 let reason = format!("{}; set ClientBuilder::token_provider to renew tokens", ending.reason);
                 return self.finish(ending.code, reason);
             }
-            let retry_token =
-                ending.new_token && self.settings.token_provider.is_some() && !self.token_retried;
+            let retry_token = ending.new_token && !self.token_retried;
             if self.closing.is_some() || !(ending.reconnect || retry_token) {
                 return self.finish(ending.code, ending.reason);
             }
-            if ending.new_token && self.settings.token_provider.is_some() {
+            if ending.new_token {
                 self.token = None;
                 self.token_retried = !ending.reconnect;
             }
@@ -291,6 +298,9 @@ impl Session {
             if let Some(ending) = self.ending.take() {
                 return ending;
             }
+            if std::mem::take(&mut self.pump) {
+                self.pump_publishes();
+            }
             if let Err(e) = self.flush(&mut ws).await {
                 return self
                     .disconnect
@@ -343,13 +353,18 @@ impl Session {
         }
         let commands = std::mem::take(&mut self.outbox);
         let encoding = self.settings.encoding;
-        let limit = self.settings.websocket.get_limits().message_size().min(MAX_FRAME_BYTES);
+        let limit = self.frame_limit();
         for chunk in commands.chunks(MAX_COMMANDS_PER_FRAME) {
             for frame in encode_frames(chunk, encoding, limit) {
                 ws.feed(frame).await?;
             }
         }
         ws.flush().await
+    }
+
+    /// The largest frame sent: the WebSocket limit, at most [`MAX_FRAME_BYTES`].
+    fn frame_limit(&self) -> usize {
+        self.settings.websocket.get_limits().message_size().min(MAX_FRAME_BYTES)
     }
 
     fn next_id(&mut self) -> u64 {
@@ -410,7 +425,7 @@ impl Session {
             _ => {}
         }
         self.publish_timeouts(now);
-        self.pump_publishes();
+        self.pump = true;
         if self.resubscribe_at.is_some_and(|t| now >= t) {
             self.resubscribe_at = None;
             self.subscribe_waiting();
@@ -507,9 +522,7 @@ impl Session {
                 }
             }
             Push::Disconnect { code, reason, reconnect } => {
-                let mut ending = Ending::from_code(code, reason);
-                ending.reconnect = reconnect;
-                self.disconnect = Some(ending);
+                self.disconnect = Some(Ending::from_push(code, reason, reconnect));
             }
             Push::Message { data } => tracing::debug!(%data, "message from the server"),
         }
@@ -529,7 +542,7 @@ impl Session {
         match request {
             Request::Publish { channel, data, reply } => {
                 let size = channel.len() + serde_json::to_string(&data).map_or(0, |s| s.len()) + 128;
-                let limit = self.settings.websocket.get_limits().message_size().min(MAX_FRAME_BYTES);
+                let limit = self.frame_limit();
                 if size > limit {
                     let _ = reply.send(Err(Error::TooLarge { size, limit }));
                     return;
@@ -540,7 +553,7 @@ impl Session {
                     let _ = reply.send(Err(error));
                     return;
                 }
-                self.pump_publishes();
+                self.pump = true;
             }
             Request::Subscribe { channel, id, options, events, reply } => {
                 if self.subs.contains_key(&channel) {
@@ -624,12 +637,13 @@ impl Session {
     }
 }
 
-/// Frames are kept under this size whatever the WebSocket limit (the server's default
-/// `client.max_message_size` is 64 KiB).
-const MAX_FRAME_BYTES: usize = 64 << 10;
-
 fn server_error(e: ReplyError) -> Error {
     Error::Server { code: e.code, message: e.message }
+}
+
+/// The same command may succeed later (rate limited, server busy).
+fn temporary(e: &ReplyError) -> bool {
+    e.temporary || codes::is_temporary(e.code)
 }
 
 /// Encodes commands into as few frames as fit under `limit` bytes each.

@@ -2,10 +2,10 @@
 //! with the same idempotency key, rate-limit holds.
 
 use peregrine_wire::codes::error as err;
-use peregrine_wire::{Command, CommandKind, PublishRequest, ReplyError, ReplyKind, codes};
+use peregrine_wire::{Command, CommandKind, PublishRequest, ReplyError, ReplyKind};
 use tokio::time::Instant;
 
-use super::{Pending, Session, server_error};
+use super::{Pending, Session, server_error, temporary};
 use crate::error::Error;
 use crate::queue::Sent;
 
@@ -91,7 +91,7 @@ impl Session {
                     let _ = reply.send(Ok(ack));
                 }
             }
-            Err(e) if e.temporary || codes::is_temporary(e.code) => {
+            Err(e) if temporary(&e) => {
                 // Rate limited: send it again a little later, and the later ones after it.
                 if let Some(q) = self.queue.get_mut(index) {
                     q.sent = None;
@@ -112,6 +112,6 @@ impl Session {
                 }
             }
         }
-        self.pump_publishes();
+        self.pump = true;
     }
 }

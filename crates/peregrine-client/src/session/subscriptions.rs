@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use peregrine_wire::codes::{disconnect as dc, error as err};
 use peregrine_wire::{
     CommandKind, Publication, ReplyError, ReplyKind, SubscribeRequest, SubscribeResult, UnsubscribeRequest,
-    codes,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Ending, Pending, Session};
+use super::{Ending, Pending, Session, temporary};
 use crate::error::Error;
 use crate::events::SubscriptionEvent;
 use crate::subscription::{Jump, SubscribeOptions, Tracker};
@@ -41,6 +40,18 @@ pub(super) struct Sub {
 impl Sub {
     pub(super) fn emit(&self, event: SubscriptionEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// The server confirmed the subscription: deliver what the reply holds, answer the
+    /// waiting `subscribe` call.
+    fn subscribed(&mut self, result: SubscribeResult) {
+        self.phase = Phase::Active;
+        for event in self.tracker.on_subscribed(result) {
+            self.emit(event);
+        }
+        if let Some(first) = self.first.take() {
+            let _ = first.send(Ok(()));
+        }
     }
 
     pub(super) fn fail(mut self, code: Option<u32>, reason: String) {
@@ -78,15 +89,7 @@ impl Session {
                 continue;
             }
             match results.remove(channel) {
-                Some(r) => {
-                    sub.phase = Phase::Active;
-                    for event in sub.tracker.on_subscribed(r) {
-                        sub.emit(event);
-                    }
-                    if let Some(first) = sub.first.take() {
-                        let _ = first.send(Ok(()));
-                    }
-                }
+                Some(r) => sub.subscribed(r),
                 // Refused: an `unsubscribe` push says why; subscribing again gets the error.
                 None => sub.phase = Phase::Waiting,
             }
@@ -111,16 +114,8 @@ impl Session {
             return;
         };
         match result {
-            Ok(ReplyKind::Subscribe(r)) => {
-                sub.phase = Phase::Active;
-                for event in sub.tracker.on_subscribed(r) {
-                    sub.emit(event);
-                }
-                if let Some(first) = sub.first.take() {
-                    let _ = first.send(Ok(()));
-                }
-            }
-            Err(e) if e.temporary || codes::is_temporary(e.code) => {
+            Ok(ReplyKind::Subscribe(r)) => sub.subscribed(r),
+            Err(e) if temporary(&e) => {
                 sub.phase = Phase::Waiting;
                 self.resubscribe_at = Some(Instant::now() + self.settings.backoff.ceiling(1));
             }
