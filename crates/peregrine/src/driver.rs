@@ -55,6 +55,8 @@ pub(crate) struct Driver<S> {
     final_error: Option<Error>,
     /// An error ending the connection was already returned to the caller.
     error_reported: bool,
+    /// The transport reached EOF: the peer ended its side.
+    peer_closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -72,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             write_high_water: config.write_high_water,
             final_error: None,
             error_reported: false,
+            peer_closed: false,
         }
     }
 
@@ -159,6 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             match ready!(self.poll_read(read)) {
                 Ok(0) => {
+                    self.peer_closed = true;
                     self.conn.receive_eof();
                     if self.conn.close_received().is_none() && self.conn.failure().is_none() {
                         return Poll::Ready(Some(Err(self.abort(Error::AbnormalClosure))));
@@ -180,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // Reading is over; the remaining finish only flushes and shuts down,
         // and the close timeout bounds even that (a dead peer takes nothing).
         self.conn.receive_eof();
-        self.keepalive.start_close_timer(self.close_timeout);
+        self.keepalive.start_close_deadline(self.close_timeout);
         self.error_reported = true;
         error
     }
@@ -191,7 +195,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn begin_finish(&mut self) {
-        self.keepalive.start_close_timer(self.close_timeout);
+        // `poll_finish` runs next and sets the timer only if it has to wait.
+        self.keepalive.start_close_deadline(self.close_timeout);
         self.stage = Stage::Finishing;
     }
 
@@ -199,33 +204,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// as server) shuts down at once; a client waits for the server's EOF so
     /// that the server holds TIME_WAIT, until the close timeout.
     fn poll_finish(&mut self, read: &Waker, write: &Waker) -> Poll<()> {
-        if let Poll::Ready(Tick::TimedOut(TimeoutKind::Close)) =
-            self.keepalive.poll_tick(&mut Context::from_waker(read))
-        {
-            if !self.error_reported && !self.conn.is_closed() {
-                self.final_error = Some(Error::Timeout(TimeoutKind::Close));
+        if !self.keepalive.close_expired() {
+            if self.poll_finish_io(read, write).is_ready() {
+                self.stage = Stage::Done;
+                return Poll::Ready(());
             }
-            // One attempt to end TCP; the socket is dropped with the stream anyway.
-            let _ = Pin::new(&mut self.io).poll_shutdown(&mut Context::from_waker(write));
-            self.stage = Stage::Done;
-            return Poll::Ready(());
+            // Waiting on the peer: only now does the close deadline need the timer.
+            if self.keepalive.poll_tick(&mut Context::from_waker(read)).is_pending() {
+                return Poll::Pending;
+            }
         }
+        if !self.error_reported && !self.conn.is_closed() {
+            self.final_error = Some(Error::Timeout(TimeoutKind::Close));
+        }
+        // One attempt to end TCP; the socket is dropped with the stream anyway.
+        let _ = Pin::new(&mut self.io).poll_shutdown(&mut Context::from_waker(write));
+        self.stage = Stage::Done;
+        Poll::Ready(())
+    }
+
+    fn poll_finish_io(&mut self, read: &Waker, write: &Waker) -> Poll<()> {
         if self.conn.output().has_remaining() && ready!(self.poll_write_output(write)).is_err() {
-            self.stage = Stage::Done;
             return Poll::Ready(());
         }
-        if !self.conn.should_close_transport() {
+        if !self.conn.should_close_transport() && !self.peer_closed {
             // Client: discard input until the server closes TCP.
             loop {
                 self.conn.read_buffer().clear();
                 match ready!(self.poll_read(read)) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => {
+                        self.peer_closed = true;
+                        break;
+                    }
+                    Err(_) => break,
                     Ok(_) => {}
                 }
             }
         }
+        if self.peer_closed {
+            // The peer has ended its side and everything was read: dropping
+            // the socket sends our FIN, and a `shutdown` first would be one
+            // more system call per connection for the same packet.
+            return Poll::Ready(());
+        }
         let _ = ready!(Pin::new(&mut self.io).poll_shutdown(&mut Context::from_waker(write)));
-        self.stage = Stage::Done;
         Poll::Ready(())
     }
 

@@ -33,6 +33,9 @@ pub(crate) struct Keepalive {
     reads: u64,
     reads_at_ping: Option<u64>,
     close_deadline: Option<Instant>,
+    /// The timer is set to the close deadline (it is set only when someone
+    /// waits: a finish that completes at once costs no timer update).
+    close_armed: bool,
 }
 
 impl Keepalive {
@@ -46,6 +49,7 @@ impl Keepalive {
             reads: 0,
             reads_at_ping: None,
             close_deadline: None,
+            close_armed: false,
         }
     }
 
@@ -55,11 +59,28 @@ impl Keepalive {
         self.reads += 1;
     }
 
-    /// Starts the close deadline (once).
+    /// Starts the close deadline (once) and sets the timer to it, so that
+    /// whoever last polled the timer is woken then.
     pub(crate) fn start_close_timer(&mut self, timeout: Duration) {
+        self.start_close_deadline(timeout);
+        self.arm_close();
+    }
+
+    /// Starts the close deadline (once) without touching the timer: for a
+    /// caller that polls [`Keepalive::poll_tick`] before it waits. Setting a
+    /// timer earlier than every other one wakes the runtime's driver (an
+    /// eventfd write), which a connection that finishes at once can skip.
+    pub(crate) fn start_close_deadline(&mut self, timeout: Duration) {
         if self.close_deadline.is_none() {
-            let deadline = Instant::now() + timeout;
-            self.close_deadline = Some(deadline);
+            self.close_deadline = Some(Instant::now() + timeout);
+        }
+    }
+
+    fn arm_close(&mut self) {
+        if let Some(deadline) = self.close_deadline
+            && !self.close_armed
+        {
+            self.close_armed = true;
             self.arm(deadline);
         }
     }
@@ -91,6 +112,7 @@ impl Keepalive {
             if self.close_expired() {
                 return Poll::Ready(Tick::TimedOut(TimeoutKind::Close));
             }
+            self.arm_close();
             let Some(sleep) = self.sleep.as_mut() else {
                 return Poll::Pending;
             };
