@@ -70,6 +70,7 @@ impl Target {
             None => TcpStream::connect(self.addr).await?,
             Some(ip) => {
                 let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                defer_port_choice(&socket);
                 socket.bind(SocketAddr::new(ip, 0))?;
                 socket.connect(self.addr).await?
             }
@@ -140,6 +141,19 @@ fn check_response(head: &[u8]) -> anyhow::Result<()> {
         bail!("the 101 response lacks the expected Sec-WebSocket-Accept");
     }
     Ok(())
+}
+
+/// Leaves the choice of the source port to `connect` (`IP_BIND_ADDRESS_NO_PORT`).
+/// A port chosen at `bind` must be free on every address, so once a run's
+/// closed connections fill the range with TIME_WAIT, every bind searches it;
+/// at `connect` the kernel needs only the 4-tuple to be unused, and reuses
+/// TIME_WAIT ports towards loopback (`tcp_tw_reuse`). Best effort: without it
+/// binding still works, only slower.
+fn defer_port_choice(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 /// Source addresses for `count` connections: 127.0.0.1, 127.0.0.2, ... Each
