@@ -23,10 +23,13 @@ use crate::keepalive::{Keepalive, Tick};
 
 /// Read buffer size after the first byte arrives.
 const READ_CHUNK: usize = 8 << 10;
-/// A read makes room for what the frame in progress still needs, so a large
-/// frame arrives in few reads, but never more than this ahead of the bytes
-/// that arrived: a declared length cannot make us allocate more.
-const EAGER_READ: usize = 256 << 10;
+/// A read makes room for all that the frame in progress still needs, so a
+/// large frame lands in one allocation (growing the buffer step by step
+/// instead cost 25-30% of the 1 MiB echo rate, measured). A declared length
+/// alone can make us reserve at most this much, and beyond it at most as
+/// much again as has arrived: the peer must send what it makes us hold.
+/// Reserved but unwritten memory is address space, not RSS.
+const EAGER_READ: usize = 1 << 20;
 /// An idle connection holds no read buffer: its reads go to the stack while
 /// they are small, and the heap buffer holds only what arrived.
 const STACK_READ: usize = 4 << 10;
@@ -271,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             return Poll::Ready(Ok(filled.len()));
         }
-        let room = wanted.clamp(READ_CHUNK / 2, EAGER_READ);
+        let room = wanted.clamp(READ_CHUNK / 2, EAGER_READ.max(buf.len()));
         if buf.capacity() - buf.len() < room {
             // A little more than needed, so the read comes back short and no
             // extra read is spent finding the socket empty.
