@@ -9,7 +9,9 @@ use peregrine_proto::mask::{apply_mask, apply_mask_scalar};
 fn mask(c: &mut Criterion) {
     let mut group = c.benchmark_group("mask");
     let key = [0x37, 0xfa, 0x21, 0x3d];
-    for (label, size) in [("16B", 16), ("1KiB", 1024), ("1MiB", 1024 * 1024)] {
+    for (label, size) in
+        [("16B", 16), ("256B", 256), ("1KiB", 1024), ("16KiB", 16 * 1024), ("1MiB", 1024 * 1024)]
+    {
         let mut buf: Vec<u8> = (0..size).map(|i| i as u8).collect();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(BenchmarkId::new("apply_mask", label), |b| {
