@@ -205,7 +205,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Flush, then end TCP. The server (or anyone after EOF or a failure
     /// as server) shuts down at once; a client waits for the server's EOF so
-    /// that the server holds TIME_WAIT, until the close timeout.
+    /// that the server holds TIME_WAIT, until the close timeout. After the
+    /// peer's EOF there is nothing to shut down: the drop sends our FIN.
     fn poll_finish(&mut self, read: &Waker, write: &Waker) -> Poll<()> {
         if !self.keepalive.close_expired() {
             if self.poll_finish_io(read, write).is_ready() {
