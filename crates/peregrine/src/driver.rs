@@ -262,8 +262,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // Stack mode: nothing buffered and no big buffer yet. A connection that gets a
         // few small messages now and then (a subscriber, a chat client) keeps a heap
         // buffer only as large as what arrived; one read that fills the stack buffer
-        // means traffic, and switches to a full-size heap buffer.
-        if buf.is_empty() && buf.capacity() < READ_CHUNK && wanted <= STACK_READ {
+        // means traffic, and switches to a full-size heap buffer. A busy connection
+        // gets its whole buffer back once the last message taken from it is dropped
+        // (`try_reclaim` only reuses, never allocates), and reads into it directly.
+        if buf.is_empty()
+            && buf.capacity() < READ_CHUNK
+            && wanted <= STACK_READ
+            && !buf.try_reclaim(READ_CHUNK)
+        {
             let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
             let mut stack = ReadBuf::uninit(&mut stack);
             ready!(Pin::new(&mut self.io).poll_read(&mut cx, &mut stack))?;
