@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::report::{self, Latency, thousands};
 use super::sys::{raise_nofile_limit, round1};
-use super::target::{Target, loopback_sources};
+use super::target::Target;
 use super::{CommonArgs, check_positive, runtime};
 
 /// Source addresses used against a loopback server when `--source-addrs`
@@ -100,14 +100,10 @@ async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
     let done = Arc::new(AtomicU64::new(0));
-    let sources = if target.is_ipv4_loopback() {
-        loopback_sources(args.source_addrs.unwrap_or(SOURCE_ADDRS))
-    } else {
-        if args.source_addrs.is_some() {
-            bail!("--source-addrs needs a server on 127.0.0.0/8");
-        }
-        Vec::new()
-    };
+    let (sources, warning) = target.sources(args.source_addrs, SOURCE_ADDRS);
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
     let sources = Arc::new(sources);
 
     let mut workers = JoinSet::new();

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::report::{self, thousands};
 use super::sys::{raise_nofile_limit, round1, rss_bytes};
-use super::target::{Target, loopback_sources};
+use super::target::Target;
 use super::{CommonArgs, check_positive, runtime};
 
 /// Connections per source address when `--source-addrs` is not given: well
@@ -96,16 +96,8 @@ async fn run_async(args: IdleArgs) -> anyhow::Result<()> {
             args.connections
         ));
     }
-    let sources = if target.is_ipv4_loopback() {
-        loopback_sources(args.source_addrs.unwrap_or(args.connections.div_ceil(PER_SOURCE)))
-    } else {
-        if args.source_addrs.is_some() {
-            warnings.push(
-                "--source-addrs needs a server on 127.0.0.0/8; connecting from the default address".into(),
-            );
-        }
-        Vec::new()
-    };
+    let (sources, warning) = target.sources(args.source_addrs, args.connections.div_ceil(PER_SOURCE));
+    warnings.extend(warning);
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }

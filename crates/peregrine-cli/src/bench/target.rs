@@ -64,6 +64,20 @@ impl Target {
         matches!(self.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
     }
 
+    /// Source addresses to spread connections over: `requested` (else
+    /// `default`) loopback addresses for a server on 127.0.0.0/8, none (the
+    /// system's choice) otherwise. The error is a warning for `--source-addrs`
+    /// given against any other server.
+    pub(crate) fn sources(&self, requested: Option<usize>, default: usize) -> (Vec<IpAddr>, Option<String>) {
+        if self.is_ipv4_loopback() {
+            return (loopback_sources(requested.unwrap_or(default)), None);
+        }
+        let warning = requested.map(|_| {
+            "--source-addrs needs a server on 127.0.0.0/8; connecting from the default address".to_owned()
+        });
+        (Vec::new(), warning)
+    }
+
     /// Opens a TCP connection with `TCP_NODELAY`, from `source` if given.
     pub(crate) async fn connect(&self, source: Option<IpAddr>) -> io::Result<TcpStream> {
         let stream = match source {
