@@ -63,6 +63,7 @@ fn xor_blocks(buf: &mut [u8], wide: u128) -> usize {
             return unsafe { xor_blocks_avx2(buf, &pattern) };
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
     let _ = (buf, wide);
     0
 }

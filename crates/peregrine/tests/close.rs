@@ -124,6 +124,23 @@ async fn peer_dropping_tcp_without_close_is_abnormal_closure() {
     assert!(ws.recv().await.is_none());
 }
 
+/// After the peer's EOF there is nothing left to wait for: the server ends
+/// at once (not at the close timeout), and dropping it sends our FIN.
+#[tokio::test]
+async fn after_the_peers_eof_the_server_ends_at_once_and_its_drop_closes_tcp() {
+    let config = Config::default().close_timeout(Duration::from_secs(60));
+    let (mut ws, mut peer, mut frames) = server_and_raw_peer(config).await;
+    peer.write_all(&raw::masked(raw::OP_TEXT, b"last words")).await.unwrap();
+    peer.shutdown().await.unwrap();
+    let first = timeout(PATIENCE, ws.recv()).await.unwrap();
+    assert_eq!(first.map(|m| m.ok()), Some(Some(Message::text("last words"))));
+    let second = timeout(PATIENCE, ws.recv()).await.unwrap();
+    assert!(matches!(second, Some(Err(Error::AbnormalClosure))), "{second:?}");
+    assert!(timeout(PATIENCE, ws.recv()).await.unwrap().is_none(), "the stream ends without a timeout");
+    drop(ws);
+    assert_eq!(timeout(PATIENCE, frames.next(&mut peer)).await.unwrap(), None, "EOF from the server");
+}
+
 #[tokio::test]
 async fn server_dropping_tcp_is_abnormal_closure_for_our_client() {
     let (mut client, server) = pair(Config::default()).await;
