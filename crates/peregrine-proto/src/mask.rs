@@ -46,10 +46,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 fn xor_blocks(buf: &mut [u8], wide: u128) -> usize {
     #[cfg(target_arch = "x86_64")]
     if buf.len() >= WIDE_MIN {
-        let mut pattern = [0u8; 64];
-        for word in pattern.chunks_exact_mut(16) {
-            word.copy_from_slice(&wide.to_ne_bytes());
-        }
+        let pattern = block_pattern(wide);
         if std::is_x86_feature_detected!("avx512bw") {
             // SAFETY: a `target_feature` function only requires the CPU to
             // have the feature, which was detected just above; its body is
@@ -78,6 +75,12 @@ fn xor_blocks_avx512(buf: &mut [u8], pattern: &[u8; 64]) -> usize {
 #[target_feature(enable = "avx2")]
 fn xor_blocks_avx2(buf: &mut [u8], pattern: &[u8; 64]) -> usize {
     xor_whole_blocks(buf, pattern)
+}
+
+/// The 16-byte key word repeated over a 64-byte block.
+#[cfg(target_arch = "x86_64")]
+fn block_pattern(wide: u128) -> [u8; 64] {
+    std::array::from_fn(|i| wide.to_ne_bytes()[i & 15])
 }
 
 /// Below this the 16-byte words are as fast (measured with `benches/mask.rs`).
@@ -145,7 +148,7 @@ mod tests {
                 assert_eq!(fast, slow, "dispatched, len {len} offset {offset}");
                 // Each wide copy on its own: the dispatcher picks only the widest.
                 let wide = u128::from_ne_bytes(std::array::from_fn(|i| rotate(key, offset)[i & 3]));
-                let pattern: [u8; 64] = std::array::from_fn(|i| wide.to_ne_bytes()[i & 15]);
+                let pattern = block_pattern(wide);
                 type Path = unsafe fn(&mut [u8], &[u8; 64]) -> usize;
                 let paths: [(&str, bool, Path); 2] = [
                     ("avx2", std::is_x86_feature_detected!("avx2"), xor_blocks_avx2),

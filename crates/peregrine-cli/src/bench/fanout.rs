@@ -26,11 +26,11 @@ use hdrhistogram::Histogram;
 use peregrine::Message;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use super::report::{self, Latency, thousands};
 use super::sys::{CpuSample, raise_nofile_limit, round1, rss_bytes};
-use super::target::loopback_sources;
+use super::target::{connect_from, loopback_sources};
 use super::{CommonArgs, check_positive};
 
 /// Subscribers per loopback source address (one address's ephemeral ports).
@@ -197,9 +197,9 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     let bar =
         report::progress(args.common.json, args.subscribers as u64, "subscribing [{bar:30}] {pos}/{len}");
     for (i, tally) in tallies.iter().enumerate() {
-        let socket = TcpSocket::new_v4()?;
-        socket.bind((sources[i % sources.len()], 0).into())?;
-        let tcp = socket.connect(args.addr).await.with_context(|| format!("connecting subscriber {i}"))?;
+        let tcp = connect_from(args.addr, Some(sources[i % sources.len()]))
+            .await
+            .with_context(|| format!("connecting subscriber {i}"))?;
         let ws = subscribe(args, tcp).await.with_context(|| format!("subscriber {i}"))?;
         let (tally, hist, delivered) = (tally.clone(), hist.clone(), delivered.clone());
         let flavour = args.target;

@@ -80,15 +80,7 @@ impl Target {
 
     /// Opens a TCP connection with `TCP_NODELAY`, from `source` if given.
     pub(crate) async fn connect(&self, source: Option<IpAddr>) -> io::Result<TcpStream> {
-        let stream = match source {
-            None => TcpStream::connect(self.addr).await?,
-            Some(ip) => {
-                let socket = if self.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-                defer_port_choice(&socket);
-                socket.bind(SocketAddr::new(ip, 0))?;
-                socket.connect(self.addr).await?
-            }
-        };
+        let stream = connect_from(self.addr, source).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
@@ -155,6 +147,18 @@ fn check_response(head: &[u8]) -> anyhow::Result<()> {
         bail!("the 101 response lacks the expected Sec-WebSocket-Accept");
     }
     Ok(())
+}
+
+/// Opens a TCP connection to `addr`, from the local address `source` if given
+/// (the port is chosen by `connect`, see [`defer_port_choice`]).
+pub(crate) async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    defer_port_choice(&socket);
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 /// Leaves the choice of the source port to `connect` (`IP_BIND_ADDRESS_NO_PORT`).
