@@ -76,6 +76,77 @@ fn show_frames_prints_each_frame_like_wireshark() {
     assert_eq!(line_after(err, "<-- Connection Close"), Some(close_dump), "{err}");
 }
 
+/// The bytes of a hex dump, from its lines (`    0010  58 59 ...  XY`) up to the first other line.
+fn dumped_bytes<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in lines {
+        let Some(rest) = line.strip_prefix("    ").filter(|r| r.len() > 6 && r.as_bytes()[4] == b' ') else {
+            break;
+        };
+        let Ok(_offset) = u32::from_str_radix(&rest[..4], 16) else { break };
+        // The hex column is 48 characters wide after the offset and two spaces.
+        let hex = &rest[6..rest.len().min(6 + 49)];
+        bytes.extend(hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex byte")));
+    }
+    bytes
+}
+
+#[test]
+fn deflate_is_negotiated_and_show_frames_prints_messages_inflated() {
+    let server = EchoServer::start(&[]);
+    // Longer than the 64-byte compression threshold, and sent twice: with
+    // context takeover the second is a back-reference into the first, so it
+    // inflates right only if each direction's context is kept.
+    let message = r#"{"channel":"ticker:BTC-USD","bid":"64123.51","ask":"64124.02","last":"64123.88"}"#;
+    let run =
+        connect(&[&server.url, "--deflate", "--show-frames", "-m", message, "-m", message], Input::Open);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, format!("{message}\n{message}\n"));
+    let err = &run.stderr;
+    assert!(
+        err.contains("    Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\n"),
+        "{err}"
+    );
+    assert!(err.contains(", extensions: permessage-deflate"), "{err}");
+    server.wait_for_log("connected, permessage-deflate");
+
+    for arrow in ["-->", "<--"] {
+        let frames: Vec<&str> = err.lines().filter(|l| l.starts_with(&format!("{arrow} Text"))).collect();
+        assert_eq!(frames.len(), 2, "{err}");
+        let mut wire_lengths = Vec::new();
+        for frame in &frames {
+            assert!(frame.contains(" RSV=100 opcode=0x1 "), "{frame}");
+            let len: usize = frame.rsplit("len=").next().and_then(|n| n.parse().ok()).expect("len");
+            wire_lengths.push(len);
+            let mut lines = err.lines().skip_while(|l| l != frame).skip(1);
+            // The wire dump (compressed), then the message inflated.
+            let wire = dumped_bytes(lines.by_ref().take_while(|l| !l.starts_with("    inflated")));
+            assert_eq!(wire.len(), len, "{err}");
+            let inflated_header = format!("    inflated message, {} bytes:", message.len());
+            let mut lines = err.lines().skip_while(|l| l != frame).skip_while(|l| *l != inflated_header);
+            assert!(lines.next().is_some(), "no {inflated_header:?} after {frame:?} in {err}");
+            assert_eq!(dumped_bytes(lines), message.as_bytes(), "{err}");
+        }
+        assert!(wire_lengths[0] < message.len(), "{wire_lengths:?}: compressed");
+        assert!(wire_lengths[1] < wire_lengths[0], "{wire_lengths:?}: the context was kept");
+    }
+}
+
+#[test]
+fn a_server_that_refuses_deflate_is_named_in_the_status() {
+    let server = EchoServer::start(&["--no-deflate"]);
+    let run = connect(&[&server.url, "--deflate", "--show-frames", "-m", "Hello"], Input::Open);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "Hello\n");
+    assert!(run.stderr.contains(", permessage-deflate declined by the server"), "{}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l == "<-- Text  FIN=1 RSV=000 opcode=0x1 MASK=0 len=5"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("inflated"), "{}", run.stderr);
+}
+
 #[test]
 fn hex_input_sends_binary_and_prints_hex() {
     let server = EchoServer::start(&[]);

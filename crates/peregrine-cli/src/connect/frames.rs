@@ -6,11 +6,19 @@
 //! decoder keeps at most one frame header and [`MAX_DUMP`] bytes of payload,
 //! whatever the frames declare, and stops (saying so) at bytes that are not a
 //! valid frame.
+//!
+//! When the server's 101 accepts permessage-deflate, compressed messages are
+//! also shown inflated, as Wireshark does: each direction keeps its own
+//! inflater, carried from message to message unless that side resets its
+//! context (`*_no_context_takeover`).
 
 use std::fmt::Write as _;
 
+use flate2::{Decompress, FlushDecompress};
 use peregrine::CloseCode;
+use peregrine::proto::extension::PERMESSAGE_DEFLATE;
 use peregrine::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
+use peregrine::proto::handshake::parse_extensions;
 use peregrine::proto::mask::apply_mask;
 
 /// Payload bytes shown per frame; the rest is counted, not kept.
@@ -19,6 +27,13 @@ pub const MAX_DUMP: usize = 4 << 10;
 const MAX_HEAD: usize = 16 << 10;
 /// Bytes per hex dump line.
 const DUMP_WIDTH: usize = 16;
+/// A message inflating to more than this stops the display's inflating (the
+/// connection's own limits apply to what it accepts): a few compressed bytes
+/// can stand for gigabytes.
+const MAX_INFLATED: u64 = 64 << 20;
+/// The empty block's tail that a sender strips from each compressed message
+/// (RFC 7692 §7.2.1) and a receiver puts back before inflating it.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Which way the bytes travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +71,82 @@ struct Current {
     remaining: u64,
     /// The first [`MAX_DUMP`] payload bytes, unmasked.
     dump: Vec<u8>,
+    /// The frame belongs to a compressed message.
+    compressed: bool,
+}
+
+/// What permessage-deflate the server's 101 accepted, for the display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The server resets its context after each message.
+    pub server_no_context_takeover: bool,
+    /// The client (we) resets its context after each message.
+    pub client_no_context_takeover: bool,
+}
+
+/// One direction's inflater and the compressed message going through it.
+#[derive(Debug)]
+struct Inflate {
+    /// A 15-bit window inflates what any smaller window compressed.
+    decompress: Decompress,
+    reset_each_message: bool,
+    /// The message in progress is compressed (its first frame had RSV1).
+    in_message: bool,
+    /// The first [`MAX_DUMP`] inflated bytes of the message, and the count of all.
+    shown: Vec<u8>,
+    total: u64,
+    /// Why inflating stopped for good (the context is lost after an error).
+    stopped: Option<String>,
+}
+
+impl Inflate {
+    fn new(reset_each_message: bool) -> Self {
+        Self {
+            decompress: Decompress::new(false),
+            reset_each_message,
+            in_message: false,
+            shown: Vec::new(),
+            total: 0,
+            stopped: None,
+        }
+    }
+
+    /// Inflates `input` (unmasked payload bytes), keeping what is shown.
+    fn feed(&mut self, mut input: &[u8]) {
+        let mut out = [0u8; 8 << 10];
+        while self.stopped.is_none() {
+            let (in_before, out_before) = (self.decompress.total_in(), self.decompress.total_out());
+            if let Err(e) = self.decompress.decompress(input, &mut out, FlushDecompress::Sync) {
+                self.stopped = Some(format!("inflating failed: {e}"));
+                break;
+            }
+            let consumed = (self.decompress.total_in() - in_before) as usize;
+            let produced = (self.decompress.total_out() - out_before) as usize;
+            let keep = MAX_DUMP.saturating_sub(self.shown.len()).min(produced);
+            self.shown.extend_from_slice(&out[..keep]);
+            self.total += produced as u64;
+            if self.total > MAX_INFLATED {
+                self.stopped =
+                    Some(format!("more than {MAX_INFLATED} bytes inflated; not inflating further"));
+            }
+            input = &input[consumed..];
+            // A full output buffer may mean more output is pending.
+            if (input.is_empty() && produced < out.len()) || (consumed == 0 && produced == 0) {
+                break;
+            }
+        }
+    }
+
+    /// Ends the message (the sender removed the final empty block's tail);
+    /// returns its inflated bytes to show and their total count.
+    fn finish(&mut self) -> (Vec<u8>, u64) {
+        self.feed(&DEFLATE_TAIL);
+        if self.reset_each_message {
+            self.decompress.reset(false);
+        }
+        self.in_message = false;
+        (std::mem::take(&mut self.shown), std::mem::take(&mut self.total))
+    }
 }
 
 /// Decodes one direction of a connection for display.
@@ -66,19 +157,42 @@ pub struct FrameDecoder {
     /// Header bytes of the next frame received so far (at most 14).
     pending: Vec<u8>,
     current: Option<Current>,
+    /// Set once the 101 accepted permessage-deflate.
+    inflate: Option<Inflate>,
+    /// What the 101 accepted, until [`FrameDecoder::take_negotiated`].
+    negotiated: Option<Negotiated>,
 }
 
 impl FrameDecoder {
     /// A decoder that expects an HTTP head first.
     #[must_use]
     pub fn new(direction: Direction) -> Self {
-        Self { direction, phase: Phase::Head(Vec::new()), pending: Vec::new(), current: None }
+        Self {
+            direction,
+            phase: Phase::Head(Vec::new()),
+            pending: Vec::new(),
+            current: None,
+            inflate: None,
+            negotiated: None,
+        }
     }
 
     /// A decoder that expects frames right away.
     #[cfg(test)]
     fn frames_only(direction: Direction) -> Self {
-        Self { direction, phase: Phase::Frames, pending: Vec::new(), current: None }
+        Self { phase: Phase::Frames, ..Self::new(direction) }
+    }
+
+    /// The permessage-deflate a 101 response accepted, once (a received
+    /// decoder finds it; the sent one is told with [`FrameDecoder::inflate`]).
+    pub fn take_negotiated(&mut self) -> Option<Negotiated> {
+        self.negotiated.take()
+    }
+
+    /// Shows compressed messages inflated from now on; `reset_each_message`
+    /// when their sender uses no context takeover.
+    pub fn inflate(&mut self, reset_each_message: bool) {
+        self.inflate = Some(Inflate::new(reset_each_message));
     }
 
     /// Feeds bytes that passed in this direction; returns the text to print
@@ -117,6 +231,12 @@ impl FrameDecoder {
         let text = String::from_utf8_lossy(&head[..end]).into_owned();
         write_head(out, self.direction, &text);
         let upgraded = self.direction == Direction::Sent || is_switching_protocols(&text);
+        if upgraded && self.direction == Direction::Received {
+            self.negotiated = negotiated_deflate(&text);
+            if let Some(negotiated) = self.negotiated {
+                self.inflate(negotiated.server_no_context_takeover);
+            }
+        }
         let rest = &data[taken - extra..];
         self.phase = if upgraded { Phase::Frames } else { Phase::Off };
         rest
@@ -132,7 +252,16 @@ impl FrameDecoder {
                 Ok(Some((header, len))) => {
                     data = &data[len - before..];
                     self.pending.clear();
-                    self.current = Some(Current { header, remaining: header.payload_len, dump: Vec::new() });
+                    let compressed = self.inflate.as_mut().is_some_and(|inflate| {
+                        match header.opcode {
+                            OpCode::Text | OpCode::Binary => inflate.in_message = header.rsv & 0b100 != 0,
+                            OpCode::Continuation => {}
+                            _ => return false,
+                        }
+                        inflate.in_message
+                    });
+                    self.current =
+                        Some(Current { header, remaining: header.payload_len, dump: Vec::new(), compressed });
                 }
                 Err(error) => {
                     let _ = writeln!(out, "{} [undecodable frame header: {error}]", self.direction.arrow());
@@ -155,13 +284,59 @@ impl FrameDecoder {
                 apply_mask(&mut current.dump[start..], key, start);
             }
         }
+        if current.compressed
+            && let Some(inflate) = self.inflate.as_mut()
+        {
+            let mut unmasked = chunk.to_vec();
+            if let Some(key) = current.header.mask {
+                let offset = (current.header.payload_len - current.remaining) as usize;
+                apply_mask(&mut unmasked, key, offset);
+            }
+            inflate.feed(&unmasked);
+        }
         current.remaining -= taken as u64;
         if current.remaining == 0 {
             describe(out, self.direction, &current.header, &current.dump);
+            let (compressed, fin) = (current.compressed, current.header.fin);
             self.current = None;
+            if compressed && fin {
+                self.describe_inflated(out);
+            }
         }
         &data[taken..]
     }
+
+    /// After the last frame of a compressed message: the message inflated.
+    fn describe_inflated(&mut self, out: &mut String) {
+        let Some(inflate) = self.inflate.as_mut() else { return };
+        let (shown, total) = inflate.finish();
+        if let Some(why) = &inflate.stopped {
+            let _ = writeln!(out, "    [{why}]");
+            self.inflate = None;
+            return;
+        }
+        let _ = writeln!(out, "    inflated message, {total} bytes:");
+        dump(out, &shown);
+        let hidden = total.saturating_sub(shown.len() as u64);
+        if hidden > 0 {
+            let _ = writeln!(out, "    ... {hidden} more bytes not shown (dumps stop at {MAX_DUMP} bytes)");
+        }
+    }
+}
+
+/// The permessage-deflate a 101 response head accepted, if any.
+fn negotiated_deflate(head: &str) -> Option<Negotiated> {
+    let values = head.split("\r\n").filter_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("Sec-WebSocket-Extensions").then_some(value.trim())
+    });
+    let accepted = parse_extensions(values).ok()?;
+    let deflate = accepted.iter().find(|e| e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))?;
+    let flag = |name: &str| deflate.params.iter().any(|(param, _)| param.eq_ignore_ascii_case(name));
+    Some(Negotiated {
+        server_no_context_takeover: flag("server_no_context_takeover"),
+        client_no_context_takeover: flag("client_no_context_takeover"),
+    })
 }
 
 /// Whether an HTTP response head is a `101 Switching Protocols`.
@@ -327,6 +502,103 @@ mod tests {
         let text = decoder.feed(&[0x83, 0x00, 0x81, 0x00]);
         assert!(text.starts_with("<-- [undecodable frame header: "), "{text}");
         assert_eq!(decoder.feed(&[0x81, 0x00]), "");
+    }
+
+    /// `text` compressed as one permessage-deflate message (tail stripped),
+    /// through `compress`, which keeps its context.
+    fn deflated(compress: &mut flate2::Compress, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        compress.compress_vec(text, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&DEFLATE_TAIL));
+        out.truncate(out.len() - DEFLATE_TAIL.len());
+        out
+    }
+
+    fn unmasked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut frame = vec![first_byte, payload.len() as u8];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    const DEFLATE_101: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+        Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n\r\n";
+
+    #[test]
+    fn compressed_messages_are_inflated_with_the_context_kept() {
+        let mut decoder = FrameDecoder::new(Direction::Received);
+        let head = decoder.feed(DEFLATE_101);
+        assert!(head.starts_with("<-- HTTP/1.1 101"), "{head}");
+        assert_eq!(
+            decoder.take_negotiated(),
+            Some(Negotiated { server_no_context_takeover: false, client_no_context_takeover: false })
+        );
+        let mut compress = flate2::Compress::new(flate2::Compression::new(6), false);
+        let first = deflated(&mut compress, b"Hello");
+        let second = deflated(&mut compress, b"Hello");
+        assert!(second.len() < first.len(), "a back-reference into the first message");
+        let text = decoder.feed(&unmasked_frame(0xc1, &first));
+        assert!(text.contains(" RSV=100 opcode=0x1 "), "{text}");
+        assert!(text.ends_with(
+            "    inflated message, 5 bytes:\n\
+             \x20   0000  48 65 6c 6c 6f                                    Hello\n"
+        ));
+        // Fragmented: RSV1 on the first frame only, inflated after the last.
+        let (a, b) = second.split_at(1);
+        let text = decoder.feed(&unmasked_frame(0x41, a));
+        assert!(!text.contains("inflated"), "{text}");
+        let text = decoder.feed(&[unmasked_frame(0x89, b"ping"), unmasked_frame(0x80, b)].concat());
+        assert!(text.contains("<-- Ping"), "{text}");
+        assert!(
+            text.ends_with(
+                "inflated message, 5 bytes:\n\
+             \x20   0000  48 65 6c 6c 6f                                    Hello\n"
+            ),
+            "{text}"
+        );
+        // An uncompressed message in between is shown as it is.
+        let text = decoder.feed(&unmasked_frame(0x81, b"raw"));
+        assert!(text.contains("RSV=000") && !text.contains("inflated"), "{text}");
+    }
+
+    #[test]
+    fn masked_compressed_frames_are_unmasked_before_inflating() {
+        let mut decoder = FrameDecoder::frames_only(Direction::Sent);
+        decoder.inflate(true);
+        let mut compress = flate2::Compress::new(flate2::Compression::new(6), false);
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        for _ in 0..2 {
+            // No context takeover: the compressor is reset after each message, and so is the display's.
+            let mut payload = deflated(&mut compress, b"Hello");
+            compress.reset();
+            apply_mask(&mut payload, key, 0);
+            let mut frame = vec![0xc1, 0x80 | payload.len() as u8];
+            frame.extend_from_slice(&key);
+            frame.extend_from_slice(&payload);
+            let text = decoder.feed(&frame);
+            assert!(text.contains("inflated message, 5 bytes:\n"), "{text}");
+            assert!(text.ends_with("Hello\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_does_not_inflate_stops_inflating() {
+        let mut decoder = FrameDecoder::frames_only(Direction::Received);
+        decoder.inflate(false);
+        let text = decoder.feed(&unmasked_frame(0xc1, &[0xff, 0xff, 0xff]));
+        assert!(text.contains("    [inflating failed: "), "{text}");
+        // The context is lost: later compressed frames are shown as they are.
+        let text = decoder.feed(&unmasked_frame(0xc1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]));
+        assert!(text.contains("RSV=100") && !text.contains("inflat"), "{text}");
+    }
+
+    #[test]
+    fn no_extension_header_means_no_inflating() {
+        let mut decoder = FrameDecoder::new(Direction::Received);
+        decoder.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(decoder.take_negotiated(), None);
+        assert!(negotiated_deflate("HTTP/1.1 101 x\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover\r\n\r\n")
+            .is_some_and(|n| n.server_no_context_takeover && !n.client_no_context_takeover));
     }
 
     #[test]

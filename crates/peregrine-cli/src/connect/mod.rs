@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use peregrine::proto::extension::DeflateConfig;
 use peregrine::tls::TlsConnector;
 use peregrine::{ClientBuilder, CloseCode, Config, Limits};
 
@@ -52,6 +53,7 @@ Examples:
   peregrine connect ws://127.0.0.1:9001
   echo '{\"type\":\"ping\"}' | peregrine connect wss://example.com/ws --token \"$TOKEN\"
   peregrine connect ws://localhost:9001 --show-frames -m hello
+  peregrine connect ws://localhost:9001 --deflate --show-frames -m hello
   peregrine connect wss://localhost:8443 --ca ca.pem --file image.png")]
 pub struct ConnectArgs {
     #[command(flatten)]
@@ -117,9 +119,14 @@ pub struct ConnectOptions {
     linger: Option<Duration>,
 
     /// Prints every frame both ways (header fields and a hex dump), and the
-    /// handshake, on stderr.
+    /// handshake, on stderr; compressed messages are also shown inflated.
     #[arg(long)]
     show_frames: bool,
+
+    /// Offers permessage-deflate (RFC 7692), as browsers do; the status line
+    /// says whether the server accepted it.
+    #[arg(long)]
+    deflate: bool,
 
     /// wss://: accepts any server certificate (testing only).
     #[arg(short = 'k', long)]
@@ -186,6 +193,9 @@ fn plan(args: &ConnectOptions, console: &Arc<Console>) -> anyhow::Result<Plan> {
     }
     if let Some(max) = args.max_message_size {
         config = config.limits(Limits::default().max_message_size(max).max_frame_size(max));
+    }
+    if args.deflate {
+        config = config.deflate(Some(DeflateConfig::default()));
     }
     let mut builder = ClientBuilder::new(args.url.clone()).config(config);
     let mut sent = diagnose::Sent { origin: args.origin.clone(), ..Default::default() };

@@ -44,6 +44,13 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
     if let Some(protocol) = response.protocol() {
         let _ = write!(status, ", subprotocol {protocol}");
     }
+    match response.header("Sec-WebSocket-Extensions") {
+        Some(extensions) => {
+            let _ = write!(status, ", extensions: {extensions}");
+        }
+        None if args.deflate => status.push_str(", permessage-deflate declined by the server"),
+        None => {}
+    }
     let (tx, rx) = mpsc::channel(64);
     let mut editor = None;
     let mut interactive = interactive;

@@ -95,6 +95,10 @@ impl<S> Tap<S> {
         self.capture.record(bytes);
         if let Some(show) = &mut self.show {
             let text = show.received.feed(bytes);
+            // Our frames are inflated for display too once the 101 says how.
+            if let Some(negotiated) = show.received.take_negotiated() {
+                show.sent.inflate(negotiated.client_no_context_takeover);
+            }
             if !text.is_empty() {
                 show.console.diag(&text);
             }
