@@ -597,8 +597,14 @@ mod tests {
         let mut decoder = FrameDecoder::new(Direction::Received);
         decoder.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!(decoder.take_negotiated(), None);
-        assert!(negotiated_deflate("HTTP/1.1 101 x\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover\r\n\r\n")
-            .is_some_and(|n| n.server_no_context_takeover && !n.client_no_context_takeover));
+        // Header names are case-insensitive; the flags are read per side.
+        let head = "HTTP/1.1 101 x\r\nsec-websocket-extensions: permessage-deflate; \
+                    server_no_context_takeover\r\n\r\n";
+        let negotiated = negotiated_deflate(head);
+        assert_eq!(
+            negotiated,
+            Some(Negotiated { server_no_context_takeover: true, client_no_context_takeover: false })
+        );
     }
 
     #[test]

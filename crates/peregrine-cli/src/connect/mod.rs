@@ -53,7 +53,7 @@ Examples:
   peregrine connect ws://127.0.0.1:9001
   echo '{\"type\":\"ping\"}' | peregrine connect wss://example.com/ws --token \"$TOKEN\"
   peregrine connect ws://localhost:9001 --show-frames -m hello
-  peregrine connect ws://localhost:9001 --deflate --show-frames -m hello
+  peregrine connect ws://localhost:9001 --deflate --show-frames -m \"$(cat event.json)\"
   peregrine connect wss://localhost:8443 --ca ca.pem --file image.png")]
 pub struct ConnectArgs {
     #[command(flatten)]
@@ -124,7 +124,8 @@ pub struct ConnectOptions {
     show_frames: bool,
 
     /// Offers permessage-deflate (RFC 7692), as browsers do; the status line
-    /// says whether the server accepted it.
+    /// says whether the server accepted it. Messages under 64 bytes are sent
+    /// uncompressed.
     #[arg(long)]
     deflate: bool,
 
