@@ -7,6 +7,11 @@ use super::error::HandshakeError;
 use super::extension_header::{ExtensionOffer, encode_extensions};
 use super::http::{self, check_header};
 
+/// The bytes of a 101 head besides the accept key and the optional headers:
+/// the status line, `Upgrade` and `Connection`, the name of
+/// `Sec-WebSocket-Accept` with its line end, and the final empty line.
+const RESPONSE_HEAD_LEN: usize = 34 + 20 + 21 + 24 + 2;
+
 /// Headers [`AcceptResponse`] writes itself.
 const ACCEPT_RESERVED: &[&str] = &[
     "Upgrade",
@@ -90,6 +95,13 @@ impl AcceptResponse {
         for (name, value) in &self.headers {
             check_header(name, value, ACCEPT_RESERVED)?;
         }
+        // One allocation for the whole head (growing from empty took three).
+        let caller_headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let optional = self.protocol.as_ref().map_or(0, |p| p.len() + 26)
+            + extensions.as_ref().map_or(0, |e| e.len() + 28);
+        let len = RESPONSE_HEAD_LEN + self.accept.len() + optional + caller_headers;
+        dst.reserve(len);
+        let start = dst.len();
         dst.put_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
         http::put_header(dst, "Upgrade", "websocket");
         http::put_header(dst, "Connection", "Upgrade");
@@ -104,6 +116,7 @@ impl AcceptResponse {
             http::put_header(dst, name, value);
         }
         dst.put_slice(b"\r\n");
+        debug_assert_eq!(dst.len() - start, len, "the reservation is the head's exact length");
         Ok(())
     }
 

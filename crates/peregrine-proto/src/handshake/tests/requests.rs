@@ -43,6 +43,23 @@ fn valid_request_exposes_its_fields() {
 }
 
 #[test]
+fn repeated_and_non_utf8_fields_keep_their_order_and_bytes() {
+    let mut bytes = Head::request().add("X-Tag", "one").add("x-tag", "two").bytes();
+    // A value with obs-text (not UTF-8), inserted before the empty line.
+    let end = bytes.len() - 2;
+    bytes.splice(end..end, b"X-Raw: caf\xe9\r\n".iter().copied());
+    let request = Request::parse(&bytes).unwrap().unwrap();
+    let headers = request.headers();
+    assert_eq!(headers.get_all("X-TAG").collect::<Vec<_>>(), [b"one".as_slice(), b"two"]);
+    assert_eq!(headers.count("x-tag"), 2);
+    assert_eq!(headers.get("X-Raw"), None, "not UTF-8");
+    assert_eq!(headers.get_bytes("x-raw"), Some(b"caf\xe9".as_slice()));
+    let fields: Vec<(&str, &[u8])> = headers.iter().skip(headers.len() - 3).collect();
+    assert_eq!(fields, [("X-Tag", b"one".as_slice()), ("x-tag", b"two"), ("X-Raw", b"caf\xe9")]);
+    assert!(headers.has_token("Connection", "UPGRADE"));
+}
+
+#[test]
 fn origin_is_optional() {
     assert_eq!(parse(Head::request().remove("Origin")).origin(), None);
 }
