@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use flate2::{Decompress, FlushDecompress};
 use peregrine::CloseCode;
-use peregrine::proto::extension::PERMESSAGE_DEFLATE;
+use peregrine::proto::extension::{DeflateConfig, DeflateParams};
 use peregrine::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use peregrine::proto::handshake::parse_extensions;
 use peregrine::proto::mask::apply_mask;
@@ -75,15 +75,6 @@ struct Current {
     compressed: bool,
 }
 
-/// What permessage-deflate the server's 101 accepted, for the display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Negotiated {
-    /// The server resets its context after each message.
-    pub server_no_context_takeover: bool,
-    /// The client (we) resets its context after each message.
-    pub client_no_context_takeover: bool,
-}
-
 /// One direction's inflater and the compressed message going through it.
 #[derive(Debug)]
 struct Inflate {
@@ -97,6 +88,8 @@ struct Inflate {
     total: u64,
     /// Why inflating stopped for good (the context is lost after an error).
     stopped: Option<String>,
+    /// The last chunk of payload unmasked, kept for its capacity.
+    unmasked: Vec<u8>,
 }
 
 impl Inflate {
@@ -108,6 +101,7 @@ impl Inflate {
             shown: Vec::new(),
             total: 0,
             stopped: None,
+            unmasked: Vec::new(),
         }
     }
 
@@ -160,7 +154,7 @@ pub struct FrameDecoder {
     /// Set once the 101 accepted permessage-deflate.
     inflate: Option<Inflate>,
     /// What the 101 accepted, until [`FrameDecoder::take_negotiated`].
-    negotiated: Option<Negotiated>,
+    negotiated: Option<DeflateParams>,
 }
 
 impl FrameDecoder {
@@ -185,7 +179,7 @@ impl FrameDecoder {
 
     /// The permessage-deflate a 101 response accepted, once (a received
     /// decoder finds it; the sent one is told with [`FrameDecoder::inflate`]).
-    pub fn take_negotiated(&mut self) -> Option<Negotiated> {
+    pub fn take_negotiated(&mut self) -> Option<DeflateParams> {
         self.negotiated.take()
     }
 
@@ -233,8 +227,8 @@ impl FrameDecoder {
         let upgraded = self.direction == Direction::Sent || is_switching_protocols(&text);
         if upgraded && self.direction == Direction::Received {
             self.negotiated = negotiated_deflate(&text);
-            if let Some(negotiated) = self.negotiated {
-                self.inflate(negotiated.server_no_context_takeover);
+            if let Some(server_resets) = self.negotiated.as_ref().map(|n| n.server_no_context_takeover) {
+                self.inflate(server_resets);
             }
         }
         let rest = &data[taken - extra..];
@@ -287,12 +281,15 @@ impl FrameDecoder {
         if current.compressed
             && let Some(inflate) = self.inflate.as_mut()
         {
-            let mut unmasked = chunk.to_vec();
+            let mut unmasked = std::mem::take(&mut inflate.unmasked);
+            unmasked.clear();
+            unmasked.extend_from_slice(chunk);
             if let Some(key) = current.header.mask {
                 let offset = (current.header.payload_len - current.remaining) as usize;
                 apply_mask(&mut unmasked, key, offset);
             }
             inflate.feed(&unmasked);
+            inflate.unmasked = unmasked;
         }
         current.remaining -= taken as u64;
         if current.remaining == 0 {
@@ -324,19 +321,15 @@ impl FrameDecoder {
     }
 }
 
-/// The permessage-deflate a 101 response head accepted, if any.
-fn negotiated_deflate(head: &str) -> Option<Negotiated> {
+/// The permessage-deflate a 101 response head accepted, if any, checked as
+/// the connection checks it (`connect --deflate` offers the default).
+fn negotiated_deflate(head: &str) -> Option<DeflateParams> {
     let values = head.split("\r\n").filter_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.trim().eq_ignore_ascii_case("Sec-WebSocket-Extensions").then_some(value.trim())
     });
     let accepted = parse_extensions(values).ok()?;
-    let deflate = accepted.iter().find(|e| e.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))?;
-    let flag = |name: &str| deflate.params.iter().any(|(param, _)| param.eq_ignore_ascii_case(name));
-    Some(Negotiated {
-        server_no_context_takeover: flag("server_no_context_takeover"),
-        client_no_context_takeover: flag("client_no_context_takeover"),
-    })
+    DeflateConfig::default().check_response(&accepted).ok()?
 }
 
 /// Whether an HTTP response head is a `101 Switching Protocols`.
@@ -529,10 +522,9 @@ mod tests {
         let mut decoder = FrameDecoder::new(Direction::Received);
         let head = decoder.feed(DEFLATE_101);
         assert!(head.starts_with("<-- HTTP/1.1 101"), "{head}");
-        assert_eq!(
-            decoder.take_negotiated(),
-            Some(Negotiated { server_no_context_takeover: false, client_no_context_takeover: false })
-        );
+        let negotiated =
+            decoder.take_negotiated().map(|n| (n.server_no_context_takeover, n.client_no_context_takeover));
+        assert_eq!(negotiated, Some((false, false)));
         let mut compress = flate2::Compress::new(flate2::Compression::new(6), false);
         let first = deflated(&mut compress, b"Hello");
         let second = deflated(&mut compress, b"Hello");
@@ -596,15 +588,13 @@ mod tests {
     fn no_extension_header_means_no_inflating() {
         let mut decoder = FrameDecoder::new(Direction::Received);
         decoder.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
-        assert_eq!(decoder.take_negotiated(), None);
+        assert!(decoder.take_negotiated().is_none());
         // Header names are case-insensitive; the flags are read per side.
         let head = "HTTP/1.1 101 x\r\nsec-websocket-extensions: permessage-deflate; \
                     server_no_context_takeover\r\n\r\n";
-        let negotiated = negotiated_deflate(head);
-        assert_eq!(
-            negotiated,
-            Some(Negotiated { server_no_context_takeover: true, client_no_context_takeover: false })
-        );
+        let negotiated =
+            negotiated_deflate(head).map(|n| (n.server_no_context_takeover, n.client_no_context_takeover));
+        assert_eq!(negotiated, Some((true, false)));
     }
 
     #[test]

@@ -296,9 +296,14 @@ pub(super) fn check_value(name: &str, value: &str) -> Result<(), HandshakeError>
     Ok(())
 }
 
+/// The bytes [`put_header`] writes.
+pub(super) fn header_len(name: &str, value: &str) -> usize {
+    name.len() + ": ".len() + value.len() + "\r\n".len()
+}
+
 /// Appends `name: value\r\n`; the caller has validated both.
 pub(super) fn put_header(dst: &mut BytesMut, name: &str, value: &str) {
-    dst.reserve(name.len() + value.len() + 4);
+    dst.reserve(header_len(name, value));
     dst.put_slice(name.as_bytes());
     dst.put_slice(b": ");
     dst.put_slice(value.as_bytes());

@@ -7,10 +7,8 @@ use super::error::HandshakeError;
 use super::extension_header::{ExtensionOffer, encode_extensions};
 use super::http::{self, check_header};
 
-/// The bytes of a 101 head besides the accept key and the optional headers:
-/// the status line, `Upgrade` and `Connection`, the name of
-/// `Sec-WebSocket-Accept` with its line end, and the final empty line.
-const RESPONSE_HEAD_LEN: usize = 34 + 20 + 21 + 24 + 2;
+/// The first line of every accepting response.
+const STATUS_LINE: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n";
 
 /// Headers [`AcceptResponse`] writes itself.
 const ACCEPT_RESERVED: &[&str] = &[
@@ -95,24 +93,20 @@ impl AcceptResponse {
         for (name, value) in &self.headers {
             check_header(name, value, ACCEPT_RESERVED)?;
         }
+        let fixed =
+            [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", &self.accept)];
+        let optional = [
+            self.protocol.as_deref().map(|protocol| ("Sec-WebSocket-Protocol", protocol)),
+            extensions.as_deref().map(|extensions| ("Sec-WebSocket-Extensions", extensions)),
+        ];
+        let caller = self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        let headers = fixed.into_iter().chain(optional.into_iter().flatten()).chain(caller);
         // One allocation for the whole head (growing from empty took three).
-        let caller_headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-        let optional = self.protocol.as_ref().map_or(0, |p| p.len() + 26)
-            + extensions.as_ref().map_or(0, |e| e.len() + 28);
-        let len = RESPONSE_HEAD_LEN + self.accept.len() + optional + caller_headers;
+        let len = STATUS_LINE.len() + headers.clone().map(|(n, v)| http::header_len(n, v)).sum::<usize>() + 2;
         dst.reserve(len);
         let start = dst.len();
-        dst.put_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        http::put_header(dst, "Upgrade", "websocket");
-        http::put_header(dst, "Connection", "Upgrade");
-        http::put_header(dst, "Sec-WebSocket-Accept", &self.accept);
-        if let Some(protocol) = &self.protocol {
-            http::put_header(dst, "Sec-WebSocket-Protocol", protocol);
-        }
-        if let Some(extensions) = &extensions {
-            http::put_header(dst, "Sec-WebSocket-Extensions", extensions);
-        }
-        for (name, value) in &self.headers {
+        dst.put_slice(STATUS_LINE);
+        for (name, value) in headers {
             http::put_header(dst, name, value);
         }
         dst.put_slice(b"\r\n");
