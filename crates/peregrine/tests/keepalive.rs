@@ -159,6 +159,78 @@ async fn traffic_from_the_peer_postpones_pings() {
     assert_eq!(peer.await.unwrap(), vec![OP_CLOSE], "only the close reply, no ping");
 }
 
+/// A peer that sends a burst of messages, one per `gap`, then goes silent
+/// and only answers pings. Returns when the ping arrived after its last message.
+async fn burst_then_silence(addr: std::net::SocketAddr, messages: u8, gap: Duration) -> Duration {
+    let (mut tcp, leftover) = raw::client(addr).await;
+    for i in 0..messages {
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, &raw::masked(raw::OP_BINARY, &[i])).await.unwrap();
+        tokio::time::sleep(gap).await;
+    }
+    let silent_since = Instant::now();
+    let mut frames = FrameReader::new(leftover);
+    let ping = timeout(PATIENCE, frames.next(&mut tcp)).await.expect("a ping in time").expect("a frame");
+    assert_eq!(ping.opcode, OP_PING);
+    silent_since.elapsed()
+}
+
+#[tokio::test]
+async fn a_busy_connection_that_falls_silent_is_pinged_an_interval_later() {
+    // Each message wakes the connection without the keepalive timer firing:
+    // the timer must stay armed through all those wake-ups (it is not polled
+    // again on each) and fire once the peer falls silent.
+    const INTERVAL: Duration = Duration::from_millis(300);
+    let (listener, addr) = raw::listener().await;
+    let peer = tokio::spawn(burst_then_silence(addr, 50, INTERVAL / 25));
+    let (tcp, _) = listener.accept().await.unwrap();
+    let config = Config::default().ping_interval(Some(INTERVAL)).ping_timeout(PATIENCE);
+    let mut ws = peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await.unwrap();
+    for i in 0..50u8 {
+        let message = timeout(PATIENCE, ws.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(message, Message::binary(vec![i]));
+    }
+    // Keep reading in this same task (the ping goes out from inside recv)
+    // until the peer has it.
+    let mut peer = peer;
+    let silence = timeout(PATIENCE, async {
+        loop {
+            tokio::select! {
+                silence = &mut peer => break silence.unwrap(),
+                event = ws.recv() => assert!(matches!(event, Some(Ok(_))), "{event:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the peer was pinged");
+    assert!(silence + EARLY >= INTERVAL, "pinged {silence:?} after the last message, before the interval");
+    assert!(silence < INTERVAL + LATE, "pinged {silence:?} after the last message, long after the interval");
+}
+
+#[tokio::test]
+async fn a_connection_moved_to_another_task_still_pings() {
+    // The timer wakes the task that polled it last. Read in one task, then
+    // hand the socket to another: that one must be woken when a ping is due.
+    const INTERVAL: Duration = Duration::from_millis(300);
+    let (listener, addr) = raw::listener().await;
+    let peer = tokio::spawn(burst_then_silence(addr, 3, INTERVAL / 10));
+    let (tcp, _) = listener.accept().await.unwrap();
+    let config = Config::default().ping_interval(Some(INTERVAL)).ping_timeout(PATIENCE);
+    let ws = peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await.unwrap();
+    let first_reader = tokio::spawn(async move {
+        let mut ws = ws;
+        for i in 0..3u8 {
+            let message = timeout(PATIENCE, ws.recv()).await.unwrap().unwrap().unwrap();
+            assert_eq!(message, Message::binary(vec![i]));
+        }
+        ws
+    });
+    let mut ws = first_reader.await.unwrap();
+    let reading = tokio::spawn(async move { while let Some(Ok(_)) = ws.recv().await {} });
+    let silence = timeout(PATIENCE, peer).await.expect("the peer was pinged").unwrap();
+    assert!(silence < INTERVAL + LATE, "pinged {silence:?} after the last message, long after the interval");
+    reading.abort();
+}
+
 #[tokio::test]
 async fn after_giving_up_the_stream_ends_even_with_unsent_data() {
     // The typical vanished peer: it stopped reading, so the data we sent it
