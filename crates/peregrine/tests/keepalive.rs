@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use peregrine::{ClientBuilder, CloseCode, Config, Error, Message, TimeoutKind};
 use raw::{FrameReader, OP_CLOSE, OP_PING, PATIENCE};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const INTERVAL: Duration = Duration::from_millis(300);
@@ -160,18 +161,46 @@ async fn traffic_from_the_peer_postpones_pings() {
 }
 
 /// A peer that sends a burst of messages, one per `gap`, then goes silent
-/// and only answers pings. Returns when the ping arrived after its last message.
-async fn burst_then_silence(addr: std::net::SocketAddr, messages: u8, gap: Duration) -> Duration {
+/// and waits for a ping. Returns when the ping arrived after its last message,
+/// and the connection, kept open so the server sees no drop.
+async fn burst_then_silence(
+    addr: std::net::SocketAddr,
+    messages: u8,
+    gap: Duration,
+) -> (Duration, TcpStream) {
     let (mut tcp, leftover) = raw::client(addr).await;
+    let mut silent_since = Instant::now();
     for i in 0..messages {
         tokio::io::AsyncWriteExt::write_all(&mut tcp, &raw::masked(raw::OP_BINARY, &[i])).await.unwrap();
+        silent_since = Instant::now();
         tokio::time::sleep(gap).await;
     }
-    let silent_since = Instant::now();
     let mut frames = FrameReader::new(leftover);
     let ping = timeout(PATIENCE, frames.next(&mut tcp)).await.expect("a ping in time").expect("a frame");
     assert_eq!(ping.opcode, OP_PING);
-    silent_since.elapsed()
+    (silent_since.elapsed(), tcp)
+}
+
+const BURST_INTERVAL: Duration = Duration::from_millis(300);
+
+/// A server connection with keepalive every `BURST_INTERVAL`, whose peer
+/// runs [`burst_then_silence`].
+async fn accept_burst(
+    messages: u8,
+    gap: Duration,
+) -> (peregrine::WebSocket<TcpStream>, tokio::task::JoinHandle<(Duration, TcpStream)>) {
+    let (listener, addr) = raw::listener().await;
+    let peer = tokio::spawn(burst_then_silence(addr, messages, gap));
+    let (tcp, _) = listener.accept().await.unwrap();
+    let config = Config::default().ping_interval(Some(BURST_INTERVAL)).ping_timeout(PATIENCE);
+    (peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await.unwrap(), peer)
+}
+
+async fn receive_burst(ws: &mut peregrine::WebSocket<TcpStream>, messages: u8) {
+    for i in 0..messages {
+        let message = timeout(PATIENCE, ws.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(message, Message::binary(vec![i]));
+    }
 }
 
 #[tokio::test]
@@ -179,20 +208,12 @@ async fn a_busy_connection_that_falls_silent_is_pinged_an_interval_later() {
     // Each message wakes the connection without the keepalive timer firing:
     // the timer must stay armed through all those wake-ups (it is not polled
     // again on each) and fire once the peer falls silent.
-    const INTERVAL: Duration = Duration::from_millis(300);
-    let (listener, addr) = raw::listener().await;
-    let peer = tokio::spawn(burst_then_silence(addr, 50, INTERVAL / 25));
-    let (tcp, _) = listener.accept().await.unwrap();
-    let config = Config::default().ping_interval(Some(INTERVAL)).ping_timeout(PATIENCE);
-    let mut ws = peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await.unwrap();
-    for i in 0..50u8 {
-        let message = timeout(PATIENCE, ws.recv()).await.unwrap().unwrap().unwrap();
-        assert_eq!(message, Message::binary(vec![i]));
-    }
+    let (mut ws, peer) = accept_burst(50, BURST_INTERVAL / 25).await;
+    receive_burst(&mut ws, 50).await;
     // Keep reading in this same task (the ping goes out from inside recv)
     // until the peer has it.
     let mut peer = peer;
-    let silence = timeout(PATIENCE, async {
+    let (silence, _tcp) = timeout(PATIENCE, async {
         loop {
             tokio::select! {
                 silence = &mut peer => break silence.unwrap(),
@@ -202,32 +223,33 @@ async fn a_busy_connection_that_falls_silent_is_pinged_an_interval_later() {
     })
     .await
     .expect("the peer was pinged");
-    assert!(silence + EARLY >= INTERVAL, "pinged {silence:?} after the last message, before the interval");
-    assert!(silence < INTERVAL + LATE, "pinged {silence:?} after the last message, long after the interval");
+    assert!(
+        silence + EARLY >= BURST_INTERVAL,
+        "pinged {silence:?} after the last message, before the interval"
+    );
+    assert!(
+        silence < BURST_INTERVAL + LATE,
+        "pinged {silence:?} after the last message, long after the interval"
+    );
 }
 
 #[tokio::test]
 async fn a_connection_moved_to_another_task_still_pings() {
     // The timer wakes the task that polled it last. Read in one task, then
     // hand the socket to another: that one must be woken when a ping is due.
-    const INTERVAL: Duration = Duration::from_millis(300);
-    let (listener, addr) = raw::listener().await;
-    let peer = tokio::spawn(burst_then_silence(addr, 3, INTERVAL / 10));
-    let (tcp, _) = listener.accept().await.unwrap();
-    let config = Config::default().ping_interval(Some(INTERVAL)).ping_timeout(PATIENCE);
-    let ws = peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await.unwrap();
+    let (ws, peer) = accept_burst(3, BURST_INTERVAL / 10).await;
     let first_reader = tokio::spawn(async move {
         let mut ws = ws;
-        for i in 0..3u8 {
-            let message = timeout(PATIENCE, ws.recv()).await.unwrap().unwrap().unwrap();
-            assert_eq!(message, Message::binary(vec![i]));
-        }
+        receive_burst(&mut ws, 3).await;
         ws
     });
     let mut ws = first_reader.await.unwrap();
     let reading = tokio::spawn(async move { while let Some(Ok(_)) = ws.recv().await {} });
-    let silence = timeout(PATIENCE, peer).await.expect("the peer was pinged").unwrap();
-    assert!(silence < INTERVAL + LATE, "pinged {silence:?} after the last message, long after the interval");
+    let (silence, _tcp) = timeout(PATIENCE, peer).await.expect("the peer was pinged").unwrap();
+    assert!(
+        silence < BURST_INTERVAL + LATE,
+        "pinged {silence:?} after the last message, long after the interval"
+    );
     reading.abort();
 }
 
