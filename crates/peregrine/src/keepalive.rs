@@ -100,6 +100,12 @@ impl Keepalive {
         }
     }
 
+    /// No timer until one is armed again (and no waker kept for it).
+    fn disarm(&mut self) {
+        self.sleep = None;
+        self.polled_with = None;
+    }
+
     /// Whether the close deadline has passed.
     pub(crate) fn close_expired(&self) -> bool {
         self.close_deadline.is_some_and(|deadline| Instant::now() >= deadline)
@@ -141,12 +147,12 @@ impl Keepalive {
                 continue;
             }
             let Some(interval) = self.interval else {
-                self.sleep = None;
+                self.disarm();
                 return Poll::Pending;
             };
             if let Some(reads_at_ping) = self.reads_at_ping {
                 if self.reads == reads_at_ping {
-                    self.sleep = None;
+                    self.disarm();
                     return Poll::Ready(Tick::TimedOut(TimeoutKind::Keepalive));
                 }
                 self.reads_at_ping = None;
