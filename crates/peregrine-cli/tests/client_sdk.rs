@@ -190,10 +190,14 @@ async fn restart_with_200_clients(graceful: bool) {
     let ack = clients[0].0.publish("news:restart", json!("before")).await.unwrap();
     let old_epoch = ack.epoch.expect("positioned channel");
 
-    // Each client: when did it reconnect, and did it hear of the new epoch?
+    // Each client: when did it reconnect, and did it hear of the new epoch? Each also says
+    // when it has the publication: the server is stopped only after all 200 have it, since
+    // a killed server loses whatever fan-out it had not written yet (and its history).
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watchers = Vec::new();
     for (client, mut sub) in clients {
         let mut events = client.events();
+        let seen_tx = seen_tx.clone();
         watchers.push(tokio::spawn(async move {
             let mut saw_publication = false;
             let mut disconnected = false;
@@ -213,6 +217,7 @@ async fn restart_with_200_clients(graceful: bool) {
                             assert_eq!(p.data, json!("before"));
                             assert!(reset.is_none(), "nothing new was published");
                             saw_publication = true;
+                            seen_tx.send(()).unwrap();
                         }
                         SubscriptionEvent::Subscribed { .. } => {}
                         event @ SubscriptionEvent::Reset { .. } if disconnected => reset = Some(event),
@@ -224,6 +229,10 @@ async fn restart_with_200_clients(graceful: bool) {
             assert!(saw_publication);
             (client, sub, reconnected, reset)
         }));
+    }
+
+    for _ in 0..CLIENTS {
+        tokio::time::timeout(WAIT, seen_rx.recv()).await.unwrap().unwrap();
     }
 
     let stopped = Instant::now();
