@@ -33,6 +33,15 @@ const EAGER_READ: usize = 1 << 20;
 /// An idle connection holds no read buffer: its reads go to the stack while
 /// they are small, and the heap buffer holds only what arrived.
 const STACK_READ: usize = 4 << 10;
+/// Most bytes taken from the transport in one read, whatever room there is.
+/// A large frame still lands in one allocation, but in reads of this size:
+/// with reads of up to the whole frame, a 4 x 1 MiB echo ran at 3,940
+/// msgs/s and 250 µs of server CPU per message, with reads of at most
+/// 128 KiB at 5,374 msgs/s and 180 µs (fastwebsockets 5,332 and 181,
+/// tokio-websockets 5,577 and 176; medians of ten interleaved rounds). 64 KiB
+/// measured 5,100. Each read's bytes are unmasked at once, while they are
+/// still in cache, and the socket is not locked through a megabyte-long copy.
+const MAX_READ: usize = 128 << 10;
 /// Most slices written in one vectored write.
 const MAX_IOVECS: usize = 32;
 
@@ -287,7 +296,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // extra read is spent finding the socket empty.
             buf.reserve(room + READ_CHUNK / 2);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, buf)
+        let mut capped = bytes::BufMut::limit(buf, MAX_READ);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut capped)
     }
 
     /// Writes out everything pending, in vectored writes.
@@ -395,5 +405,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.conn.close(code, reason)?;
         self.keepalive.start_close_timer(self.close_timeout);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::WebSocket;
+
+    /// A transport that records the largest read it was asked for.
+    struct Recording {
+        inner: DuplexStream,
+        largest_read: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Recording {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.largest_read.fetch_max(buf.remaining(), Ordering::Relaxed);
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Recording {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_read_in_pieces_of_at_most_max_read() {
+        let (client_io, server_io) = tokio::io::duplex(4 << 20);
+        let largest_read = Arc::new(AtomicUsize::new(0));
+        let config = Config::default();
+        let mut client = WebSocket::from_raw(client_io, Role::Client, &config, &[]);
+        let recording = Recording { inner: server_io, largest_read: largest_read.clone() };
+        let mut server = WebSocket::from_raw(recording, Role::Server, &config, &[]);
+        let payload: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let sending = tokio::spawn(async move {
+            client.send(Message::binary(payload)).await.unwrap();
+            client
+        });
+        let Some(Ok(Message::Binary(received))) = server.recv().await else { panic!("no message") };
+        let _client = sending.await.unwrap();
+        assert_eq!(received.len(), 3 << 20);
+        assert!(received.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "payload intact");
+        let largest = largest_read.load(Ordering::Relaxed);
+        assert!(largest <= MAX_READ, "a read asked for {largest} bytes");
+        assert!(largest >= MAX_READ / 2, "reads were not sized for the frame: {largest}");
     }
 }
