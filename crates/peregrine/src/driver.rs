@@ -292,8 +292,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         let room = wanted.clamp(READ_CHUNK / 2, EAGER_READ.max(buf.len()));
         if buf.capacity() - buf.len() < room {
-            // A little more than needed, so the read comes back short and no
-            // extra read is spent finding the socket empty.
+            // The whole frame in one allocation, and a little more, so that a
+            // read under MAX_READ comes back short and no extra read is spent
+            // finding the socket empty.
             buf.reserve(room + READ_CHUNK / 2);
         }
         let mut capped = bytes::BufMut::limit(buf, MAX_READ);
