@@ -27,8 +27,7 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Run an echo server (ws:// or wss://) for tests and demos.
     Echo(echo::EchoArgs),
-    /// Measure a WebSocket server: throughput and latency, idle connections,
-    /// handshakes per second.
+    // No doc comment here: it would replace the long help that `BenchArgs` sets.
     Bench(bench::BenchArgs),
     /// Run the realtime server: channels, ordered and recoverable delivery,
     /// auth, limits, HTTP API, /metrics.

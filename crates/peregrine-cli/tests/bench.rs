@@ -14,6 +14,22 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// An echo server on a free port, on its own thread and runtime, for the
 /// rest of the test process. The server's pid is the test's own.
 fn echo_server() -> SocketAddr {
+    ws_server(peregrine::Config::default(), |mut ws| async move {
+        while let Some(Ok(message)) = ws.recv().await {
+            if message.is_data() && ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// A WebSocket server on a free port whose connections are handed to
+/// `handle`, on its own thread and runtime.
+fn ws_server<F, Fut>(config: peregrine::Config, handle: F) -> SocketAddr
+where
+    F: Fn(peregrine::WebSocket<tokio::net::TcpStream>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -23,17 +39,31 @@ fn echo_server() -> SocketAddr {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (config, handle) = (config.clone(), handle.clone());
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
-                    let Ok(mut ws) = peregrine::accept(tcp).await else { return };
-                    while let Some(Ok(message)) = ws.recv().await {
-                        if message.is_data() && ws.send(message).await.is_err() {
-                            break;
-                        }
+                    if let Ok(ws) = peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await {
+                        handle(ws).await;
                     }
                 });
             }
         });
+    });
+    addr
+}
+
+/// A server that accepts connections and reads the request, but never
+/// answers it.
+fn silent_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            held.push(stream);
+        }
     });
     addr
 }
@@ -258,10 +288,131 @@ fn a_refused_handshake_is_reported() {
     let (ok, _, stderr) = bench(&["echo", &url, "--connections", "1", "--duration", "0.2", "--warmup", "0"]);
     assert!(!ok);
     assert!(stderr.contains("404 Not Found"), "{stderr}");
+    // Nothing measured: the figures still print, and the exit status says so.
     let (ok, json, stderr) =
         bench(&["handshake", &url, "--concurrency", "1", "--duration", "0.3", "--warmup", "0"]);
-    assert!(ok, "{stderr}");
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("no handshake completed"), "{stderr}");
     let json = json.expect("JSON on stdout");
     assert_eq!(json["handshakes"], 0);
     assert!(json["errors"].as_u64().expect("errors") > 0, "{json}");
+    assert!(json["error_samples"][0].as_str().expect("a sample").contains("404 Not Found"), "{json}");
+}
+
+#[test]
+fn a_server_that_never_answers_the_handshake_times_out_in_every_scenario() {
+    let url = url(silent_server());
+    let timeout = ["--connect-timeout", "0.5"];
+    let started = Instant::now();
+    let (ok, _, stderr) = bench(&[&["echo", &url, "-c", "2", "-d", "0.5", "-w", "0"][..], &timeout].concat());
+    assert!(!ok);
+    assert!(stderr.contains("within 0.5s (--connect-timeout)"), "{stderr}");
+    let (ok, json, stderr) = bench(&[&["idle", &url, "-c", "3", "--hold", "0.1"][..], &timeout].concat());
+    assert!(!ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!((json["opened"].as_u64(), json["errors"].as_u64()), (Some(0), Some(3)), "{json}");
+    let (ok, json, stderr) =
+        bench(&[&["handshake", &url, "-c", "2", "-d", "1", "-w", "0"][..], &timeout].concat());
+    assert!(!ok, "{stderr}");
+    assert!(json.expect("JSON on stdout")["errors"].as_u64() >= Some(2));
+    assert!(started.elapsed() < RUN_LIMIT, "took {:?}", started.elapsed());
+}
+
+#[test]
+fn answers_that_are_not_echoes_fail_the_connection() {
+    // Half the payload back: the length is checked.
+    let short = ws_server(peregrine::Config::default(), |mut ws| async move {
+        while let Some(Ok(message)) = ws.recv().await {
+            let half = message.payload()[..message.payload().len() / 2].to_vec();
+            if ws.send(peregrine::Message::binary(half)).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Every message twice, in one write: the second arrives with nothing in
+    // flight. (Payloads are not compared, so a repeat that arrived after
+    // the next message had gone out would pass for its echo.)
+    let twice = ws_server(peregrine::Config::default(), |mut ws| async move {
+        while let Some(Ok(message)) = ws.recv().await {
+            let repeated = async {
+                ws.feed(message.clone()).await?;
+                ws.feed(message).await?;
+                ws.flush().await
+            };
+            if repeated.await.is_err() {
+                break;
+            }
+        }
+    });
+    // Binary sent, text back: the opcode is checked.
+    let as_text = ws_server(peregrine::Config::default(), |mut ws| async move {
+        while let Some(Ok(message)) = ws.recv().await {
+            let text = String::from_utf8_lossy(message.payload()).into_owned();
+            if ws.send(peregrine::Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+    });
+    for (addr, expected) in [
+        (short, "answered a 100-byte binary message with a 50-byte binary one"),
+        (twice, "with none in flight"),
+        (as_text, "answered a 100-byte binary message with a 100-byte text one"),
+    ] {
+        let (ok, json, stderr) = bench(&["echo", &url(addr), "-c", "1", "-s", "100", "-d", "0.3", "-w", "0"]);
+        assert!(!ok, "{stderr}");
+        let json = json.expect("JSON on stdout");
+        assert_eq!(json["errors"], 1, "{json}");
+        let sample = json["error_samples"][0].as_str().expect("an error sample");
+        assert!(sample.contains(expected), "{sample}");
+    }
+}
+
+#[test]
+fn idle_connections_answer_pings_and_count_those_the_server_ends() {
+    // Pings every 100 ms, and drops a client that has not answered in 200 ms.
+    let strict = peregrine::Config::default()
+        .ping_interval(Some(Duration::from_millis(100)))
+        .ping_timeout(Duration::from_millis(200));
+    let pinging = ws_server(strict, |mut ws| async move { while let Some(Ok(_)) = ws.recv().await {} });
+    let (ok, json, stderr) = bench(&["idle", &url(pinging), "-c", "20", "--hold", "1"]);
+    assert!(ok, "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!((json["opened"].as_u64(), json["connected"].as_u64()), (Some(20), Some(20)), "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+
+    // Closes every connection after 200 ms with 1001.
+    let leaving = ws_server(peregrine::Config::default(), |mut ws| async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = ws.close(peregrine::CloseCode::GOING_AWAY, "restart").await;
+    });
+    let (ok, json, stderr) = bench(&["idle", &url(leaving), "-c", "5", "--hold", "0.8"]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("no connection was open at the end of the hold"), "{stderr}");
+    let json = json.expect("JSON on stdout");
+    assert_eq!((json["opened"].as_u64(), json["connected"].as_u64()), (Some(5), Some(0)), "{json}");
+    assert_eq!(json["errors"], 5, "{json}");
+    let sample = json["error_samples"][0].as_str().expect("an error sample");
+    assert!(sample.contains("closed an idle connection") && sample.contains("restart"), "{sample}");
+}
+
+#[test]
+fn out_of_range_arguments_are_refused_naming_the_option() {
+    let url = url(echo_server());
+    for (args, expected) in [
+        (&["echo", &url, "-d", "1e300"][..], "--duration must be at most"),
+        (&["echo", &url, "-w", "1e300"][..], "--warmup must be at most"),
+        (
+            &["echo", &url, "-r", "1e-300", "-d", "1"][..],
+            "--rate 1e-300 is less than one message per connection",
+        ),
+        (&["echo", &url, "-r", "1e12", "-c", "2"][..], "more than the generator can time"),
+        (&["echo", &url, "-c", "99999999999"][..], "--connections 99999999999 needs more open files"),
+        (&["idle", &url, "--hold", "1e300"][..], "--hold must be at most"),
+        (&["handshake", &url, "--connect-timeout", "0"][..], "--connect-timeout must be positive"),
+        (&["fanout", "127.0.0.1:9", "--drain=-1"][..], "--drain must be 0 or more"),
+    ] {
+        let (ok, _, stderr) = bench(args);
+        assert!(!ok && stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

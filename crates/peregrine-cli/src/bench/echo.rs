@@ -2,10 +2,22 @@
 //!
 //! Each connection keeps `--pipeline` messages in flight (closed loop: an
 //! echo frees a slot, which is refilled at once), or sends at its share of
-//! `--rate` whatever the server does (open loop). Latency is the time from
-//! sending a message to receiving its echo; at a target rate it is taken from
-//! the moment the message was due, so a server that falls behind shows its
-//! queueing delay instead of hiding it (no coordinated omission).
+//! `--rate` whatever the server does (open loop; the connections' schedules
+//! are staggered over one period so they do not send in step). Latency is
+//! the time from sending a message to receiving its echo. At a target rate it
+//! is taken from the moment the generator's timer released the message, even
+//! if the write then had to wait for the server: a server that falls behind
+//! shows its queueing delay instead of hiding it (no coordinated omission),
+//! while the timer's own lateness (up to a millisecond with tokio's) is the
+//! generator's and is left out.
+//!
+//! Every echo is checked against what was sent: its opcode and length, and
+//! that a message was in flight for it. A server that answers otherwise
+//! fails the connection with an error saying what came back. The payload
+//! bytes themselves are skipped, never compared: a server that repeats a
+//! message is caught when the repeat arrives with nothing in flight, not
+//! when the next message has already gone out and the repeat passes for its
+//! echo.
 //!
 //! A connection runs one poll loop over its socket: write what is owed
 //! (many frames in one write), read what arrived (one read may complete many
@@ -28,17 +40,24 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use peregrine::proto::OpCode;
+
 use super::frames::{EncodedFrames, FrameCounter, Seen};
-use super::report::{self, Latency, thousands};
-use super::sys::{raise_nofile_limit, round1};
+use super::report::{self, Errors, Latency, thousands};
+use super::sys::round1;
 use super::target::Target;
-use super::{CommonArgs, check_positive, runtime};
+use super::{CommonArgs, check_open_files, check_positive, number, runtime, seconds};
 
 /// Connections opened at once before the run.
 const CONNECT_CONCURRENCY: usize = 256;
 /// How long a connection may keep running past the end of the window
 /// (it stops at the end; this bounds a stuck write).
 const GRACE: Duration = Duration::from_secs(2);
+/// The most messages per second one connection is timed at (`--rate`): one
+/// every microsecond.
+const MAX_RATE_PER_CONNECTION: f64 = 1e6;
+/// Below this share of `--rate` echoed, the run says the server fell behind.
+const RATE_SHORTFALL: f64 = 0.95;
 
 /// Arguments of `peregrine bench echo`.
 #[derive(Debug, clap::Args)]
@@ -92,11 +111,15 @@ struct EchoResult {
     /// Echoed payload, in 10^6 bytes per second.
     mb_per_s: f64,
     latency: Latency,
+    /// Messages sent (or, at a target rate, due) and not echoed when the run
+    /// ended: the pipeline in flight, or what a server that fell behind owes.
+    in_flight_at_end: u64,
     /// Connections that failed (to connect, or during the run).
     errors: u64,
     error_samples: Vec<String>,
     generator_cpu_pct: Option<f64>,
     server_cpu_pct: Option<f64>,
+    warnings: Vec<String>,
 }
 
 /// When things happen, shared by every connection.
@@ -108,12 +131,16 @@ struct Plan {
     pipeline: usize,
     /// Per connection, at a target rate: the interval between messages.
     period: Option<Duration>,
+    /// What every echo must be.
+    opcode: OpCode,
+    size: u64,
 }
 
 #[derive(Debug)]
 struct ConnStats {
     messages: u64,
     hist: Histogram<u64>,
+    in_flight_at_end: u64,
 }
 
 /// Runs `peregrine bench echo`.
@@ -124,23 +151,41 @@ pub fn run(args: EchoArgs) -> anyhow::Result<()> {
     if args.pipeline == 0 {
         bail!("--pipeline must be at least 1");
     }
-    check_positive("--duration", args.duration, false)?;
-    check_positive("--warmup", args.warmup, true)?;
+    seconds("--duration", args.duration, false)?;
+    seconds("--warmup", args.warmup, true)?;
+    let connect_timeout = seconds("--connect-timeout", args.common.connect_timeout, false)?;
     if let Some(rate) = args.rate {
-        check_positive("--rate", rate, false)?;
+        check_rate(rate, args.connections, args.duration)?;
     }
-    runtime(args.common.threads)?.block_on(run_async(args))
+    check_open_files("--connections", args.connections)?;
+    runtime(args.common.threads)?.block_on(run_async(args, connect_timeout))
 }
 
-async fn run_async(args: EchoArgs) -> anyhow::Result<()> {
-    let target = Arc::new(Target::resolve(&args.url).await?);
-    let nofile = raise_nofile_limit();
-    if let Some(limit) = nofile
-        && args.connections as u64 + 16 > limit
-    {
-        eprintln!("warning: {} connections exceed the open-files limit ({limit})", args.connections);
-    }
+/// A target rate must give every connection at least one message in the
+/// measured window, and no more than can be timed.
+fn check_rate(rate: f64, connections: usize, duration: f64) -> anyhow::Result<()> {
+    check_positive("--rate", rate, false)?;
+    let per_connection = rate / connections as f64;
+    anyhow::ensure!(
+        per_connection * duration >= 1.0,
+        "--rate {} is less than one message per connection in the measured window ({connections} \
+         connections, {duration} s): give --rate {} or more, fewer --connections, or a longer --duration",
+        number(rate),
+        (connections as f64 / duration).ceil()
+    );
+    anyhow::ensure!(
+        per_connection <= MAX_RATE_PER_CONNECTION,
+        "--rate {} is over {MAX_RATE_PER_CONNECTION} messages/s per connection, more than the \
+         generator can time: use more --connections (or --pipeline for the most the server can do)",
+        number(rate)
+    );
+    Ok(())
+}
+
+async fn run_async(args: EchoArgs, connect_timeout: Duration) -> anyhow::Result<()> {
+    let target = Arc::new(Target::resolve(&args.url).await?.with_connect_timeout(connect_timeout));
     let json = args.common.json;
+    let mut warnings = Vec::new();
 
     // Open every connection first; the load starts for all at once.
     let bar = report::progress(json, args.connections as u64, "connecting [{bar:30}] {pos}/{len}");
@@ -155,31 +200,28 @@ async fn run_async(args: EchoArgs) -> anyhow::Result<()> {
         });
     }
     let mut streams = Vec::with_capacity(args.connections);
-    let mut error_samples = Vec::new();
-    let mut errors = 0u64;
+    let mut errors = Errors::default();
     while let Some(joined) = opening.join_next().await {
         bar.inc(1);
         match joined.context("connect task")? {
             Ok(opened) => streams.push(opened),
-            Err(e) => {
-                errors += 1;
-                if error_samples.len() < 5 {
-                    error_samples.push(format!("{e:#}"));
-                }
-            }
+            Err(e) => errors.add(&e),
         }
     }
     bar.finish_and_clear();
     if streams.is_empty() {
-        bail!("no connection could be opened: {}", error_samples.join("; "));
+        bail!("no connection could be opened: {}", errors.samples.join("; "));
     }
     let connected = streams.len();
 
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
-    let period = args.rate.map(|rate| Duration::from_secs_f64(connected as f64 / rate));
-    let plan = Arc::new(Plan { start, measure_from, end, pipeline: args.pipeline, period });
+    let period =
+        args.rate.map(|rate| Duration::from_secs_f64(connected as f64 / rate).max(Duration::from_micros(1)));
+    let opcode = if args.text { OpCode::Text } else { OpCode::Binary };
+    let size = args.size as u64;
+    let plan = Arc::new(Plan { start, measure_from, end, pipeline: args.pipeline, period, opcode, size });
     let received = Arc::new(AtomicU64::new(0));
     let depth = if period.is_some() { 64 } else { args.pipeline };
 
@@ -188,11 +230,13 @@ async fn run_async(args: EchoArgs) -> anyhow::Result<()> {
         let key = [0x5a ^ i as u8, 0xc3 ^ (i >> 8) as u8, 0x37, 0x91];
         let frames = EncodedFrames::new(args.size, args.text, key, depth);
         let (plan, received) = (plan.clone(), received.clone());
+        // At a target rate, connection i starts i/connected of a period late.
+        let stagger = period.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / connected as f64));
         running.spawn(async move {
-            let mut stats = ConnStats { messages: 0, hist: report::histogram() };
+            let mut stats = ConnStats { messages: 0, hist: report::histogram(), in_flight_at_end: 0 };
             let driven = tokio::time::timeout_at(
                 (plan.end + GRACE).into(),
-                drive(stream, &leftover, &frames, &plan, &mut stats, &received),
+                drive(stream, &leftover, &frames, &plan, stagger, &mut stats, &received),
             )
             .await;
             let outcome = match driven {
@@ -209,21 +253,29 @@ async fn run_async(args: EchoArgs) -> anyhow::Result<()> {
         report::watch(&window, json, &received, "msgs", args.common.server_pid).await;
 
     let mut hist = report::histogram();
-    let mut messages = 0;
+    let (mut messages, mut in_flight_at_end) = (0, 0);
     while let Some(joined) = running.join_next().await {
         let (stats, error) = joined.context("connection task")?;
         messages += stats.messages;
+        in_flight_at_end += stats.in_flight_at_end;
         hist.add(&stats.hist).context("merging latency histograms")?;
         if let Some(e) = error {
-            errors += 1;
-            if error_samples.len() < 5 {
-                error_samples.push(format!("{e:#}"));
-            }
+            errors.add(&e);
         }
     }
 
     let window = end.duration_since(measure_from).as_secs_f64();
     let msgs_per_s = messages as f64 / window;
+    if let Some(rate) = args.rate
+        && msgs_per_s < rate * RATE_SHORTFALL
+    {
+        warnings.push(format!(
+            "the server echoed {} msgs/s of the {} asked for; {} messages were still unanswered at the end",
+            thousands(msgs_per_s),
+            thousands(rate),
+            thousands(in_flight_at_end as f64)
+        ));
+    }
     let result = EchoResult {
         scenario: "echo",
         url: target.url.clone(),
@@ -240,34 +292,38 @@ async fn run_async(args: EchoArgs) -> anyhow::Result<()> {
         msgs_per_s: round1(msgs_per_s),
         mb_per_s: (msgs_per_s * args.size as f64 / 1e4).round() / 100.0,
         latency: Latency::of(&hist),
-        errors,
-        error_samples,
+        in_flight_at_end,
+        errors: errors.count,
+        error_samples: errors.samples,
         generator_cpu_pct,
         server_cpu_pct,
+        warnings,
     };
     let load = match args.rate {
         Some(rate) => format!("open loop at {} msgs/s", thousands(rate)),
         None => format!("{} in flight per connection", args.pipeline),
     };
-    let mut table = vec![
+    let table = vec![
         ("server", result.url.clone()),
         (
             "load",
             format!(
-                "{connected} connections × {} B {}, {load}, {}s (+{}s warmup)",
-                args.size, result.opcode, args.duration, args.warmup
+                "{connected} connection{} × {} B {}, {load}, {}s (+{}s warmup)",
+                if connected == 1 { "" } else { "s" },
+                args.size,
+                result.opcode,
+                args.duration,
+                args.warmup
             ),
         ),
         ("throughput", format!("{} msgs/s, {:.2} MB/s", thousands(msgs_per_s), result.mb_per_s)),
         ("messages", thousands(messages as f64)),
         ("latency", result.latency.line()),
         ("cpu", report::cpu_line(generator_cpu_pct, server_cpu_pct)),
-        ("errors", errors.to_string()),
+        ("errors", result.errors.to_string()),
     ];
-    for sample in &result.error_samples {
-        table.push(("", sample.clone()));
-    }
-    report::emit(json, &result, &table)
+    let nothing = (messages == 0).then_some("no echo arrived in the measured window");
+    report::finish(json, &result, table, &result.error_samples, &result.warnings, nothing)
 }
 
 /// Runs one connection until the end of the plan.
@@ -276,6 +332,7 @@ async fn drive(
     leftover: &[u8],
     frames: &EncodedFrames,
     plan: &Plan,
+    stagger: Duration,
     stats: &mut ConnStats,
     received: &AtomicU64,
 ) -> anyhow::Result<()> {
@@ -292,12 +349,12 @@ async fn drive(
     // Messages due but not yet written, and the write under way (bytes, done).
     let mut owed = if plan.period.is_some() { 0 } else { plan.pipeline };
     let mut writing: Option<(usize, usize)> = None;
-    let mut next_due = plan.start;
-    let mut tick = plan.period.map(|_| Box::pin(tokio::time::sleep_until(plan.start.into())));
+    let mut next_due = plan.start + stagger;
+    let mut tick = plan.period.map(|_| Box::pin(tokio::time::sleep_until(next_due.into())));
     let mut stop = Box::pin(tokio::time::sleep_until(plan.end.into()));
     let pipelined = plan.period.is_none();
 
-    poll_fn(|cx| {
+    let outcome = poll_fn(|cx| {
         loop {
             let mut progressed = false;
             if let (Some(tick), Some(period)) = (tick.as_mut(), plan.period)
@@ -305,7 +362,9 @@ async fn drive(
             {
                 let now = Instant::now();
                 while next_due <= now {
-                    in_flight.push_back(next_due);
+                    // Timed from now, not from `next_due`: the timer fires up
+                    // to a millisecond late, and that is the generator's delay.
+                    in_flight.push_back(now);
                     owed += 1;
                     next_due += period;
                 }
@@ -345,19 +404,44 @@ async fn drive(
                     let counting = now >= plan.measure_from && now < plan.end;
                     let mut echoes = 0u64;
                     let mut closed = false;
+                    let mut wrong: Option<anyhow::Error> = None;
                     let fed = counter.feed(data, |seen| match seen {
-                        Seen::Message => {
-                            echoes += 1;
-                            let sent = in_flight.pop_front().unwrap_or(now);
-                            if counting {
-                                report::record(&mut stats.hist, now.saturating_duration_since(sent));
+                        Seen::Message { opcode, len } => {
+                            if opcode != plan.opcode || len != plan.size {
+                                wrong.get_or_insert_with(|| {
+                                    anyhow::anyhow!(
+                                        "the server answered a {}-byte {} message with a {len}-byte {} one: \
+                                         not an echo",
+                                        plan.size,
+                                        kind(plan.opcode),
+                                        kind(opcode)
+                                    )
+                                });
                             }
+                            match in_flight.pop_front() {
+                                Some(sent) if counting => {
+                                    report::record(&mut stats.hist, now.saturating_duration_since(sent));
+                                }
+                                Some(_) => {}
+                                None => {
+                                    wrong.get_or_insert_with(|| {
+                                        anyhow::anyhow!(
+                                            "the server sent a message with none in flight: more answers \
+                                             than messages sent, not an echo"
+                                        )
+                                    });
+                                }
+                            }
+                            echoes += 1;
                         }
                         Seen::Close => closed = true,
                         Seen::Other => {}
                     });
                     if let Err(e) = fed {
                         return Poll::Ready(Err(e.context("decoding echoes")));
+                    }
+                    if let Some(e) = wrong {
+                        return Poll::Ready(Err(e));
                     }
                     if closed {
                         return Poll::Ready(Err(anyhow::anyhow!("the server sent a close frame")));
@@ -382,5 +466,17 @@ async fn drive(
             }
         }
     })
-    .await
+    .await;
+    stats.in_flight_at_end = in_flight.len() as u64;
+    outcome
+}
+
+/// How an opcode reads in a message: "binary", "text"...
+fn kind(opcode: OpCode) -> &'static str {
+    match opcode {
+        OpCode::Text => "text",
+        OpCode::Binary => "binary",
+        OpCode::Continuation => "continuation (with no first frame)",
+        _ => "control",
+    }
 }

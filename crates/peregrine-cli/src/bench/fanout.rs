@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use super::report::{self, Latency, thousands};
 use super::sys::{CpuSample, raise_nofile_limit, round1, rss_bytes};
 use super::target::{connect_from, loopback_sources};
-use super::{CommonArgs, check_positive};
+use super::{CommonArgs, check_positive, seconds};
 
 /// Subscribers per loopback source address (one address's ephemeral ports).
 const PER_SOURCE: usize = 8_000;
@@ -142,8 +142,17 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
 
 /// Runs `peregrine bench fanout`.
 pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    check_positive("--duration", args.duration, false)?;
+    seconds("--duration", args.duration, false)?;
+    seconds("--drain", args.drain, true)?;
     check_positive("--rate", args.rate, true)?;
+    anyhow::ensure!(
+        args.rate == 0.0 || args.rate * args.duration >= 1.0,
+        "--rate {} publishes nothing in --duration {} s: give --rate {} or more (or 0: as fast as the \
+         server acknowledges)",
+        super::number(args.rate),
+        args.duration,
+        (1.0 / args.duration).ceil()
+    );
     if args.subscribers == 0 || args.window == 0 {
         bail!("--subscribers and --window must be at least 1");
     }

@@ -66,8 +66,10 @@ impl EncodedFrames {
 /// What a complete frame was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
-    /// The last frame of a text or binary message: one echo.
-    Message,
+    /// The last frame of a text or binary message: one echo, with the
+    /// opcode of its first frame and the payload length of all its frames
+    /// (so an echo can be checked without keeping its bytes).
+    Message { opcode: OpCode, len: u64 },
     /// A close frame from the server.
     Close,
     /// A ping, a pong or a non-final data frame.
@@ -84,6 +86,10 @@ pub(crate) struct FrameCounter {
     /// A header split across reads.
     partial: [u8; MAX_HEADER_LEN],
     partial_len: usize,
+    /// The message in progress: its first frame's opcode and the payload
+    /// bytes of its frames so far.
+    message_opcode: Option<OpCode>,
+    message_len: u64,
 }
 
 impl FrameCounter {
@@ -127,7 +133,21 @@ impl FrameCounter {
             buf = &buf[used..];
             let seen = match header.opcode {
                 OpCode::Close => Seen::Close,
-                OpCode::Text | OpCode::Binary | OpCode::Continuation if header.fin => Seen::Message,
+                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                    if header.opcode == OpCode::Continuation {
+                        self.message_len += header.payload_len;
+                    } else {
+                        self.message_opcode = Some(header.opcode);
+                        self.message_len = header.payload_len;
+                    }
+                    if header.fin {
+                        // A continuation with no first frame shows as such.
+                        let opcode = self.message_opcode.take().unwrap_or(OpCode::Continuation);
+                        Seen::Message { opcode, len: std::mem::take(&mut self.message_len) }
+                    } else {
+                        Seen::Other
+                    }
+                }
                 _ => Seen::Other,
             };
             if header.payload_len == 0 {
@@ -155,11 +175,8 @@ mod tests {
             let mut seen = Vec::new();
             counter.feed(&stream[..split], |s| seen.push(s)).unwrap();
             counter.feed(&stream[split..], |s| seen.push(s)).unwrap();
-            assert_eq!(
-                seen,
-                [Seen::Message, Seen::Message, Seen::Message, Seen::Other, Seen::Close],
-                "split {split}"
-            );
+            let echo = Seen::Message { opcode: OpCode::Binary, len: 300 };
+            assert_eq!(seen, [echo, echo, echo, Seen::Other, Seen::Close], "split {split}");
         }
     }
 
@@ -172,6 +189,23 @@ mod tests {
             counter.feed(byte, |_| count += 1).unwrap();
         }
         assert_eq!(count, 2);
+    }
+
+    #[test]
+    fn a_fragmented_message_counts_once_with_its_whole_length() {
+        // Text "abc" + "de" (unmasked, as a server sends), then binary of 1 byte.
+        let stream = [0x01, 3, b'a', b'b', b'c', 0x80, 2, b'd', b'e', 0x82, 1, 0];
+        let mut counter = FrameCounter::default();
+        let mut seen = Vec::new();
+        counter.feed(&stream, |s| seen.push(s)).unwrap();
+        assert_eq!(
+            seen,
+            [
+                Seen::Other,
+                Seen::Message { opcode: OpCode::Text, len: 5 },
+                Seen::Message { opcode: OpCode::Binary, len: 1 }
+            ]
+        );
     }
 
     #[test]

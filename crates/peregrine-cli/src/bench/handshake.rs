@@ -22,10 +22,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::report::{self, Latency, thousands};
+use super::report::{self, Errors, Latency, thousands};
 use super::sys::{raise_nofile_limit, round1};
 use super::target::Target;
-use super::{CommonArgs, check_positive, runtime};
+use super::{CommonArgs, runtime, seconds};
 
 /// Source addresses used against a loopback server when `--source-addrs`
 /// is not given: 64 x 28k ports hold over a minute of TIME_WAIT at 25k
@@ -69,6 +69,7 @@ struct HandshakeResult {
     handshakes: u64,
     handshakes_per_s: f64,
     latency: Latency,
+    /// Failed handshakes, the warmup included.
     errors: u64,
     error_samples: Vec<String>,
     generator_cpu_pct: Option<f64>,
@@ -78,8 +79,7 @@ struct HandshakeResult {
 struct Worker {
     handshakes: u64,
     hist: Histogram<u64>,
-    errors: u64,
-    error_samples: Vec<String>,
+    errors: Errors,
 }
 
 /// Runs `peregrine bench handshake`.
@@ -87,13 +87,14 @@ pub fn run(args: HandshakeArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    check_positive("--duration", args.duration, false)?;
-    check_positive("--warmup", args.warmup, true)?;
-    runtime(args.common.threads)?.block_on(run_async(args))
+    seconds("--duration", args.duration, false)?;
+    seconds("--warmup", args.warmup, true)?;
+    let connect_timeout = seconds("--connect-timeout", args.common.connect_timeout, false)?;
+    runtime(args.common.threads)?.block_on(run_async(args, connect_timeout))
 }
 
-async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
-    let target = Arc::new(Target::resolve(&args.url).await?);
+async fn run_async(args: HandshakeArgs, connect_timeout: Duration) -> anyhow::Result<()> {
+    let target = Arc::new(Target::resolve(&args.url).await?.with_connect_timeout(connect_timeout));
     raise_nofile_limit();
     let json = args.common.json;
     let start = Instant::now();
@@ -111,21 +112,15 @@ async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
         let (target, done, sources) = (target.clone(), done.clone(), sources.clone());
         let check = !args.common.any_response;
         workers.spawn(async move {
-            let mut worker =
-                Worker { handshakes: 0, hist: report::histogram(), errors: 0, error_samples: Vec::new() };
+            let mut worker = Worker { handshakes: 0, hist: report::histogram(), errors: Errors::default() };
             let deadline = (end + Duration::from_secs(2)).into();
             let mut turn = worker_index;
             while Instant::now() < end {
                 let began = Instant::now();
                 let source = (!sources.is_empty()).then(|| sources[turn % sources.len()]);
                 turn += 1;
-                let attempt = async {
-                    let mut stream = target.connect(source).await?;
-                    target.handshake(&mut stream, check).await?;
-                    anyhow::Ok(())
-                };
-                match tokio::time::timeout_at(deadline, attempt).await {
-                    Ok(Ok(())) => {
+                match tokio::time::timeout_at(deadline, target.open(source, check)).await {
+                    Ok(Ok(_)) => {
                         let now = Instant::now();
                         done.fetch_add(1, Ordering::Relaxed);
                         if now >= measure_from && now < end {
@@ -133,17 +128,22 @@ async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
                             report::record(&mut worker.hist, now - began);
                         }
                     }
+                    // Every failure counts, in the warmup too: a server
+                    // that refuses some connections should show it.
                     Ok(Err(e)) => {
-                        if Instant::now() < end {
-                            worker.errors += 1;
-                            if worker.error_samples.len() < 3 {
-                                worker.error_samples.push(format!("{e:#}"));
-                            }
-                            // Don't spin on a server that refuses connections.
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
+                        worker.errors.add(&e);
+                        // Don't spin on a server that refuses connections.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    Err(_) => break,
+                    // Still unanswered when the run is over (a handshake
+                    // timeout longer than the run ends here too).
+                    Err(_) => {
+                        worker.errors.add(&anyhow::anyhow!(
+                            "no complete handshake response from {} by the end of the run",
+                            target.addr
+                        ));
+                        break;
+                    }
                 }
             }
             worker
@@ -155,14 +155,12 @@ async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
         report::watch(&window, json, &done, "handshakes", args.common.server_pid).await;
 
     let mut hist = report::histogram();
-    let (mut handshakes, mut errors, mut error_samples) = (0, 0, Vec::new());
+    let (mut handshakes, mut errors) = (0, Errors::default());
     while let Some(joined) = workers.join_next().await {
         let worker = joined?;
         handshakes += worker.handshakes;
-        errors += worker.errors;
+        errors.merge(worker.errors);
         hist.add(&worker.hist)?;
-        error_samples
-            .extend(worker.error_samples.into_iter().take(5usize.saturating_sub(error_samples.len())));
     }
     let per_s = handshakes as f64 / end.duration_since(measure_from).as_secs_f64();
     let result = HandshakeResult {
@@ -176,21 +174,19 @@ async fn run_async(args: HandshakeArgs) -> anyhow::Result<()> {
         handshakes,
         handshakes_per_s: round1(per_s),
         latency: Latency::of(&hist),
-        errors,
-        error_samples,
+        errors: errors.count,
+        error_samples: errors.samples,
         generator_cpu_pct,
         server_cpu_pct,
     };
-    let mut table = vec![
+    let table = vec![
         ("server", result.url.clone()),
         ("load", format!("{} at once, {}s (+{}s warmup)", args.concurrency, args.duration, args.warmup)),
         ("handshakes", format!("{} /s ({} in total)", thousands(per_s), thousands(handshakes as f64))),
         ("latency", result.latency.line()),
         ("cpu", report::cpu_line(generator_cpu_pct, server_cpu_pct)),
-        ("errors", errors.to_string()),
+        ("errors", result.errors.to_string()),
     ];
-    for sample in &result.error_samples {
-        table.push(("", sample.clone()));
-    }
-    report::emit(json, &result, &table)
+    let nothing = (handshakes == 0).then_some("no handshake completed in the measured window");
+    report::finish(json, &result, table, &result.error_samples, &[], nothing)
 }

@@ -6,22 +6,31 @@
 //! ~28k ports of one address are no limit. With the server's pid, its
 //! resident memory (VmRSS) is read before the first connection and after all
 //! are open and have been held, and the difference is divided by the number
-//! of connections.
+//! of connections. The server's RSS is only meaningful from a server started
+//! for the run: an allocator keeps memory that earlier connections freed, and
+//! new ones then cost little or nothing.
+//!
+//! A held connection is idle but alive: it answers the server's pings (a
+//! server that checks liveness would otherwise drop it after its timeout) and
+//! notes how the server ended it, if it did.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use bytes::Buf;
+use peregrine::proto::{Connection, Event, Message, Role};
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::report::{self, thousands};
-use super::sys::{raise_nofile_limit, round1, rss_bytes};
+use super::report::{self, Errors, thousands};
+use super::sys::{round1, rss_bytes};
 use super::target::Target;
-use super::{CommonArgs, check_positive, runtime};
+use super::{CommonArgs, check_open_files, runtime, seconds};
 
 /// Connections per source address when `--source-addrs` is not given: well
 /// inside one address's ephemeral port range, leaving room for ports still in
@@ -40,7 +49,8 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 64, value_name = "N")]
     concurrency: usize,
     /// How long to hold the connections open before reading the server's
-    /// memory (and closing them all).
+    /// memory (and closing them all). Pings from the server are answered
+    /// meanwhile.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     hold: f64,
     /// Loopback source addresses to connect from (127.0.0.1 up to
@@ -58,9 +68,13 @@ struct IdleResult {
     scenario: &'static str,
     url: String,
     connections: usize,
-    /// Connections open (handshake complete) at the end.
+    /// Connections whose handshake completed.
+    opened: usize,
+    /// Connections still open at the end of the hold.
     connected: usize,
-    errors: usize,
+    /// Connections that failed to open, or that the server ended during
+    /// the hold.
+    errors: u64,
     error_samples: Vec<String>,
     source_addrs: usize,
     connect_s: f64,
@@ -79,23 +93,21 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.concurrency == 0 {
         bail!("--connections and --concurrency must be at least 1");
     }
-    check_positive("--hold", args.hold, true)?;
-    runtime(args.common.threads)?.block_on(run_async(args))
+    let hold = seconds("--hold", args.hold, true)?;
+    let connect_timeout = seconds("--connect-timeout", args.common.connect_timeout, false)?;
+    let nofile = check_open_files("--connections", args.connections)?;
+    runtime(args.common.threads)?.block_on(run_async(args, hold, connect_timeout, nofile))
 }
 
-async fn run_async(args: IdleArgs) -> anyhow::Result<()> {
-    let target = Arc::new(Target::resolve(&args.url).await?);
+async fn run_async(
+    args: IdleArgs,
+    hold: Duration,
+    connect_timeout: Duration,
+    nofile: Option<u64>,
+) -> anyhow::Result<()> {
+    let target = Arc::new(Target::resolve(&args.url).await?.with_connect_timeout(connect_timeout));
     let json = args.common.json;
     let mut warnings = Vec::new();
-    let nofile = raise_nofile_limit();
-    if let Some(limit) = nofile
-        && args.connections as u64 + 32 > limit
-    {
-        warnings.push(format!(
-            "{} connections exceed the open-files limit of {limit} (hard limit): expect failures past it",
-            args.connections
-        ));
-    }
     let (sources, warning) = target.sources(args.source_addrs, args.connections.div_ceil(PER_SOURCE));
     warnings.extend(warning);
     for warning in &warnings {
@@ -109,18 +121,18 @@ async fn run_async(args: IdleArgs) -> anyhow::Result<()> {
 
     let bar = report::progress(json, args.connections as u64, "connecting [{bar:30}] {pos}/{len} {per_sec}");
     let next = Arc::new(AtomicUsize::new(0));
-    let held: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
     let sources = Arc::new(sources);
+    // Each held connection runs until this turns true (the end of the hold).
+    let (release, released) = watch::channel(false);
+    let mut holders = JoinSet::new();
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..args.concurrency.min(args.connections) {
-        let (target, next, held, sources, bar) =
-            (target.clone(), next.clone(), held.clone(), sources.clone(), bar.clone());
+        let (target, next, sources, bar) = (target.clone(), next.clone(), sources.clone(), bar.clone());
         let total = args.connections;
         let check = !args.common.any_response;
         workers.spawn(async move {
-            let mut errors = Vec::new();
-            let mut failed = 0usize;
+            let (mut opened, mut errors) = (Vec::new(), Errors::default());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
@@ -128,53 +140,57 @@ async fn run_async(args: IdleArgs) -> anyhow::Result<()> {
                 }
                 let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
                 match target.open(source, check).await {
-                    Ok((stream, _)) => held.lock().await.push(stream),
-                    Err(e) => {
-                        failed += 1;
-                        if errors.len() < 3 {
-                            errors.push(format!("{e:#}"));
-                        }
-                    }
+                    Ok(connection) => opened.push(connection),
+                    Err(e) => errors.add(&e),
                 }
                 bar.inc(1);
             }
-            (failed, errors)
+            (opened, errors)
         });
     }
-    let mut errors = 0;
-    let mut error_samples = Vec::new();
+    let mut errors = Errors::default();
+    let mut opened = 0;
     while let Some(joined) = workers.join_next().await {
-        let (failed, samples) = joined?;
-        errors += failed;
-        error_samples.extend(samples.into_iter().take(5usize.saturating_sub(error_samples.len())));
+        let (connections, failed) = joined?;
+        errors.merge(failed);
+        opened += connections.len();
+        for (stream, leftover) in connections {
+            holders.spawn(hold_open(stream, leftover, released.clone()));
+        }
     }
     let connect_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let connected = held.lock().await.len();
 
     // Hold them, then read the server's memory while they are all open.
-    tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
-    // Connections the server dropped meanwhile do not count as open.
-    let connected = connected.min(count_open(&held).await);
+    tokio::time::sleep(hold).await;
     let rss_after = pid.and_then(rss_bytes);
+    let _ = release.send(true);
+    // Connections the server ended meanwhile do not count as open.
+    let mut connected = 0;
+    while let Some(joined) = holders.join_next().await {
+        match joined? {
+            None => connected += 1,
+            Some(ended) => errors.add(&ended),
+        }
+    }
     let bytes_per_connection = match (rss_before, rss_after) {
         (Some(before), Some(after)) if connected > 0 => {
             Some(round1((after as f64 - before as f64) / connected as f64))
         }
         _ => None,
     };
-    held.lock().await.clear();
 
     let result = IdleResult {
         scenario: "idle",
         url: target.url.clone(),
         connections: args.connections,
+        opened,
         connected,
-        errors,
-        error_samples,
+        errors: errors.count,
+        error_samples: errors.samples,
         source_addrs: sources.len().max(1),
         connect_s: (connect_s * 1000.0).round() / 1000.0,
-        connects_per_s: round1(connected as f64 / connect_s),
+        connects_per_s: round1(opened as f64 / connect_s),
         hold_s: args.hold,
         server_rss_before_bytes: rss_before,
         server_rss_after_bytes: rss_after,
@@ -184,14 +200,15 @@ async fn run_async(args: IdleArgs) -> anyhow::Result<()> {
     };
     let mib =
         |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64));
-    let mut table = vec![
+    let table = vec![
         ("server", result.url.clone()),
         (
             "connections",
             format!(
-                "{} of {} open, from {} source address(es)",
+                "{} of {} open after the hold ({} opened), from {} source address(es)",
                 thousands(connected as f64),
                 thousands(args.connections as f64),
+                thousands(opened as f64),
                 result.source_addrs
             ),
         ),
@@ -202,24 +219,52 @@ async fn run_async(args: IdleArgs) -> anyhow::Result<()> {
             bytes_per_connection
                 .map_or("n/a (give --server-pid)".to_owned(), |b| format!("{} bytes", thousands(b))),
         ),
-        ("errors", errors.to_string()),
+        ("errors", result.errors.to_string()),
     ];
-    for sample in &result.error_samples {
-        table.push(("", sample.clone()));
-    }
-    for warning in &result.warnings {
-        table.push(("warning", warning.clone()));
-    }
-    report::emit(json, &result, &table)
+    let nothing = (connected == 0).then_some("no connection was open at the end of the hold");
+    report::finish(json, &result, table, &result.error_samples, &result.warnings, nothing)
 }
 
-/// Connections still open: a closed one reads EOF (or an error) at once.
-async fn count_open(held: &Mutex<Vec<TcpStream>>) -> usize {
-    let held = held.lock().await;
-    held.iter()
-        .filter(|stream| {
-            let mut byte = [0u8; 1];
-            matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        })
-        .count()
+/// Holds one connection open until `released` turns true, answering the
+/// server's pings. Returns `None` if it was still open then, or how the
+/// server ended it.
+async fn hold_open(
+    mut stream: TcpStream,
+    leftover: Vec<u8>,
+    mut released: watch::Receiver<bool>,
+) -> Option<anyhow::Error> {
+    let mut connection = Connection::new(Role::Client);
+    connection.receive(&leftover);
+    let mut buf = [0u8; 512];
+    loop {
+        while let Some(event) = connection.next_event() {
+            match event {
+                Ok(Event::Message(Message::Close(frame))) => {
+                    let code = frame.map_or("no code".to_owned(), |f| format!("{} {:?}", f.code, f.reason));
+                    return Some(anyhow::anyhow!(
+                        "the server closed an idle connection during the hold ({code})"
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(anyhow::anyhow!("protocol error from the server during the hold: {e}"));
+                }
+            }
+        }
+        // Pongs (and a close reply) that the connection queued.
+        let output = connection.output();
+        while output.has_remaining() {
+            if let Err(e) = stream.write_all_buf(output).await {
+                return Some(anyhow::Error::new(e).context("answering a ping during the hold"));
+            }
+        }
+        tokio::select! {
+            _ = released.wait_for(|released| *released) => return None,
+            read = stream.read(&mut buf) => match read {
+                Ok(0) => return Some(anyhow::anyhow!("the server dropped an idle connection during the hold")),
+                Ok(n) => connection.receive(&buf[..n]),
+                Err(e) => return Some(anyhow::Error::new(e).context("an idle connection during the hold")),
+            },
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! `peregrine bench`: a load generator for WebSocket servers.
 //!
-//! Three scenarios, each a submodule: [`echo`] (throughput and latency of
+//! Four scenarios, each a submodule: [`echo`] (throughput and latency of
 //! echoed messages), [`idle`] (many open connections and the server memory
-//! they cost) and [`handshake`] (opening handshakes per second).
+//! they cost), [`handshake`] (opening handshakes per second) and [`fanout`]
+//! (one channel of the realtime server to many subscribers).
 //!
 //! The generator is built so that it is never the bottleneck when measuring a
 //! server: it speaks just enough of the protocol. The opening handshake is one
@@ -28,16 +29,18 @@ use clap::{Args, Subcommand};
 #[command(
     about = "Measure a WebSocket server: echo throughput and latency, idle connections, handshakes per second",
     long_about = "Measure a WebSocket server: echo throughput and latency, idle connections, \
-                  handshakes per second.\n\n\
+                  handshakes per second, channel fan-out.\n\n\
                   Progress bars show while a run goes (on a terminal, without --json); a summary \
                   table follows, or one JSON object with every figure with --json. Given \
-                  --server-pid, the server's CPU use (echo, handshake) or memory (idle) is read \
-                  from /proc.",
+                  --server-pid, the server's CPU use (echo, handshake, fanout) or memory (idle) \
+                  is read from /proc. The exit status is 1 when nothing was measured (no echo, \
+                  no handshake, no connection held) or the run could not start.",
     after_help = "Examples:\n  \
                   peregrine bench echo ws://127.0.0.1:9001/ --connections 64 --size 32 --pipeline 16\n  \
                   peregrine bench echo ws://127.0.0.1:9001/ --rate 50000 --duration 10\n  \
                   peregrine bench idle ws://127.0.0.1:9001/ --connections 10000 --server-pid 1234\n  \
-                  peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json"
+                  peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json\n  \
+                  peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -66,10 +69,14 @@ pub(crate) struct CommonArgs {
     /// progress bars).
     #[arg(long)]
     json: bool,
-    /// The server's process id: its CPU use (echo, handshake) or resident
-    /// memory (idle) is read from /proc/PID.
+    /// The server's process id: its CPU use (echo, handshake, fanout) or
+    /// resident memory (idle, fanout) is read from /proc/PID.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Limit for each connection's TCP connect and opening handshake; a
+    /// connection past it counts as an error.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    connect_timeout: f64,
     /// Worker threads of the generator. 1 (the default) runs everything on a
     /// current-thread runtime, so pinning the generator to one core is exact.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -91,12 +98,61 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Checks a length of time (or a rate) given in seconds: finite, and
-/// positive unless `zero_ok`.
+/// The longest length of time an option takes: a week. Longer is a typo, and
+/// far longer would overflow the clock arithmetic.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Checks a length of time given in seconds (finite, at most a week, and
+/// positive unless `zero_ok`) and converts it.
+fn seconds(name: &str, value: f64, zero_ok: bool) -> anyhow::Result<std::time::Duration> {
+    check_positive(name, value, zero_ok)?;
+    anyhow::ensure!(
+        value <= MAX_SECONDS,
+        "{name} must be at most {MAX_SECONDS} seconds (a week), not {}",
+        number(value)
+    );
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
+/// Checks a number given on the command line: finite, and positive unless
+/// `zero_ok`.
 fn check_positive(name: &str, value: f64, zero_ok: bool) -> anyhow::Result<()> {
     let ok = value.is_finite() && if zero_ok { value >= 0.0 } else { value > 0.0 };
-    anyhow::ensure!(ok, "{name} must be {}, not {value}", if zero_ok { "0 or more" } else { "positive" });
+    anyhow::ensure!(
+        ok,
+        "{name} must be {}, not {}",
+        if zero_ok { "0 or more" } else { "positive" },
+        number(value)
+    );
     Ok(())
+}
+
+/// A number as given, in scientific notation when plain digits would run long.
+fn number(value: f64) -> String {
+    if value != 0.0 && (value.abs() >= 1e9 || value.abs() < 1e-3) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
+    }
+}
+
+/// Refuses more connections than this process may open: past the
+/// open-files limit every further connect fails, and a mistyped count would
+/// otherwise spawn tasks until memory runs out. Raises the soft limit to the
+/// hard one first; returns the limit in force.
+fn check_open_files(name: &str, connections: usize) -> anyhow::Result<Option<u64>> {
+    let limit = sys::raise_nofile_limit();
+    if let Some(limit) = limit {
+        // Room for the runtime's own descriptors and stdio.
+        let needed = connections as u64 + 32;
+        anyhow::ensure!(
+            needed <= limit,
+            "{name} {connections} needs more open files than this process may have (limit {limit}, the \
+             hard limit): lower {name}, or raise the hard limit (`ulimit -Hn` as root, LimitNOFILE= \
+             for a service)"
+        );
+    }
+    Ok(limit)
 }
 
 /// The runtime a scenario runs on: current-thread for one thread, else a

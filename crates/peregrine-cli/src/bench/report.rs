@@ -62,6 +62,38 @@ pub(crate) async fn watch(
     cpu_from.map_or((None, None), |from| from.percent_until(&cpu_to))
 }
 
+/// Distinct error messages kept per run.
+const MAX_ERROR_SAMPLES: usize = 5;
+
+/// A run's errors: how many, and the first few distinct messages.
+#[derive(Debug, Default)]
+pub(crate) struct Errors {
+    pub(crate) count: u64,
+    pub(crate) samples: Vec<String>,
+}
+
+impl Errors {
+    /// Counts an error and keeps its message if it is a new one.
+    pub(crate) fn add(&mut self, error: &anyhow::Error) {
+        self.count += 1;
+        self.keep(format!("{error:#}"));
+    }
+
+    /// Adds another part's errors to these.
+    pub(crate) fn merge(&mut self, other: Errors) {
+        self.count += other.count;
+        for sample in other.samples {
+            self.keep(sample);
+        }
+    }
+
+    fn keep(&mut self, sample: String) {
+        if self.samples.len() < MAX_ERROR_SAMPLES && !self.samples.contains(&sample) {
+            self.samples.push(sample);
+        }
+    }
+}
+
 /// A latency histogram in nanoseconds.
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
@@ -103,6 +135,9 @@ impl Latency {
 
     /// `p50 41 µs  p90 …` on one line.
     pub(crate) fn line(&self) -> String {
+        if self.samples == 0 {
+            return "n/a (nothing was timed)".to_owned();
+        }
         format!(
             "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             micros(self.p50_us),
@@ -146,6 +181,26 @@ pub(crate) fn cpu_line(generator: Option<f64>, server: Option<f64>) -> String {
     line
 }
 
+/// Prints a result (the table followed by its error samples and warnings,
+/// or JSON), then fails with `nothing_measured` when that is given: a run
+/// that measured nothing exits non-zero, its figures printed all the same.
+pub(crate) fn finish<T: Serialize>(
+    json: bool,
+    result: &T,
+    mut table: Vec<(&str, String)>,
+    error_samples: &[String],
+    warnings: &[String],
+    nothing_measured: Option<&str>,
+) -> anyhow::Result<()> {
+    table.extend(error_samples.iter().map(|sample| ("", sample.clone())));
+    table.extend(warnings.iter().map(|warning| ("warning", warning.clone())));
+    emit(json, result, &table)?;
+    match nothing_measured {
+        Some(what) => anyhow::bail!("{what}"),
+        None => Ok(()),
+    }
+}
+
 /// Prints a result: JSON on stdout, or the human table.
 pub(crate) fn emit<T: Serialize>(json: bool, result: &T, table: &[(&str, String)]) -> anyhow::Result<()> {
     if json {
@@ -180,6 +235,19 @@ mod tests {
         assert_eq!(thousands(0.0), "0");
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1234567.8), "1,234,568");
+    }
+
+    #[test]
+    fn errors_keep_a_few_distinct_samples_and_count_all() {
+        let mut errors = Errors::default();
+        for i in 0..20 {
+            errors.add(&anyhow::anyhow!("refused {}", i % 7));
+        }
+        let mut more = Errors::default();
+        more.add(&anyhow::anyhow!("refused 0"));
+        errors.merge(more);
+        assert_eq!(errors.count, 21);
+        assert_eq!(errors.samples, ["refused 0", "refused 1", "refused 2", "refused 3", "refused 4"]);
     }
 
     #[test]

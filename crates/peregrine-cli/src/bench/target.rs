@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +16,8 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// Longest response head we read before giving up.
 const MAX_HEAD: usize = 16 << 10;
+/// `--connect-timeout` when not given.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to connect and what to send.
 #[derive(Debug, Clone)]
@@ -23,6 +26,8 @@ pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     /// The whole opening-handshake request.
     pub(crate) request: Vec<u8>,
+    /// Limit for the connect and the opening handshake together.
+    pub(crate) connect_timeout: Duration,
 }
 
 impl Target {
@@ -55,7 +60,7 @@ impl Target {
              Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         .into_bytes();
-        Ok(Self { url: url.to_owned(), addr, request })
+        Ok(Self { url: url.to_owned(), addr, request, connect_timeout: DEFAULT_CONNECT_TIMEOUT })
     }
 
     /// Whether source addresses 127.0.0.2, 127.0.0.3... can be used to reach
@@ -85,18 +90,35 @@ impl Target {
         Ok(stream)
     }
 
-    /// Connects and completes the opening handshake. Returns the stream and
-    /// any bytes that followed the response head.
-    /// With `check` false, any response head is taken (see `--any-response`).
+    /// Sets the limit for connecting and the opening handshake.
+    pub(crate) fn with_connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// Connects and completes the opening handshake, within the connect
+    /// timeout. Returns the stream and any bytes that followed the response
+    /// head. With `check` false, any response head is taken (see
+    /// `--any-response`).
     pub(crate) async fn open(
         &self,
         source: Option<IpAddr>,
         check: bool,
     ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
-        let mut stream =
-            self.connect(source).await.with_context(|| format!("connecting to {}", self.addr))?;
-        let leftover = self.handshake(&mut stream, check).await?;
-        Ok((stream, leftover))
+        let opening = async {
+            let mut stream =
+                self.connect(source).await.with_context(|| format!("connecting to {}", self.addr))?;
+            let leftover = self.handshake(&mut stream, check).await?;
+            Ok((stream, leftover))
+        };
+        match tokio::time::timeout(self.connect_timeout, opening).await {
+            Ok(opened) => opened,
+            Err(_) => bail!(
+                "no complete handshake response from {} within {}s (--connect-timeout)",
+                self.addr,
+                self.connect_timeout.as_secs_f64()
+            ),
+        }
     }
 
     /// Sends the request and reads the response head. With `check`, the
