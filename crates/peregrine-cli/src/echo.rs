@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,8 +70,8 @@ pub struct EchoArgs {
     protocols: Vec<String>,
 
     /// Serves at most this many connections at once; more wait to be accepted.
-    #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
 
     /// Refuses permessage-deflate (accepted by default when a client offers
     /// it; with context takeover for up to 256 connections at once).
@@ -90,6 +90,44 @@ pub struct EchoArgs {
     /// Logs every connection and how it ended on stderr.
     #[arg(short, long)]
     verbose: bool,
+}
+
+/// Says which of `--tls-cert` and `--tls-key` is wrong, and how.
+fn tls_files_error(error: &peregrine::Error, cert: &Path, key: &Path) -> anyhow::Error {
+    let (cert, key) = (cert.display(), key.display());
+    // The library's messages for the two PEM files (see `peregrine::tls`).
+    let text = error.to_string();
+    if text.contains("no certificate found") {
+        anyhow::anyhow!(
+            "--tls-cert {cert} holds no PEM certificate (a '-----BEGIN CERTIFICATE-----' block): is it \
+             the key, or DER instead of PEM?"
+        )
+    } else if text.contains("no private key found") {
+        anyhow::anyhow!(
+            "--tls-key {key} holds no PEM private key (a '-----BEGIN ... PRIVATE KEY-----' block): is it \
+             the certificate, or DER instead of PEM?"
+        )
+    } else if matches!(error, peregrine::Error::Tls(rustls::Error::InconsistentKeys(_))) {
+        anyhow::anyhow!("--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
+    } else {
+        anyhow::anyhow!("--tls-cert {cert} and --tls-key {key} cannot be used: {error}")
+    }
+}
+
+/// Says why `--listen ADDR` failed, and what to do.
+fn listen_error(error: &std::io::Error, addr: &str) -> anyhow::Error {
+    let hint = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process listens there: stop it, or pick another port (port 0 picks a free one)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a port above 1023"
+        }
+        std::io::ErrorKind::AddrNotAvailable => "no interface of this machine has that address",
+        _ if !addr.contains(':') => "--listen takes HOST:PORT, e.g. 127.0.0.1:9001 (port 0 picks a free one)",
+        _ => "--listen takes HOST:PORT, e.g. 127.0.0.1:9001 or [::1]:9001",
+    };
+    anyhow::anyhow!("cannot listen on {addr} (--listen): {error}; {hint}")
 }
 
 /// Runs `peregrine echo`.
@@ -135,13 +173,12 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
                 std::fs::read(cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?;
             let key_pem =
                 std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
-            Some(TlsAcceptor::from_pem(&cert_pem, &key_pem).context("loading the TLS certificate and key")?)
+            Some(TlsAcceptor::from_pem(&cert_pem, &key_pem).map_err(|e| tls_files_error(&e, cert, key))?)
         }
         _ => None,
     };
     let mut shutdown = Shutdown::install();
-    let listener =
-        TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen).await.map_err(|e| listen_error(&e, &args.listen))?;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     eprintln!("peregrine echo listening on {scheme}://{}", listener.local_addr()?);
 
@@ -152,7 +189,7 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         verbose: args.verbose,
         open: Mutex::new(HashMap::new()),
     });
-    let limit = args.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    let limit = args.max_connections.map(|n| Arc::new(Semaphore::new(n as usize)));
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut next_id = 0u64;
     loop {

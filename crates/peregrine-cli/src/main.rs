@@ -34,12 +34,21 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Connect(args) => connect::run(args),
         Command::Echo(args) => echo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The causes on one line, and no backtrace even with
+            // RUST_BACKTRACE set: these are the user's errors, not ours.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

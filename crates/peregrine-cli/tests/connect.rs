@@ -338,4 +338,48 @@ fn bad_arguments_fail_before_connecting() {
     assert!(run.stderr.contains("is not 'Name: value'"), "{}", run.stderr);
     let run = connect(&["ws://127.0.0.1:1/", "--close-code", "1006"], Input::Open);
     assert!(run.stderr.contains("cannot be sent"), "{}", run.stderr);
+    let run = connect(&["ws://127.0.0.1:1/", "--ping-interval", "0"], Input::Open);
+    assert!(run.stderr.contains("'--ping-interval <SECS>': must be more than 0 seconds"), "{}", run.stderr);
+    let reason = "r".repeat(124);
+    let run = connect(&["ws://127.0.0.1:1/", "--close-reason", &reason], Input::Open);
+    assert!(
+        run.stderr.contains("the close reason is 124 bytes; a close frame holds at most 123"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn undecodable_piped_lines_are_named_and_fail_the_run() {
+    let server = EchoServer::start(&[]);
+    let run = connect(&[&server.url, "--input", "hex"], Input::Bytes(b"0102\nzz\n0a0\nff\n"));
+    assert!(!run.status.success(), "{run:?}");
+    // The good lines still go through.
+    assert_eq!(run.stdout, "0102\nff\n");
+    for expected in [
+        "error: line 2: invalid hex \"zz\" in \"zz\" (not sent)",
+        "error: line 3: odd number of hex digits in \"0a0\" (not sent)",
+        "2 input line(s) could not be decoded and were not sent (line 2, 3)",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn input_stops_when_the_server_closes_first() {
+    let port = raw_server(|tcp, request| {
+        let _ = tcp.write_all(switching_protocols(request).as_bytes());
+        // 1001 "restart" at once, then read whatever comes until the client
+        // has been quiet for a while.
+        let _ = tcp.write_all(b"\x88\x09\x03\xe9restart");
+        let _ = tcp.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut buf = [0; 4096];
+        while matches!(std::io::Read::read(tcp, &mut buf), Ok(n) if n > 0) {}
+    });
+    let lines: Vec<u8> = (0..50_000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    let run = connect(&[&format!("ws://127.0.0.1:{port}/")], Input::Bytes(&lines));
+    assert!(!run.status.success(), "input was left: {run:?}");
+    assert!(run.stderr.contains("connection closed by the server: 1001 (GOING_AWAY)"), "{}", run.stderr);
+    assert!(run.stderr.contains("the connection ended before the end of input"), "{}", run.stderr);
+    assert!(!run.stderr.contains("cannot send"), "no attempt after the close: {}", run.stderr);
 }

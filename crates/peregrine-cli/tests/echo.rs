@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{EchoServer, Input, connect, temp_dir};
+use support::{EchoServer, Input, connect, run, temp_dir};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM;
 /// returns (cert path, key path).
@@ -98,4 +98,30 @@ fn interrupt_closes_open_connections_with_1001_and_exits() {
     let run = client.join().unwrap();
     assert!(run.status.success(), "going away is a clean end: {run:?}");
     assert!(run.stderr.contains("connection closed by the server: 1001 (GOING_AWAY)"), "{}", run.stderr);
+}
+
+#[test]
+fn listen_and_tls_mistakes_name_the_option_and_the_fix() {
+    let server = EchoServer::start(&[]);
+    let busy = format!("127.0.0.1:{}", server.port);
+    let (cert, _) = self_signed("tls-mixup");
+    let (_, other_key) = self_signed("tls-other");
+    let free = "127.0.0.1:0";
+    for (args, expected) in [
+        (vec!["--listen", busy.as_str()], "another process listens there"),
+        (vec!["--listen", "127.0.0.1"], "--listen takes HOST:PORT"),
+        (vec!["--listen", free, "--tls-cert", &cert, "--tls-key", &cert], "holds no PEM private key"),
+        (
+            vec!["--listen", free, "--tls-cert", &other_key, "--tls-key", &other_key],
+            "holds no PEM certificate",
+        ),
+        (
+            vec!["--listen", free, "--tls-cert", &cert, "--tls-key", &other_key],
+            "is not the private key of the certificate in --tls-cert",
+        ),
+        (vec!["--listen", free, "--max-connections", "0"], "'--max-connections <N>'"),
+    ] {
+        let out = run(&[&["echo"][..], &args].concat(), Input::Open);
+        assert!(!out.status.success() && out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+    }
 }

@@ -78,7 +78,7 @@ fn show_response(out: &mut String, status: u16, reason: &str, headers: &Headers,
     } else {
         let _ = writeln!(out, "  response headers:");
         for (name, value) in headers.iter() {
-            let _ = writeln!(out, "    {name}: {}", String::from_utf8_lossy(value).escape_debug());
+            let _ = writeln!(out, "    {name}: {}", printable(&String::from_utf8_lossy(value)));
         }
     }
     let body = body.unwrap_or_default();
@@ -87,9 +87,37 @@ fn show_response(out: &mut String, status: u16, reason: &str, headers: &Headers,
         let _ = writeln!(out, "  response body (first {} bytes received):", shown.len());
         let text = String::from_utf8_lossy(shown);
         for line in text.lines().filter(|l| !l.trim().is_empty()).take(20) {
-            let _ = writeln!(out, "    {}", line.trim_end().escape_debug());
+            let _ = writeln!(out, "    {}", printable(line.trim_end()));
         }
     }
+}
+
+/// Text from the server as it reads, with control characters (which could
+/// move the cursor or recolour the terminal) escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+/// The WebSocket URL for a redirect's `Location`: ws:// for http://, wss://
+/// for https://; anything else as given.
+fn websocket_location(location: &str) -> String {
+    if let Some(rest) = location.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = location.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        location.to_owned()
+    }
+}
+
+fn redirect_cause(status: u16, location: &str) -> String {
+    format!(
+        "the server redirects ({status}) to {location}, and WebSocket clients do not follow redirects: \
+         connect to {} instead (often http:// to https://, or a missing or extra trailing slash)",
+        websocket_location(location)
+    )
 }
 
 fn status_cause(status: u16, headers: &Headers, target: &Target, sent: &Sent) -> String {
@@ -156,20 +184,14 @@ fn status_cause(status: u16, headers: &Headers, target: &Target, sent: &Sent) ->
             "a proxy or load balancer answered ({status}): the WebSocket backend behind it is down, \
              unreachable or too slow (check the upstream address and the proxy's timeouts)"
         ),
-        200..=399 => {
-            let redirect = match headers.get("Location") {
-                Some(location) if (300..400).contains(&status) => format!(
-                    " The server redirects to {location}: WebSocket clients do not follow redirects; \
-                     connect to that URL (ws:// for http://, wss:// for https://)."
-                ),
-                _ => String::new(),
-            };
-            format!(
-                "the server answered plain HTTP ({status}), not an upgrade: wrong path, or a proxy that \
-                 does not forward the Upgrade/Connection headers (nginx needs proxy_http_version 1.1; \
-                 proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\").{redirect}"
-            )
+        300..=399 if headers.get("Location").is_some() => {
+            redirect_cause(status, headers.get("Location").unwrap_or_default())
         }
+        200..=399 => format!(
+            "the server answered plain HTTP ({status}), not an upgrade: wrong path, or a proxy that does \
+             not forward the Upgrade/Connection headers (nginx needs proxy_http_version 1.1; \
+             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")."
+        ),
         _ => format!("the server refused the upgrade with {status}; the headers and body above may say why"),
     }
 }
@@ -204,11 +226,12 @@ fn handshake_cause(error: &HandshakeError, target: &Target, received: &[u8], out
              rewrote the response, or the server does not implement RFC 6455"
                 .to_owned()
         }
-        MissingAccept | AcceptMismatch { .. } => {
-            "the Sec-WebSocket-Accept answer does not match our key: a caching proxy replayed an old \
-             response, or the server computes it wrong"
-                .to_owned()
-        }
+        MissingAccept => "the server said 101 without a Sec-WebSocket-Accept header: a proxy in between \
+                          stripped it, or the server does not implement RFC 6455"
+            .to_owned(),
+        AcceptMismatch { .. } => "the Sec-WebSocket-Accept answer does not match our key: a caching \
+                                  proxy replayed an old response, or the server computes it wrong"
+            .to_owned(),
         UnofferedProtocol(protocol) => {
             format!("the server picked subprotocol {protocol:?}, which was not offered: add -p {protocol}")
         }
@@ -388,6 +411,9 @@ mod tests {
         assert!(status_cause(401, &none, &t, &sent).contains("--token"));
         assert!(status_cause(200, &none, &t, &sent).contains("proxy_http_version 1.1"));
         assert!(status_cause(302, &none, &t, &sent).contains("plain HTTP"));
+        let cause = redirect_cause(301, "https://example.com/chat/");
+        assert!(cause.contains("connect to wss://example.com/chat/ instead"), "{cause}");
+        assert_eq!(printable("{\"a\":1}\u{1b}[2J"), "{\"a\":1}\\u{1b}[2J");
         assert!(status_cause(426, &none, &t, &sent).contains("version"));
     }
 

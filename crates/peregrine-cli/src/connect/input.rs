@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use peregrine::proto::close::MAX_REASON_LEN;
 use peregrine::{CloseCode, Message};
 use tokio::sync::mpsc;
 
@@ -93,7 +94,7 @@ pub fn parse_line(line: &[u8], format: InputFormat, binary: bool, commands: bool
                 None => (rest.as_str(), ""),
             };
             let code = if code.is_empty() { CloseCode::NORMAL } else { parse_close_code(code)? };
-            Ok(Command::Close(code, reason.to_owned()))
+            Ok(Command::Close(code, parse_close_reason(reason)?))
         }
         "binary" => decode_hex(&rest).map(|b| Command::Send(Message::binary(b))),
         "quit" | "exit" => Ok(Command::Quit),
@@ -113,14 +114,36 @@ pub fn parse_close_code(text: &str) -> Result<CloseCode, String> {
     Ok(code)
 }
 
+/// A close reason that fits in a close frame: at most 123 bytes of UTF-8
+/// (RFC 6455 §5.5: 125 bytes of payload, 2 of them the code).
+pub fn parse_close_reason(text: &str) -> Result<String, String> {
+    if text.len() > MAX_REASON_LEN {
+        return Err(format!(
+            "the close reason is {} bytes; a close frame holds at most {MAX_REASON_LEN}",
+            text.len()
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Characters of an offending line quoted in an error.
+const QUOTED: usize = 40;
+
+/// Base64 with or without its `=` padding, as both are common.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// Decodes a data line according to `--input` and `--binary`.
 pub fn decode(line: &[u8], format: InputFormat, binary: bool) -> Result<Message, String> {
     match format {
         InputFormat::Hex => decode_hex(&String::from_utf8_lossy(line)).map(Message::binary),
-        InputFormat::Base64 => base64::engine::general_purpose::STANDARD
+        InputFormat::Base64 => BASE64
             .decode(line.trim_ascii())
             .map(Message::binary)
-            .map_err(|e| format!("invalid base64: {e}")),
+            .map_err(|e| format!("invalid base64 ({e}) in {}", quote(&String::from_utf8_lossy(line)))),
         InputFormat::Text if binary => Ok(Message::binary(line.to_vec())),
         InputFormat::Text => match String::from_utf8(line.to_vec()) {
             Ok(text) => Ok(Message::text(text)),
@@ -129,22 +152,32 @@ pub fn decode(line: &[u8], format: InputFormat, binary: bool) -> Result<Message,
     }
 }
 
-/// Hex digits to bytes; whitespace, `:` and `-` separators and a `0x`
-/// prefix are allowed.
+/// Hex digits to bytes; whitespace, `:` and `-` separators are allowed, and
+/// a `0x` before the whole line or before each separated group.
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
     let text = text.trim();
-    let text = text.strip_prefix("0x").unwrap_or(text);
-    let digits: Vec<u8> = text.bytes().filter(|b| !matches!(b, b' ' | b'\t' | b':' | b'-')).collect();
+    let mut digits = Vec::with_capacity(text.len());
+    for group in text.split([' ', '\t', ':', '-']) {
+        digits.extend_from_slice(group.strip_prefix("0x").unwrap_or(group).as_bytes());
+    }
     if !digits.len().is_multiple_of(2) {
-        return Err(format!("odd number of hex digits in {text:?}"));
+        return Err(format!("odd number of hex digits in {}", quote(text)));
     }
     digits
         .chunks(2)
         .map(|pair| {
-            let s = std::str::from_utf8(pair).map_err(|_| format!("invalid hex in {text:?}"))?;
-            u8::from_str_radix(s, 16).map_err(|_| format!("invalid hex {s:?} in {text:?}"))
+            let s = std::str::from_utf8(pair).map_err(|_| format!("invalid hex in {}", quote(text)))?;
+            u8::from_str_radix(s, 16).map_err(|_| format!("invalid hex {s:?} in {}", quote(text)))
         })
         .collect()
+}
+
+/// A line quoted in an error: its start only, when long.
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        Some((end, _)) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
+        None => format!("{text:?}"),
+    }
 }
 
 /// Reads stdin line by line on its own thread (stdin has no async reads
@@ -283,8 +316,34 @@ mod tests {
     fn hex_accepts_separators_and_rejects_odd_digits() {
         assert_eq!(decode_hex("01 02:ff-0A"), Ok(vec![1, 2, 0xff, 0x0a]));
         assert_eq!(decode_hex("0xdeadbeef"), Ok(vec![0xde, 0xad, 0xbe, 0xef]));
+        assert_eq!(decode_hex("0x01 0x02"), Ok(vec![1, 2]));
         assert!(decode_hex("abc").is_err());
         assert!(decode_hex("zz").is_err());
+    }
+
+    #[test]
+    fn a_long_bad_line_is_quoted_by_its_start() {
+        let line = "zz".repeat(500_000);
+        let error = decode_hex(&line).unwrap_err();
+        assert!(error.len() < 120 && error.ends_with("... (1000000 bytes)"), "{error}");
+    }
+
+    #[test]
+    fn base64_with_or_without_padding() {
+        for line in [&b"aGk="[..], b"aGk"] {
+            assert_eq!(decode(line, InputFormat::Base64, false), Ok(Message::binary(&b"hi"[..])));
+        }
+        let error = decode(b"!!!", InputFormat::Base64, false).unwrap_err();
+        assert!(error.contains("\"!!!\""), "{error}");
+    }
+
+    #[test]
+    fn close_reasons_must_fit_a_close_frame() {
+        let parse = |line: &str| parse_line(line.as_bytes(), InputFormat::Text, false, true);
+        let longest = "r".repeat(123);
+        assert_eq!(parse(&format!("/close 4000 {longest}")), Ok(Command::Close(4000.into(), longest)));
+        let error = parse(&format!("/close 4000 {}", "r".repeat(124))).unwrap_err();
+        assert!(error.contains("124 bytes") && error.contains("at most 123"), "{error}");
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub struct ConnectOptions {
     file: Option<PathBuf>,
 
     /// Sends a ping every SECS seconds and prints the round-trip time.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     ping_interval: Option<Duration>,
 
     /// The close code sent at the end of input.
@@ -111,7 +111,7 @@ pub struct ConnectOptions {
     close_code: CloseCode,
 
     /// The close reason sent at the end of input.
-    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
+    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true, value_parser = input::parse_close_reason)]
     close_reason: String,
 
     /// After the end of input, keep receiving for SECS seconds before closing.
@@ -150,11 +150,11 @@ pub struct ConnectOptions {
     no_keepalive: bool,
 
     /// Limit for DNS, TCP, TLS and the upgrade together.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_secs)]
     connect_timeout: Duration,
 
     /// How long to wait for the server's close frame after ours.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive_secs)]
     close_timeout: Duration,
 
     /// The largest message accepted from the server, in bytes.
@@ -169,6 +169,15 @@ pub struct ConnectOptions {
 fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{text}: {e}"))
+}
+
+/// Seconds that must be more than zero (an interval or a time limit).
+fn parse_positive_secs(text: &str) -> Result<Duration, String> {
+    let secs = parse_secs(text)?;
+    if secs.is_zero() {
+        return Err("must be more than 0 seconds".to_owned());
+    }
+    Ok(secs)
 }
 
 fn parse_close_code(text: &str) -> Result<CloseCode, String> {

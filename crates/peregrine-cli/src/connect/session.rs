@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use peregrine::proto::ProtocolError;
 use peregrine::{CloseCode, CloseFrame, Error, Message, TimeoutKind, WebSocket};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -20,6 +21,12 @@ use super::{BinaryOutput, ConnectOptions, Plan, diagnose};
 
 /// Binary bytes shown per received message at the prompt.
 const BINARY_SHOWN: usize = 256;
+/// Line numbers of piped lines that could not be sent, kept for the summary.
+const SKIPPED_SHOWN: usize = 10;
+/// A ping unanswered for this many ping intervals is reported (and forgotten).
+const PONG_PATIENCE: u32 = 2;
+/// How long to look for input left unsent when the server ended the session.
+const LEFTOVER_WAIT: Duration = Duration::from_millis(100);
 
 /// How the session ended.
 #[derive(Debug)]
@@ -83,6 +90,10 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
         closing: None,
         close_received: None,
         failed: false,
+        lines_read: 0,
+        skipped: Vec::new(),
+        skipped_count: 0,
+        unsent_input: false,
     };
     let code = session.run(rx).await;
     let editor_running = editor.is_some_and(|thread| !thread.is_finished());
@@ -109,6 +120,14 @@ struct Session<'a> {
     close_received: Option<Option<CloseFrame>>,
     /// The connection failed (1006, protocol error, timeout).
     failed: bool,
+    /// Piped lines read so far (for line numbers in errors).
+    lines_read: u64,
+    /// The first few piped lines that could not be decoded, by number, and
+    /// how many there were in all.
+    skipped: Vec<u64>,
+    skipped_count: u64,
+    /// The server ended the connection before the end of piped input.
+    unsent_input: bool,
 }
 
 impl Session<'_> {
@@ -128,7 +147,9 @@ impl Session<'_> {
                     Some(Err(error)) => self.on_error(error),
                     None => break,
                 },
-                event = rx.recv(), if input_open && self.closing.is_none() => match event {
+                // Input stops once either side has closed or the connection
+                // failed: sending more would only fail, line by line.
+                event = rx.recv(), if input_open && self.closing.is_none() && self.close_received.is_none() && !self.failed => match event {
                     Some(Input::Line(line)) => self.on_line(&line).await,
                     Some(Input::Message(message)) => self.send(message).await,
                     Some(Input::Eof) | None => {
@@ -160,6 +181,14 @@ impl Session<'_> {
                     self.close(CloseCode::NORMAL, "").await;
                 }
             }
+        }
+        // Piped input not read to its end, and we did not close: the server
+        // (or the network) ended the session first. Whether input was left
+        // shows in what comes next (the end of input is no loss); input that
+        // is still being produced is not counted.
+        if input_open && !self.interactive && self.closing.is_none() {
+            let next = tokio::time::timeout(LEFTOVER_WAIT, rx.recv()).await;
+            self.unsent_input = matches!(next, Ok(Some(Input::Line(_) | Input::Message(_))));
         }
         self.exit_code()
     }
@@ -215,6 +244,12 @@ impl Session<'_> {
         self.failed = true;
         let text = match &error {
             Error::AbnormalClosure => format!("connection lost: {}", diagnose::code(CloseCode::ABNORMAL)),
+            Error::Protocol(
+                e @ (ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. }),
+            ) => format!(
+                "the server sent more than --max-message-size allows ({e}); closing with {}",
+                diagnose::code(e.close_code())
+            ),
             Error::Protocol(e) => {
                 format!("protocol error by the server: {e}; closing with {}", diagnose::code(e.close_code()))
             }
@@ -245,8 +280,20 @@ impl Session<'_> {
 
     async fn on_line(&mut self, line: &[u8]) {
         let command = input::parse_line(line, self.args.input, self.args.binary, self.interactive);
+        if !self.interactive {
+            self.lines_read += 1;
+        }
         match command {
-            Err(problem) => self.console.diag(&format!("error: {problem}")),
+            // At the prompt the line can be typed again; piped, it is lost,
+            // so say which one it was and fail the run at the end.
+            Err(problem) if self.interactive => self.console.diag(&format!("error: {problem}")),
+            Err(problem) => {
+                self.console.diag(&format!("error: line {}: {problem} (not sent)", self.lines_read));
+                self.skipped_count += 1;
+                if self.skipped.len() < SKIPPED_SHOWN {
+                    self.skipped.push(self.lines_read);
+                }
+            }
             Ok(Command::Send(message)) => {
                 if self.interactive
                     && let Message::Binary(data) = &message
@@ -283,8 +330,32 @@ impl Session<'_> {
         if self.interactive {
             self.console.diag(&format!("> ping {}", show_payload(&payload)));
         }
+        self.report_lost_pongs();
         self.pings.insert(payload.clone(), Instant::now());
         self.send(Message::Ping(payload)).await;
+    }
+
+    /// Reports (and forgets) the pings of `--ping-interval` that have gone
+    /// unanswered for a while, so a server that stopped answering shows
+    /// before the keepalive gives up on it.
+    fn report_lost_pongs(&mut self) {
+        let Some(interval) = self.args.ping_interval else { return };
+        let patience = interval * PONG_PATIENCE;
+        let mut lost: Vec<(Bytes, Duration)> = self
+            .pings
+            .iter()
+            .map(|(payload, sent)| (payload.clone(), sent.elapsed()))
+            .filter(|(_, waited)| *waited >= patience)
+            .collect();
+        lost.sort_by_key(|(_, waited)| std::cmp::Reverse(*waited));
+        for (payload, waited) in lost {
+            self.pings.remove(&payload);
+            self.console.diag(&format!(
+                "no pong for ping {} after {:.1} s: the server or the network is not answering",
+                show_payload(&payload),
+                waited.as_secs_f64()
+            ));
+        }
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) {
@@ -305,7 +376,7 @@ impl Session<'_> {
     }
 
     fn exit_code(&self) -> i32 {
-        if self.failed {
+        if self.failed || self.skipped_count > 0 || self.unsent_input {
             return 1;
         }
         match &self.close_received {
@@ -323,8 +394,26 @@ impl Session<'_> {
         })
     }
 
-    /// A last line when the connection ended in a way not yet reported.
+    /// Last lines: what was not sent, and an end not yet reported.
     fn report_end(&self) {
+        if self.skipped_count > 0 {
+            let mut numbers: Vec<String> = self.skipped.iter().map(u64::to_string).collect();
+            if self.skipped_count > self.skipped.len() as u64 {
+                numbers.push("...".to_owned());
+            }
+            self.console.diag(&format!(
+                "{} input line(s) could not be decoded and were not sent (line {})",
+                self.skipped_count,
+                numbers.join(", ")
+            ));
+        }
+        if self.unsent_input {
+            let unsent = match self.lines_read {
+                0 => "none of it was sent".to_owned(),
+                n => format!("what came after line {n} was not sent"),
+            };
+            self.console.diag(&format!("the connection ended before the end of input: {unsent}"));
+        }
         if self.close_received.is_none() && !self.failed {
             self.console.diag("the connection ended without a close handshake");
         }

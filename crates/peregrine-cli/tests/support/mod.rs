@@ -134,14 +134,18 @@ pub enum Input<'a> {
 /// Runs `peregrine connect` plus `args` to completion (killed after
 /// [`TIMEOUT`]).
 pub fn connect(args: &[&str], input: Input<'_>) -> Run {
+    run(&[&["connect"][..], args].concat(), input)
+}
+
+/// Runs `peregrine` with `args` to completion (killed after [`TIMEOUT`]).
+pub fn run(args: &[&str], input: Input<'_>) -> Run {
     let mut child = Command::new(BIN)
-        .arg("connect")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn peregrine connect");
+        .expect("spawn peregrine");
     let mut stdin = child.stdin.take();
     if let Input::Bytes(bytes) = input {
         let mut pipe = stdin.take().expect("stdin");
@@ -157,7 +161,7 @@ pub fn connect(args: &[&str], input: Input<'_>) -> Run {
     let stdout = stdout.join().unwrap();
     let stderr = stderr.join().unwrap();
     let Some(status) = status else {
-        panic!("peregrine connect {args:?} did not finish in time\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        panic!("peregrine {args:?} did not finish in time\nstdout:\n{stdout}\nstderr:\n{stderr}");
     };
     Run { status, stdout, stderr }
 }
