@@ -73,6 +73,19 @@ fn oversized_messages_are_closed_with_1009() {
 }
 
 #[test]
+fn a_message_refused_while_still_being_written_is_reported_as_1009_not_1006() {
+    // 5 MB: the server closes (and resets) long before the client has written it.
+    let server = EchoServer::start(&["--max-message-size", "1000"]);
+    let mut line = vec![b'a'; 5_000_000];
+    line.push(b'\n');
+    let run = connect(&[&server.url], Input::Bytes(&line));
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("connection closed by the server: 1009 (MESSAGE_TOO_BIG)"), "{}", run.stderr);
+    assert!(run.stderr.contains("frame of 5000000 bytes exceeds the limit of 1000 bytes"), "{}", run.stderr);
+    assert!(!run.stderr.contains("1006"), "{}", run.stderr);
+}
+
+#[test]
 fn a_subprotocol_is_chosen_from_the_offer() {
     let server = EchoServer::start(&["-p", "chat.v2", "-p", "chat.v1"]);
     let run = connect(&[&server.url, "-p", "chat.v1", "-p", "chat.v2", "-m", "x"], Input::Open);

@@ -134,8 +134,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 if self.conn.output().has_remaining()
                     && let Poll::Ready(Err(e)) = self.poll_write_output(write)
                 {
-                    // Deliver the event; the write failure ends the stream next.
-                    self.final_error = Some(self.abort(Error::Io(e)));
+                    if self.conn.close_received().is_some() {
+                        // The peer has closed: that our reply cannot reach it
+                        // is no news. The stream ends after this event.
+                        let output = self.conn.output();
+                        output.advance(output.remaining());
+                    } else {
+                        // Deliver the event; the write failure ends the stream next.
+                        self.final_error = Some(self.abort(Error::Io(e)));
+                    }
                 }
                 return Poll::Ready(Some(event));
             }
@@ -146,6 +153,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.conn.output().has_remaining()
                 && let Poll::Ready(Err(e)) = self.poll_write_output(write)
             {
+                if self.read_after_failed_write(read) {
+                    continue;
+                }
                 return Poll::Ready(Some(Err(self.abort(Error::Io(e)))));
             }
             if let Poll::Ready(tick) = self.keepalive.poll_tick(&mut Context::from_waker(read)) {
@@ -184,6 +194,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Err(e) => return Poll::Ready(Some(Err(self.abort(Error::Io(e))))),
             }
         }
+    }
+
+    /// After a write failed: the peer may have closed with a reason (1009 for
+    /// a message over its limit, say) and then reset the connection while we
+    /// were still writing. Drops what can no longer be sent and reads what
+    /// has already arrived, without waiting, so that a close frame in it is
+    /// delivered instead of a bare write error (which a reader would take for
+    /// a 1006). Returns whether anything was read.
+    fn read_after_failed_write(&mut self, read: &Waker) -> bool {
+        let output = self.conn.output();
+        output.advance(output.remaining());
+        let mut got = false;
+        while let Poll::Ready(Ok(n)) = self.poll_read(read) {
+            if n == 0 {
+                break;
+            }
+            got = true;
+        }
+        got
     }
 
     /// Ends the connection at once after a fatal error: best-effort write of

@@ -211,3 +211,30 @@ async fn our_client_fails_a_masked_server_frame_with_1002_and_waits_for_the_serv
     assert_eq!(close.close_code(), Some(1002));
     assert!(timeout(PATIENCE, ending).await.unwrap().unwrap(), "then the stream ends");
 }
+
+#[tokio::test]
+async fn a_sender_cut_off_mid_message_still_hears_why() {
+    // The server refuses a 16 MiB message at its header (1009) and ends TCP
+    // while the client is still writing it: the client's write fails, but the
+    // close frame that came first is what it reports, not a bare 1006.
+    let (listener, addr) = raw::listener().await;
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let config = Config::default().limits(Limits::default().max_message_size(1000).max_frame_size(1000));
+        let mut ws = peregrine::accept_with(tcp, &config, |r| Ok(r.accept())).await.unwrap();
+        while ws.recv().await.is_some() {}
+    });
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/")).connect().await.unwrap();
+    let sent = ws.send(Message::binary(vec![0u8; 16 << 20])).await;
+    assert!(sent.is_err(), "the server stopped reading: {sent:?}");
+    let heard = timeout(PATIENCE, ws.recv()).await.expect("an answer in time");
+    match heard {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code.as_u16(), 1009, "{frame:?}");
+            assert!(frame.reason.contains("exceeds the limit of 1000 bytes"), "{frame:?}");
+        }
+        other => panic!("expected the server's 1009, got {other:?}"),
+    }
+    let end = timeout(PATIENCE, ws.recv()).await.expect("the end in time");
+    assert!(end.is_none(), "{end:?}");
+}

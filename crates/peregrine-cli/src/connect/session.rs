@@ -94,6 +94,7 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
         skipped: Vec::new(),
         skipped_count: 0,
         unsent_input: false,
+        send_failed: false,
     };
     let code = session.run(rx).await;
     let editor_running = editor.is_some_and(|thread| !thread.is_finished());
@@ -128,6 +129,9 @@ struct Session<'a> {
     skipped_count: u64,
     /// The server ended the connection before the end of piped input.
     unsent_input: bool,
+    /// A send failed on the transport: nothing more can go out, and what
+    /// the server said before (its close frame) is still to be read.
+    send_failed: bool,
 }
 
 impl Session<'_> {
@@ -149,7 +153,7 @@ impl Session<'_> {
                 },
                 // Input stops once either side has closed or the connection
                 // failed: sending more would only fail, line by line.
-                event = rx.recv(), if input_open && self.closing.is_none() && self.close_received.is_none() && !self.failed => match event {
+                event = rx.recv(), if input_open && self.closing.is_none() && self.close_received.is_none() && !self.failed && !self.send_failed => match event {
                     Some(Input::Line(line)) => self.on_line(&line).await,
                     Some(Input::Message(message)) => self.send(message).await,
                     Some(Input::Eof) | None => {
@@ -318,7 +322,10 @@ impl Session<'_> {
         match self.ws.send(message).await {
             Ok(()) => {}
             Err(Error::Closed) => self.console.diag("cannot send: the connection is closing"),
-            Err(e) => self.console.diag(&format!("cannot send: {e}")),
+            Err(e) => {
+                self.send_failed = true;
+                self.console.diag(&format!("cannot send: {e}; reading what the server sent before"));
+            }
         }
     }
 
