@@ -416,3 +416,16 @@ fn out_of_range_arguments_are_refused_naming_the_option() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn fanout_against_a_server_without_the_publish_api_stops_at_the_first_refusal() {
+    let addr = echo_server().to_string();
+    let started = Instant::now();
+    let (ok, _, stderr) =
+        bench(&["fanout", &addr, "--subscribers", "5", "--duration", "10", "--drain", "10"]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("the server answered a publish with `HTTP/1.1 405"), "{stderr}");
+    assert!(stderr.contains("is --target right"), "{stderr}");
+    // Not the 10 s asked for: the first refusal ends the run.
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}

@@ -42,7 +42,7 @@ fn fanout_against_peregrine_serve_delivers_everything_once_in_order() {
             (r["lost"].as_u64(), r["reordered"].as_u64(), r["duplicated"].as_u64()),
             (Some(0), Some(0), Some(0))
         );
-        assert!(r["latency_us"]["p50_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["latency"]["p50_us"].as_f64().unwrap() > 0.0, "{r}");
         assert_eq!(r["target"], "peregrine");
     }
 }

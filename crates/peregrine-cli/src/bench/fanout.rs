@@ -105,10 +105,10 @@ struct FanoutResult {
     lost: u64,
     reordered: u64,
     duplicated: u64,
-    latency_us: Latency,
+    latency: Latency,
     server_rss_per_subscriber_bytes: Option<f64>,
-    generator_cpu_percent: Option<f64>,
-    server_cpu_percent: Option<f64>,
+    generator_cpu_pct: Option<f64>,
+    server_cpu_pct: Option<f64>,
 }
 
 /// What one subscriber saw.
@@ -184,14 +184,14 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             "lost / reordered / duplicated",
             format!("{} / {} / {}", result.lost, result.reordered, result.duplicated),
         ),
-        ("latency", result.latency_us.line()),
+        ("latency", result.latency.line()),
         (
             "server memory",
             result
                 .server_rss_per_subscriber_bytes
                 .map_or("-".into(), |b| format!("{} bytes per subscriber", thousands(b))),
         ),
-        ("cpu", report::cpu_line(result.generator_cpu_percent, result.server_cpu_percent)),
+        ("cpu", report::cpu_line(result.generator_cpu_pct, result.server_cpu_pct)),
     ];
     report::emit(args.common.json, &result, &table)
 }
@@ -257,10 +257,10 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
         lost: expected.saturating_sub(received),
         reordered,
         duplicated,
-        latency_us: latency,
+        latency,
         server_rss_per_subscriber_bytes: rss_per,
-        generator_cpu_percent: cpu.0,
-        server_cpu_percent: cpu.1,
+        generator_cpu_pct: cpu.0,
+        server_cpu_pct: cpu.1,
     })
 }
 
@@ -360,14 +360,24 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
     let (mut read, mut write) = tcp.into_split();
     let acked = Rc::new(std::cell::Cell::new(0u64));
     let reader_acked = acked.clone();
+    // Why publishing cannot go on: a refused publish, or the connection closed.
+    let stopped: Rc<std::cell::RefCell<Option<String>>> = Rc::default();
+    let reader_stopped = stopped.clone();
     // Counts answers: each ends its head with an empty line; bodies here are small JSON
-    // with a Content-Length, skipped by length.
+    // with a Content-Length, skipped by length. The first answer that is not a 2xx
+    // stops the run.
     let reader = tokio::task::spawn_local(async move {
         let mut buf = Vec::with_capacity(1 << 16);
         let mut chunk = vec![0u8; 1 << 16];
         loop {
             let n = read.read(&mut chunk).await.unwrap_or(0);
             if n == 0 {
+                reader_stopped.borrow_mut().get_or_insert_with(|| {
+                    format!(
+                        "the server closed the publishing connection after {} answers",
+                        reader_acked.get()
+                    )
+                });
                 return;
             }
             buf.extend_from_slice(&chunk[..n]);
@@ -386,6 +396,16 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
                 if buf.len() < head_end + 4 + body_len {
                     break;
                 }
+                let status = head.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok());
+                if !status.is_some_and(|code| (200..300).contains(&code)) {
+                    let status_line = String::from_utf8_lossy(&buf[..head_end]);
+                    let status_line = status_line.lines().next().unwrap_or_default().to_owned();
+                    let body = &buf[head_end + 4..head_end + 4 + body_len.min(200)];
+                    let body = String::from_utf8_lossy(body).trim().to_owned();
+                    reader_stopped.borrow_mut().get_or_insert_with(|| {
+                        format!("the server answered a publish with `{status_line}` {body}")
+                    });
+                }
                 buf.drain(..head_end + 4 + body_len);
                 reader_acked.set(reader_acked.get() + 1);
             }
@@ -400,7 +420,18 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
         "publishing [{bar:30}] {elapsed:>3} {msg}",
     );
     let mut sent = 0u64;
+    let refused = || {
+        stopped.borrow().clone().map(|why| {
+            anyhow::anyhow!(
+                "{why}: is --target right, and the address the server's HTTP API (peregrine: POST \
+                 /api/publish, with --api-key if it has one)?"
+            )
+        })
+    };
     while start.elapsed() < window {
+        if let Some(error) = refused() {
+            return Err(error);
+        }
         if sent - acked.get() >= args.window as u64 {
             tokio::time::sleep(Duration::from_micros(50)).await;
             continue;
@@ -428,6 +459,9 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
     // Wait for the answers still in flight.
     let until = Instant::now() + Duration::from_secs(10);
     while acked.get() < sent && Instant::now() < until {
+        if let Some(error) = refused() {
+            return Err(error);
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     bar.finish_and_clear();
