@@ -338,6 +338,14 @@ fn bad_arguments_fail_before_connecting() {
     assert!(run.stderr.contains("is not 'Name: value'"), "{}", run.stderr);
     let run = connect(&["ws://127.0.0.1:1/", "--close-code", "1006"], Input::Open);
     assert!(run.stderr.contains("cannot be sent"), "{}", run.stderr);
+    // Checked before connecting: port 1 would say nothing listens there.
+    let run = connect(&["ws://127.0.0.1:1/", "-H", "Sec-WebSocket-Key: x"], Input::Open);
+    assert!(
+        run.stderr
+            .contains("-H \"Sec-WebSocket-Key: x\": header Sec-WebSocket-Key is written by the handshake"),
+        "{}",
+        run.stderr
+    );
     let run = connect(&["ws://127.0.0.1:1/", "--ping-interval", "0"], Input::Open);
     assert!(run.stderr.contains("'--ping-interval <SECS>': must be more than 0 seconds"), "{}", run.stderr);
     let reason = "r".repeat(124);

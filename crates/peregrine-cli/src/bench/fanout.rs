@@ -153,6 +153,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         args.duration,
         (1.0 / args.duration).ceil()
     );
+    anyhow::ensure!(args.common.threads == 1, "--threads: bench fanout runs on one thread only");
+    anyhow::ensure!(!args.common.any_response, "--any-response is for echo, idle and handshake, not fanout");
     if args.subscribers == 0 || args.window == 0 {
         bail!("--subscribers and --window must be at least 1");
     }

@@ -219,6 +219,7 @@ fn plan(args: &ConnectOptions, console: &Arc<Console>) -> anyhow::Result<Plan> {
         if name.eq_ignore_ascii_case("Origin") && sent.origin.is_none() {
             sent.origin = Some(value.trim().to_owned());
         }
+        check_header(name, value.trim()).with_context(|| format!("-H {header:?}"))?;
         builder = builder.header(name, value.trim());
     }
     if let Some(token) = &args.token {
@@ -241,6 +242,14 @@ fn plan(args: &ConnectOptions, console: &Arc<Console>) -> anyhow::Result<Plan> {
         show_frames: args.show_frames.then(|| console.clone()),
     };
     Ok(Plan { target, options, sent, prepared })
+}
+
+/// Refuses a header that cannot be sent (a bad name or value, or one the
+/// handshake sets itself) before connecting, not after.
+fn check_header(name: &str, value: &str) -> anyhow::Result<()> {
+    let request = peregrine::proto::handshake::ClientRequest::new("localhost", "/").with_header(name, value);
+    request.encode(&mut bytes::BytesMut::new())?;
+    Ok(())
 }
 
 fn tls_connector(args: &ConnectOptions) -> anyhow::Result<TlsConnector> {
