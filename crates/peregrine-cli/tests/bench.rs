@@ -369,15 +369,18 @@ fn answers_that_are_not_echoes_fail_the_connection() {
 
 #[test]
 fn idle_connections_answer_pings_and_count_those_the_server_ends() {
-    // Pings every 100 ms, and drops a client that has not answered in 200 ms.
+    // Pings every 300 ms, and drops a client that has not answered in 1 s:
+    // a client that never answers is gone 1.3 s into the 3 s hold.
     let strict = peregrine::Config::default()
-        .ping_interval(Some(Duration::from_millis(100)))
-        .ping_timeout(Duration::from_millis(200));
+        .ping_interval(Some(Duration::from_millis(300)))
+        .ping_timeout(Duration::from_secs(1));
     let pinging = ws_server(strict, |mut ws| async move { while let Some(Ok(_)) = ws.recv().await {} });
-    let (ok, json, stderr) = bench(&["idle", &url(pinging), "-c", "20", "--hold", "1"]);
+    // More connections than opening workers: the first ones wait for the rest.
+    let (ok, json, stderr) =
+        bench(&["idle", &url(pinging), "-c", "100", "--concurrency", "4", "--hold", "3"]);
     assert!(ok, "{stderr}");
     let json = json.expect("JSON on stdout");
-    assert_eq!((json["opened"].as_u64(), json["connected"].as_u64()), (Some(20), Some(20)), "{json}");
+    assert_eq!((json["opened"].as_u64(), json["connected"].as_u64()), (Some(100), Some(100)), "{json}");
     assert_eq!(json["errors"], 0, "{json}");
 
     // Closes every connection after 200 ms with 1001.

@@ -69,6 +69,10 @@ pub(crate) struct Driver<S> {
     error_reported: bool,
     /// The transport reached EOF: the peer ended its side.
     peer_closed: bool,
+    /// A write failed and what was pending was dropped; what had already
+    /// arrived is being delivered (see `read_after_failed_write`). Sending
+    /// fails with this, and the stream ends with it once nothing is left.
+    write_failed: Option<io::ErrorKind>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -87,6 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             final_error: None,
             error_reported: false,
             peer_closed: false,
+            write_failed: None,
         }
     }
 
@@ -150,10 +155,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.begin_finish();
                 continue;
             }
+            if let Some(kind) = self.write_failed {
+                // What had arrived is delivered and held no close frame:
+                // the write failure ends the stream.
+                return Poll::Ready(Some(Err(self.abort(Error::Io(kind.into())))));
+            }
             if self.conn.output().has_remaining()
                 && let Poll::Ready(Err(e)) = self.poll_write_output(write)
             {
                 if self.read_after_failed_write(read) {
+                    self.write_failed = Some(e.kind());
                     continue;
                 }
                 return Poll::Ready(Some(Err(self.abort(Error::Io(e)))));
@@ -360,6 +371,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Ready to queue another message: waits while the output is over the
     /// high-water mark.
     pub(crate) fn poll_ready(&mut self, write: &Waker) -> Poll<Result<()>> {
+        if let Some(kind) = self.write_failed {
+            return Poll::Ready(Err(Error::Io(kind.into())));
+        }
         if self.stage != Stage::Open || self.conn.close_sent() {
             return Poll::Ready(Err(Error::Closed));
         }
@@ -403,6 +417,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn poll_flush(&mut self, write: &Waker) -> Poll<Result<()>> {
         if self.stage == Stage::Done {
             return Poll::Ready(Err(Error::Closed));
+        }
+        if let Some(kind) = self.write_failed {
+            // What was pending was dropped: it did not go out.
+            return Poll::Ready(Err(Error::Io(kind.into())));
         }
         match self.poll_write_output(write) {
             Poll::Ready(result) => Poll::Ready(result.map_err(Error::Io)),

@@ -214,7 +214,7 @@ async fn our_client_fails_a_masked_server_frame_with_1002_and_waits_for_the_serv
 
 #[tokio::test]
 async fn a_sender_cut_off_mid_message_still_hears_why() {
-    // The server refuses a 16 MiB message at its header (1009) and ends TCP
+    // The server refuses a 64 MiB message at its header (1009) and ends TCP
     // while the client is still writing it: the client's write fails, but the
     // close frame that came first is what it reports, not a bare 1006.
     let (listener, addr) = raw::listener().await;
@@ -225,7 +225,8 @@ async fn a_sender_cut_off_mid_message_still_hears_why() {
         while ws.recv().await.is_some() {}
     });
     let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/")).connect().await.unwrap();
-    let sent = ws.send(Message::binary(vec![0u8; 16 << 20])).await;
+    // Far more than the socket buffers of both ends hold, so the write fails.
+    let sent = ws.send(Message::binary(vec![0u8; 64 << 20])).await;
     assert!(sent.is_err(), "the server stopped reading: {sent:?}");
     let heard = timeout(PATIENCE, ws.recv()).await.expect("an answer in time");
     match heard {

@@ -124,14 +124,16 @@ async fn run_async(
     let sources = Arc::new(sources);
     // Each held connection runs until this turns true (the end of the hold).
     let (release, released) = watch::channel(false);
-    let mut holders = JoinSet::new();
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..args.concurrency.min(args.connections) {
         let (target, next, sources, bar) = (target.clone(), next.clone(), sources.clone(), bar.clone());
         let total = args.connections;
         let check = !args.common.any_response;
+        let released = released.clone();
         workers.spawn(async move {
+            // Each connection is held (and answers pings) from the moment it
+            // opens, not once all have opened.
             let (mut opened, mut errors) = (Vec::new(), Errors::default());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +142,9 @@ async fn run_async(
                 }
                 let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
                 match target.open(source, check).await {
-                    Ok(connection) => opened.push(connection),
+                    Ok((stream, leftover)) => {
+                        opened.push(tokio::spawn(hold_open(stream, leftover, released.clone())));
+                    }
                     Err(e) => errors.add(&e),
                 }
                 bar.inc(1);
@@ -149,15 +153,13 @@ async fn run_async(
         });
     }
     let mut errors = Errors::default();
-    let mut opened = 0;
+    let mut holders = Vec::with_capacity(args.connections);
     while let Some(joined) = workers.join_next().await {
-        let (connections, failed) = joined?;
+        let (held, failed) = joined?;
         errors.merge(failed);
-        opened += connections.len();
-        for (stream, leftover) in connections {
-            holders.spawn(hold_open(stream, leftover, released.clone()));
-        }
+        holders.extend(held);
     }
+    let opened = holders.len();
     let connect_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
@@ -167,8 +169,8 @@ async fn run_async(
     let _ = release.send(true);
     // Connections the server ended meanwhile do not count as open.
     let mut connected = 0;
-    while let Some(joined) = holders.join_next().await {
-        match joined? {
+    for holder in holders {
+        match holder.await? {
             None => connected += 1,
             Some(ended) => errors.add(&ended),
         }

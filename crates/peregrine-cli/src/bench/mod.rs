@@ -144,7 +144,7 @@ fn check_open_files(name: &str, connections: usize) -> anyhow::Result<Option<u64
     let limit = sys::raise_nofile_limit();
     if let Some(limit) = limit {
         // Room for the runtime's own descriptors and stdio.
-        let needed = connections as u64 + 32;
+        let needed = connections as u64 + 16;
         anyhow::ensure!(
             needed <= limit,
             "{name} {connections} needs more open files than this process may have (limit {limit}, the \

@@ -93,11 +93,14 @@ fn show_response(out: &mut String, status: u16, reason: &str, headers: &Headers,
 }
 
 /// Text from the server as it reads, with control characters (which could
-/// move the cursor or recolour the terminal) escaped.
+/// move the cursor or recolour the terminal) and invisible or reordering
+/// ones (zero-width, bidirectional overrides) escaped.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
+    let hidden = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    text.chars().map(|c| if hidden(c) { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// The WebSocket URL for a redirect's `Location`: ws:// for http://, wss://
@@ -414,6 +417,7 @@ mod tests {
         let cause = redirect_cause(301, "https://example.com/chat/");
         assert!(cause.contains("connect to wss://example.com/chat/ instead"), "{cause}");
         assert_eq!(printable("{\"a\":1}\u{1b}[2J"), "{\"a\":1}\\u{1b}[2J");
+        assert_eq!(printable("ok\u{202e}txt"), "ok\\u{202e}txt");
         assert!(status_cause(426, &none, &t, &sent).contains("version"));
     }
 

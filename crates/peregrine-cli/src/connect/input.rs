@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use base64::Engine as _;
 use bytes::Bytes;
 use peregrine::proto::close::MAX_REASON_LEN;
+use peregrine::proto::frame::MAX_CONTROL_PAYLOAD;
 use peregrine::{CloseCode, Message};
 use tokio::sync::mpsc;
 
@@ -87,6 +88,9 @@ pub fn parse_line(line: &[u8], format: InputFormat, binary: bool, commands: bool
         None => (text[1..].to_owned(), String::new()),
     };
     match name.as_str() {
+        "ping" if rest.len() > MAX_CONTROL_PAYLOAD => {
+            Err(format!("a ping payload is {} bytes; a ping holds at most {MAX_CONTROL_PAYLOAD}", rest.len()))
+        }
         "ping" => Ok(Command::Ping((!rest.is_empty()).then(|| Bytes::from(rest.into_bytes())))),
         "close" => {
             let (code, reason) = match rest.split_once(char::is_whitespace) {
@@ -363,6 +367,8 @@ mod tests {
         assert_eq!(parse("/close"), Ok(Command::Close(CloseCode::NORMAL, String::new())));
         assert_eq!(parse("/close 4001 going home"), Ok(Command::Close(4001.into(), "going home".into())));
         assert!(parse("/close 1006").is_err());
+        assert!(parse(&format!("/ping {}", "p".repeat(125))).is_ok());
+        assert!(parse(&format!("/ping {}", "p".repeat(126))).unwrap_err().contains("at most 125"));
         assert_eq!(parse("/binary 00ff"), Ok(Command::Send(Message::binary(vec![0, 0xff]))));
         assert_eq!(parse("//etc"), Ok(Command::Send(Message::text("/etc"))));
         assert_eq!(parse(""), Ok(Command::Nothing));

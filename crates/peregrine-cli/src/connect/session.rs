@@ -94,6 +94,7 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
         skipped: Vec::new(),
         skipped_count: 0,
         unsent_input: false,
+        inputs_sent: 0,
         send_failed: false,
     };
     let code = session.run(rx).await;
@@ -129,6 +130,8 @@ struct Session<'a> {
     skipped_count: u64,
     /// The server ended the connection before the end of piped input.
     unsent_input: bool,
+    /// Data messages sent (lines, `--message`, `--file`).
+    inputs_sent: u64,
     /// A send failed on the transport: nothing more can go out, and what
     /// the server said before (its close frame) is still to be read.
     send_failed: bool,
@@ -155,7 +158,9 @@ impl Session<'_> {
                 // failed: sending more would only fail, line by line.
                 event = rx.recv(), if input_open && self.closing.is_none() && self.close_received.is_none() && !self.failed && !self.send_failed => match event {
                     Some(Input::Line(line)) => self.on_line(&line).await,
-                    Some(Input::Message(message)) => self.send(message).await,
+                    Some(Input::Message(message)) => {
+                        self.send(message).await;
+                    }
                     Some(Input::Eof) | None => {
                         input_open = false;
                         match self.args.linger {
@@ -318,13 +323,29 @@ impl Session<'_> {
         }
     }
 
-    async fn send(&mut self, message: Message) {
+    /// Sends a message; returns whether it went out.
+    async fn send(&mut self, message: Message) -> bool {
+        let data = message.is_data();
         match self.ws.send(message).await {
-            Ok(()) => {}
-            Err(Error::Closed) => self.console.diag("cannot send: the connection is closing"),
-            Err(e) => {
+            Ok(()) => {
+                self.inputs_sent += u64::from(data);
+                true
+            }
+            Err(Error::Closed) => {
+                self.console.diag("cannot send: the connection is closing");
+                false
+            }
+            // The transport failed: nothing more can go out.
+            Err(e @ Error::Io(_)) => {
                 self.send_failed = true;
                 self.console.diag(&format!("cannot send: {e}; reading what the server sent before"));
+                false
+            }
+            // Refused here (a message this connection cannot carry): the
+            // connection itself is fine.
+            Err(e) => {
+                self.console.diag(&format!("cannot send: {e}"));
+                false
             }
         }
     }
@@ -338,8 +359,10 @@ impl Session<'_> {
             self.console.diag(&format!("> ping {}", show_payload(&payload)));
         }
         self.report_lost_pongs();
-        self.pings.insert(payload.clone(), Instant::now());
-        self.send(Message::Ping(payload)).await;
+        let sent = Instant::now();
+        if self.send(Message::Ping(payload.clone())).await {
+            self.pings.insert(payload, sent);
+        }
     }
 
     /// Reports (and forgets) the pings of `--ping-interval` that have gone
@@ -415,9 +438,9 @@ impl Session<'_> {
             ));
         }
         if self.unsent_input {
-            let unsent = match self.lines_read {
+            let unsent = match self.inputs_sent {
                 0 => "none of it was sent".to_owned(),
-                n => format!("what came after line {n} was not sent"),
+                n => format!("{n} message(s) of it were sent, the rest was not"),
             };
             self.console.diag(&format!("the connection ended before the end of input: {unsent}"));
         }
