@@ -142,8 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if self.conn.close_received().is_some() {
                         // The peer has closed: that our reply cannot reach it
                         // is no news. The stream ends after this event.
-                        let output = self.conn.output();
-                        output.advance(output.remaining());
+                        self.discard_output();
                     } else {
                         // Deliver the event; the write failure ends the stream next.
                         self.final_error = Some(self.abort(Error::Io(e)));
@@ -214,8 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// delivered instead of a bare write error (which a reader would take for
     /// a 1006). Returns whether anything was read.
     fn read_after_failed_write(&mut self, read: &Waker) -> bool {
-        let output = self.conn.output();
-        output.advance(output.remaining());
+        self.discard_output();
         let mut got = false;
         while let Poll::Ready(Ok(n)) = self.poll_read(read) {
             if n == 0 {
@@ -224,6 +222,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             got = true;
         }
         got
+    }
+
+    /// Drops the output that can no longer be written.
+    fn discard_output(&mut self) {
+        let output = self.conn.output();
+        output.advance(output.remaining());
     }
 
     /// Ends the connection at once after a fatal error: best-effort write of

@@ -46,7 +46,7 @@ use super::frames::{EncodedFrames, FrameCounter, Seen};
 use super::report::{self, Errors, Latency, thousands};
 use super::sys::round1;
 use super::target::Target;
-use super::{CommonArgs, check_open_files, check_positive, number, runtime, seconds};
+use super::{CommonArgs, Timing, check_open_files, check_positive, number, runtime};
 
 /// Connections opened at once before the run.
 const CONNECT_CONCURRENCY: usize = 256;
@@ -151,14 +151,13 @@ pub fn run(args: EchoArgs) -> anyhow::Result<()> {
     if args.pipeline == 0 {
         bail!("--pipeline must be at least 1");
     }
-    seconds("--duration", args.duration, false)?;
-    seconds("--warmup", args.warmup, true)?;
-    let connect_timeout = seconds("--connect-timeout", args.common.connect_timeout, false)?;
+    let timing = Timing::check(args.warmup, args.duration)?;
+    let connect_timeout = args.common.connect_timeout()?;
     if let Some(rate) = args.rate {
         check_rate(rate, args.connections, args.duration)?;
     }
     check_open_files("--connections", args.connections)?;
-    runtime(args.common.threads)?.block_on(run_async(args, connect_timeout))
+    runtime(args.common.threads)?.block_on(run_async(args, timing, connect_timeout))
 }
 
 /// A target rate must give every connection at least one message in the
@@ -182,8 +181,8 @@ fn check_rate(rate: f64, connections: usize, duration: f64) -> anyhow::Result<()
     Ok(())
 }
 
-async fn run_async(args: EchoArgs, connect_timeout: Duration) -> anyhow::Result<()> {
-    let target = Arc::new(Target::resolve(&args.url).await?.with_connect_timeout(connect_timeout));
+async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) -> anyhow::Result<()> {
+    let target = Arc::new(Target::resolve(&args.url, connect_timeout).await?);
     let json = args.common.json;
     let mut warnings = Vec::new();
 
@@ -215,8 +214,8 @@ async fn run_async(args: EchoArgs, connect_timeout: Duration) -> anyhow::Result<
     let connected = streams.len();
 
     let start = Instant::now();
-    let measure_from = start + Duration::from_secs_f64(args.warmup);
-    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let measure_from = start + timing.warmup;
+    let end = measure_from + timing.duration;
     let period =
         args.rate.map(|rate| Duration::from_secs_f64(connected as f64 / rate).max(Duration::from_micros(1)));
     let opcode = if args.text { OpCode::Text } else { OpCode::Binary };

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use super::report::{self, Errors, Latency, thousands};
 use super::sys::{raise_nofile_limit, round1};
 use super::target::Target;
-use super::{CommonArgs, runtime, seconds};
+use super::{CommonArgs, Timing, runtime};
 
 /// Source addresses used against a loopback server when `--source-addrs`
 /// is not given: 64 x 28k ports hold over a minute of TIME_WAIT at 25k
@@ -87,19 +87,18 @@ pub fn run(args: HandshakeArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    seconds("--duration", args.duration, false)?;
-    seconds("--warmup", args.warmup, true)?;
-    let connect_timeout = seconds("--connect-timeout", args.common.connect_timeout, false)?;
-    runtime(args.common.threads)?.block_on(run_async(args, connect_timeout))
+    let timing = Timing::check(args.warmup, args.duration)?;
+    let connect_timeout = args.common.connect_timeout()?;
+    runtime(args.common.threads)?.block_on(run_async(args, timing, connect_timeout))
 }
 
-async fn run_async(args: HandshakeArgs, connect_timeout: Duration) -> anyhow::Result<()> {
-    let target = Arc::new(Target::resolve(&args.url).await?.with_connect_timeout(connect_timeout));
+async fn run_async(args: HandshakeArgs, timing: Timing, connect_timeout: Duration) -> anyhow::Result<()> {
+    let target = Arc::new(Target::resolve(&args.url, connect_timeout).await?);
     raise_nofile_limit();
     let json = args.common.json;
     let start = Instant::now();
-    let measure_from = start + Duration::from_secs_f64(args.warmup);
-    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let measure_from = start + timing.warmup;
+    let end = measure_from + timing.duration;
     let done = Arc::new(AtomicU64::new(0));
     let (sources, warning) = target.sources(args.source_addrs, SOURCE_ADDRS);
     if let Some(warning) = warning {

@@ -94,7 +94,7 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         bail!("--connections and --concurrency must be at least 1");
     }
     let hold = seconds("--hold", args.hold, true)?;
-    let connect_timeout = seconds("--connect-timeout", args.common.connect_timeout, false)?;
+    let connect_timeout = args.common.connect_timeout()?;
     let nofile = check_open_files("--connections", args.connections)?;
     runtime(args.common.threads)?.block_on(run_async(args, hold, connect_timeout, nofile))
 }
@@ -105,7 +105,7 @@ async fn run_async(
     connect_timeout: Duration,
     nofile: Option<u64>,
 ) -> anyhow::Result<()> {
-    let target = Arc::new(Target::resolve(&args.url).await?.with_connect_timeout(connect_timeout));
+    let target = Arc::new(Target::resolve(&args.url, connect_timeout).await?);
     let json = args.common.json;
     let mut warnings = Vec::new();
     let (sources, warning) = target.sources(args.source_addrs, args.connections.div_ceil(PER_SOURCE));

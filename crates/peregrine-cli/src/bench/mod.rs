@@ -88,6 +88,27 @@ pub(crate) struct CommonArgs {
     any_response: bool,
 }
 
+impl CommonArgs {
+    /// `--connect-timeout`, checked.
+    fn connect_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        seconds("--connect-timeout", self.connect_timeout, false)
+    }
+}
+
+/// The warmup and the measured window of a timed scenario, checked once.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    warmup: std::time::Duration,
+    duration: std::time::Duration,
+}
+
+impl Timing {
+    fn check(warmup: f64, duration: f64) -> anyhow::Result<Self> {
+        let duration = seconds("--duration", duration, false)?;
+        Ok(Self { warmup: seconds("--warmup", warmup, true)?, duration })
+    }
+}
+
 /// Runs `peregrine bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {

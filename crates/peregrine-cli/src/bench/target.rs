@@ -16,8 +16,6 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// Longest response head we read before giving up.
 const MAX_HEAD: usize = 16 << 10;
-/// `--connect-timeout` when not given.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to connect and what to send.
 #[derive(Debug, Clone)]
@@ -27,13 +25,13 @@ pub(crate) struct Target {
     /// The whole opening-handshake request.
     pub(crate) request: Vec<u8>,
     /// Limit for the connect and the opening handshake together.
-    pub(crate) connect_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Target {
     /// Parses a `ws://` URL and resolves its host. `wss://` is refused: TLS
     /// would measure the TLS stack, not the WebSocket server.
-    pub(crate) async fn resolve(url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn resolve(url: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url).with_context(|| format!("not a URL: {url}"))?;
         match parsed.scheme() {
             "ws" => {}
@@ -60,7 +58,7 @@ impl Target {
              Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         .into_bytes();
-        Ok(Self { url: url.to_owned(), addr, request, connect_timeout: DEFAULT_CONNECT_TIMEOUT })
+        Ok(Self { url: url.to_owned(), addr, request, connect_timeout })
     }
 
     /// Whether source addresses 127.0.0.2, 127.0.0.3... can be used to reach
@@ -88,12 +86,6 @@ impl Target {
         let stream = connect_from(self.addr, source).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
-    }
-
-    /// Sets the limit for connecting and the opening handshake.
-    pub(crate) fn with_connect_timeout(mut self, limit: Duration) -> Self {
-        self.connect_timeout = limit;
-        self
     }
 
     /// Connects and completes the opening handshake, within the connect

@@ -154,9 +154,7 @@ impl Session<'_> {
                     Some(Err(error)) => self.on_error(error),
                     None => break,
                 },
-                // Input stops once either side has closed or the connection
-                // failed: sending more would only fail, line by line.
-                event = rx.recv(), if input_open && self.closing.is_none() && self.close_received.is_none() && !self.failed && !self.send_failed => match event {
+                event = rx.recv(), if input_open && self.can_send() => match event {
                     Some(Input::Line(line)) => self.on_line(&line).await,
                     Some(Input::Message(message)) => {
                         self.send(message).await;
@@ -371,15 +369,17 @@ impl Session<'_> {
     fn report_lost_pongs(&mut self) {
         let Some(interval) = self.args.ping_interval else { return };
         let patience = interval * PONG_PATIENCE;
-        let mut lost: Vec<(Bytes, Duration)> = self
-            .pings
-            .iter()
-            .map(|(payload, sent)| (payload.clone(), sent.elapsed()))
-            .filter(|(_, waited)| *waited >= patience)
-            .collect();
+        let mut lost = Vec::new();
+        self.pings.retain(|payload, sent| {
+            let waited = sent.elapsed();
+            let keep = waited < patience;
+            if !keep {
+                lost.push((payload.clone(), waited));
+            }
+            keep
+        });
         lost.sort_by_key(|(_, waited)| std::cmp::Reverse(*waited));
         for (payload, waited) in lost {
-            self.pings.remove(&payload);
             self.console.diag(&format!(
                 "no pong for ping {} after {:.1} s: the server or the network is not answering",
                 show_payload(&payload),
@@ -403,6 +403,12 @@ impl Session<'_> {
             Ok(()) | Err(Error::Closed) => {}
             Err(e) => self.console.diag(&format!("cannot send the close frame: {e}")),
         }
+    }
+
+    /// Whether input is still worth reading: once either side has closed or
+    /// the connection failed, sending more would only fail, line by line.
+    fn can_send(&self) -> bool {
+        self.closing.is_none() && self.close_received.is_none() && !self.failed && !self.send_failed
     }
 
     fn exit_code(&self) -> i32 {
