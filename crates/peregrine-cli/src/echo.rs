@@ -94,23 +94,15 @@ pub struct EchoArgs {
 
 /// Says which of `--tls-cert` and `--tls-key` is wrong, and how.
 fn tls_files_error(error: &peregrine::Error, cert: &Path, key: &Path) -> anyhow::Error {
+    use peregrine::tls::PemError;
     let (cert, key) = (cert.display(), key.display());
-    // The library's messages for the two PEM files (see `peregrine::tls`).
-    let text = error.to_string();
-    if text.contains("no certificate found") {
-        anyhow::anyhow!(
-            "--tls-cert {cert} holds no PEM certificate (a '-----BEGIN CERTIFICATE-----' block): is it \
-             the key, or DER instead of PEM?"
-        )
-    } else if text.contains("no private key found") {
-        anyhow::anyhow!(
-            "--tls-key {key} holds no PEM private key (a '-----BEGIN ... PRIVATE KEY-----' block): is it \
-             the certificate, or DER instead of PEM?"
-        )
-    } else if matches!(error, peregrine::Error::Tls(rustls::Error::InconsistentKeys(_))) {
-        anyhow::anyhow!("--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
-    } else {
-        anyhow::anyhow!("--tls-cert {cert} and --tls-key {key} cannot be used: {error}")
+    match error {
+        peregrine::Error::Pem(e @ PemError::NoCertificate) => anyhow::anyhow!("--tls-cert {cert}: {e}"),
+        peregrine::Error::Pem(e @ PemError::NoPrivateKey) => anyhow::anyhow!("--tls-key {key}: {e}"),
+        peregrine::Error::Tls(rustls::Error::InconsistentKeys(_)) => {
+            anyhow::anyhow!("--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
+        }
+        _ => anyhow::anyhow!("--tls-cert {cert} and --tls-key {key} cannot be used: {error}"),
     }
 }
 

@@ -367,6 +367,66 @@ fn answers_that_are_not_echoes_fail_the_connection() {
     }
 }
 
+/// A server that sends the text message "welcome" in the same write as its
+/// 101, then reads until the client leaves.
+fn greeting_with_the_101_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for mut tcp in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8];
+                while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(key) = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim().to_owned())
+                }) else {
+                    return;
+                };
+                let accept = peregrine::proto::handshake::accept_key(key.as_bytes());
+                let mut answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                )
+                .into_bytes();
+                answer.extend_from_slice(b"\x81\x07welcome");
+                let _ = std::io::Write::write_all(&mut tcp, &answer);
+                let _ = std::io::copy(&mut tcp, &mut std::io::sink());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_greets_is_named_whenever_the_greeting_arrives() {
+    // The greeting in the same read as the 101, and in a write of its own
+    // after it (it may still arrive with the 101; either way it is named).
+    let with_101 = greeting_with_the_101_server();
+    let after_101 = ws_server(peregrine::Config::default(), |mut ws| async move {
+        if ws.send(peregrine::Message::text("welcome")).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = ws.recv().await {
+            if message.is_data() && ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    for addr in [with_101, after_101] {
+        let (ok, json, stderr) = bench(&["echo", &url(addr), "-c", "1", "-s", "100", "-d", "0.3", "-w", "0"]);
+        assert!(!ok, "{stderr}");
+        let json = json.expect("JSON on stdout");
+        let sample = json["error_samples"][0].as_str().expect("an error sample");
+        assert!(sample.contains("7-byte text"), "{sample}");
+        assert!(sample.contains("a greeting? `bench echo` needs a server that only echoes"), "{sample}");
+    }
+}
+
 #[test]
 fn idle_connections_answer_pings_and_count_those_the_server_ends() {
     // Pings every 300 ms, and drops a client that has not answered in 1 s:

@@ -37,6 +37,22 @@ fn piped_lines_round_trip_and_end_with_a_clean_close() {
 }
 
 #[test]
+fn text_with_line_breaks_is_one_line_each_as_a_json_string() {
+    let server = EchoServer::start(&[]);
+    let sent = ["two\nlines", "tab\t\"quoted\" \u{1}"];
+    let raw = connect(&[&server.url, "-m", sent[0], "-m", sent[1]], Input::Open);
+    assert!(raw.status.success(), "{raw:?}");
+    assert_eq!(raw.stdout, "two\nlines\ntab\t\"quoted\" \u{1}\n", "raw: as received");
+    let escaped =
+        connect(&[&server.url, "--text-output", "json-string", "-m", sent[0], "-m", sent[1]], Input::Open);
+    assert!(escaped.status.success(), "{escaped:?}");
+    let lines: Vec<&str> = escaped.stdout.lines().collect();
+    assert_eq!(lines, [r#""two\nlines""#, r#""tab\t\"quoted\" \u0001""#]);
+    let decoded: Vec<String> = lines.iter().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(decoded, sent);
+}
+
+#[test]
 fn show_frames_prints_each_frame_like_wireshark() {
     let server = EchoServer::start(&[]);
     let run = connect(&[&server.url, "--show-frames", "--quiet"], Input::Bytes(b"Hello\n"));

@@ -120,14 +120,13 @@ fn listen_and_tls_mistakes_name_the_option_and_the_fix() {
     let (cert, _) = self_signed("tls-mixup");
     let (_, other_key) = self_signed("tls-other");
     let free = "127.0.0.1:0";
+    let no_key = format!("--tls-key {cert}: no PEM private key");
+    let no_cert = format!("--tls-cert {other_key}: no PEM certificate");
     for (args, expected) in [
         (vec!["--listen", busy.as_str()], "another process listens there"),
         (vec!["--listen", "127.0.0.1"], "--listen takes HOST:PORT"),
-        (vec!["--listen", free, "--tls-cert", &cert, "--tls-key", &cert], "holds no PEM private key"),
-        (
-            vec!["--listen", free, "--tls-cert", &other_key, "--tls-key", &other_key],
-            "holds no PEM certificate",
-        ),
+        (vec!["--listen", free, "--tls-cert", &cert, "--tls-key", &cert], no_key.as_str()),
+        (vec!["--listen", free, "--tls-cert", &other_key, "--tls-key", &other_key], no_cert.as_str()),
         (
             vec!["--listen", free, "--tls-cert", &cert, "--tls-key", &other_key],
             "is not the private key of the certificate in --tls-cert",

@@ -123,7 +123,8 @@ async fn rs256_and_es256_tokens_work_and_alg_confusion_is_refused() {
     let rsa_private = std::fs::read(keys_dir().join("rsa_private.pem")).unwrap();
     let rsa_public = std::fs::read(keys_dir().join("rsa_public.pem")).unwrap();
     let ec = rcgen::KeyPair::generate().unwrap();
-    let dir = std::env::temp_dir().join(format!("peregrine-auth-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("peregrine-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ec_public = dir.join("ec_public.pem");
     std::fs::write(&ec_public, ec.public_key_pem()).unwrap();

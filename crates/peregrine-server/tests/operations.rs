@@ -174,7 +174,8 @@ async fn metrics_counters_move() {
 #[tokio::test]
 async fn wss_works_end_to_end() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("peregrine-wss-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("peregrine-wss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
@@ -196,6 +197,29 @@ async fn wss_works_end_to_end() {
     c.sub("secure:1").await;
     c.publish("secure:1", json!({"over": "tls"})).await.unwrap();
     assert_eq!(c.publication().await.1.data, json!({"over": "tls"}));
+}
+
+#[tokio::test]
+async fn unusable_tls_files_name_the_key_and_why() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peregrine-tls-mixups");
+    std::fs::create_dir_all(&dir).unwrap();
+    let [(cert, key), (_, other_key)] = ["a", "b"].map(|name| {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        (cert, key)
+    });
+    for (cert, key, expected) in [
+        (&cert, &cert, format!("`tls.key` {}: no PEM private key", cert.display())),
+        (&key, &key, format!("`tls.cert` {}: no PEM certificate", key.display())),
+        (&cert, &other_key, "is not the private key of the certificate in `tls.cert`".to_owned()),
+    ] {
+        let mut config = Config::development();
+        config.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone() });
+        let e = peregrine_server::app::Server::bind(config).await.unwrap_err().to_string();
+        assert!(e.contains(&expected), "{e}");
+    }
 }
 
 #[tokio::test]

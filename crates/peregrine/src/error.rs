@@ -48,6 +48,10 @@ pub enum Error {
     /// TLS configuration or handshake failure.
     #[cfg(feature = "tls")]
     Tls(rustls::Error),
+    /// A certificate or key given as PEM cannot be used (see
+    /// [`crate::tls::PemError`], which says which and why).
+    #[cfg(feature = "tls")]
+    Pem(crate::tls::PemError),
 }
 
 impl fmt::Display for Error {
@@ -70,6 +74,8 @@ impl fmt::Display for Error {
             Self::Url(reason) => write!(f, "invalid WebSocket URL: {reason}"),
             #[cfg(feature = "tls")]
             Self::Tls(e) => write!(f, "TLS error: {e}"),
+            #[cfg(feature = "tls")]
+            Self::Pem(e) => e.fmt(f),
         }
     }
 }
@@ -83,6 +89,8 @@ impl std::error::Error for Error {
             Self::Send(e) => Some(e),
             #[cfg(feature = "tls")]
             Self::Tls(e) => Some(e),
+            #[cfg(feature = "tls")]
+            Self::Pem(e) => Some(e),
             _ => None,
         }
     }

@@ -9,6 +9,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
 
+/// The rustls this library is built with, for [`Error::Tls`]'s errors and
+/// for configurations given to `from_config`.
+pub use rustls;
+
 /// Client-side TLS settings for `wss://`.
 ///
 /// ```
@@ -87,9 +91,12 @@ impl TlsConnectorBuilder {
     }
 
     /// Trusts the CA certificates in a PEM file's contents.
+    ///
+    /// Data without a single certificate is an error
+    /// ([`PemError::NoCertificate`]) rather than a store that trusts nothing.
     pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self> {
-        for cert in rustls_pemfile::certs(&mut &*pem) {
-            self.roots.add(cert?).map_err(Error::Tls)?;
+        for cert in load_certs(pem)? {
+            self.roots.add(cert).map_err(Error::Tls)?;
         }
         Ok(self)
     }
@@ -183,21 +190,64 @@ impl TlsAcceptor {
     }
 }
 
+/// Why a certificate or key given as PEM cannot be used.
+///
+/// ```
+/// use peregrine::tls::{PemError, TlsAcceptor};
+///
+/// let err = TlsAcceptor::from_pem(b"not a certificate", b"").unwrap_err();
+/// assert!(matches!(err, peregrine::Error::Pem(PemError::NoCertificate)));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PemError {
+    /// The certificate data has no `-----BEGIN CERTIFICATE-----` block.
+    NoCertificate,
+    /// The key data has no private key block (PKCS#8, PKCS#1 or SEC1).
+    NoPrivateKey,
+    /// A PEM block is there but does not decode.
+    Malformed(io::Error),
+}
+
+impl std::fmt::Display for PemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoCertificate => f.write_str(
+                "no PEM certificate (a '-----BEGIN CERTIFICATE-----' block) found: is it the key, or DER \
+                 instead of PEM?",
+            ),
+            Self::NoPrivateKey => f.write_str(
+                "no PEM private key (a '-----BEGIN ... PRIVATE KEY-----' block) found: is it the \
+                 certificate, or DER instead of PEM?",
+            ),
+            Self::Malformed(e) => write!(f, "malformed PEM data: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PemError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 fn load_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut &*pem).collect::<io::Result<Vec<_>>>()?;
+    let certs = rustls_pemfile::certs(&mut &*pem)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| Error::Pem(PemError::Malformed(e)))?;
     if certs.is_empty() {
-        return Err(Error::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no certificate found in the PEM data",
-        )));
+        return Err(Error::Pem(PemError::NoCertificate));
     }
     Ok(certs)
 }
 
 fn load_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut &*pem)?.ok_or_else(|| {
-        Error::Io(io::Error::new(io::ErrorKind::InvalidData, "no private key found in the PEM data"))
-    })
+    rustls_pemfile::private_key(&mut &*pem)
+        .map_err(|e| Error::Pem(PemError::Malformed(e)))?
+        .ok_or(Error::Pem(PemError::NoPrivateKey))
 }
 
 /// rustls reports TLS failures as I/O errors wrapping a `rustls::Error`.

@@ -150,3 +150,26 @@ async fn a_plain_client_against_a_tls_server_fails_the_handshake() {
     let outcome = timeout(PATIENCE, outcomes.recv()).await.unwrap().unwrap();
     assert!(matches!(outcome, Err(Error::Tls(_))), "server side: {outcome:?}");
 }
+
+#[test]
+fn pem_that_cannot_be_used_says_which_part_and_why() {
+    use peregrine::tls::PemError;
+    let (cert_pem, key_pem) = self_signed();
+    let (cert, key) = (cert_pem.as_bytes(), key_pem.as_bytes());
+    // Each file given for the other.
+    assert!(matches!(TlsAcceptor::from_pem(key, key), Err(Error::Pem(PemError::NoCertificate))));
+    assert!(matches!(TlsAcceptor::from_pem(cert, cert), Err(Error::Pem(PemError::NoPrivateKey))));
+    assert!(matches!(
+        TlsConnector::builder().client_cert_pem(cert, cert),
+        Err(Error::Pem(PemError::NoPrivateKey))
+    ));
+    // A CA file without a certificate would otherwise trust nothing, and the
+    // mistake would show only as "unknown issuer" at the first connect.
+    let empty = TlsConnector::builder().ca_pem(b"").unwrap_err();
+    assert!(matches!(empty, Error::Pem(PemError::NoCertificate)), "{empty}");
+    assert!(empty.to_string().contains("'-----BEGIN CERTIFICATE-----'"), "{empty}");
+    // A block that is there but does not decode.
+    let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    assert!(matches!(TlsAcceptor::from_pem(broken.as_bytes(), key), Err(Error::Pem(PemError::Malformed(_)))));
+    assert!(TlsAcceptor::from_pem(cert, key).is_ok());
+}

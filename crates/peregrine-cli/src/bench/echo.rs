@@ -17,7 +17,9 @@
 //! bytes themselves are skipped, never compared: a server that repeats a
 //! message is caught when the repeat arrives with nothing in flight, not
 //! when the next message has already gone out and the repeat passes for its
-//! echo.
+//! echo. A server that greets (sends a message before it is sent one)
+//! cannot be measured this way; its first message is named as a possible
+//! greeting whether it came with the 101 or after it.
 //!
 //! A connection runs one poll loop over its socket: write what is owed
 //! (many frames in one write), read what arrived (one read may complete many
@@ -337,10 +339,24 @@ async fn drive(
 ) -> anyhow::Result<()> {
     let mut counter = FrameCounter::default();
     let mut closed = false;
-    counter.feed(leftover, |seen| closed |= seen == Seen::Close)?;
+    let mut greeting = None;
+    counter.feed(leftover, |seen| match seen {
+        Seen::Message { opcode, len } => greeting = greeting.or(Some((opcode, len))),
+        Seen::Close => closed = true,
+        Seen::Other => {}
+    })?;
+    if let Some((opcode, len)) = greeting {
+        bail!(
+            "the server sent a {len}-byte {} message with its 101, before any was sent{GREETING}",
+            kind(opcode)
+        );
+    }
     if closed {
         bail!("the server sent a close frame");
     }
+    // Whether anything has come back yet: a wrong first answer may be a
+    // greeting that arrived just after the 101.
+    let mut answered = false;
     let mut buf = vec![0u8; if frames.frame_len() > 16 << 10 { 256 << 10 } else { 64 << 10 }];
     // Send times of the messages in flight, oldest first: echoes come back
     // in order.
@@ -410,10 +426,11 @@ async fn drive(
                                 wrong.get_or_insert_with(|| {
                                     anyhow::anyhow!(
                                         "the server answered a {}-byte {} message with a {len}-byte {} one: \
-                                         not an echo",
+                                         not an echo{}",
                                         plan.size,
                                         kind(plan.opcode),
-                                        kind(opcode)
+                                        kind(opcode),
+                                        if answered { "" } else { GREETING }
                                     )
                                 });
                             }
@@ -426,12 +443,14 @@ async fn drive(
                                     wrong.get_or_insert_with(|| {
                                         anyhow::anyhow!(
                                             "the server sent a message with none in flight: more answers \
-                                             than messages sent, not an echo"
+                                             than messages sent, not an echo{}",
+                                            if answered { "" } else { GREETING }
                                         )
                                     });
                                 }
                             }
                             echoes += 1;
+                            answered = true;
                         }
                         Seen::Close => closed = true,
                         Seen::Other => {}
@@ -469,6 +488,10 @@ async fn drive(
     stats.in_flight_at_end = in_flight.len() as u64;
     outcome
 }
+
+/// Said of a wrong first message: `bench echo` cannot tell a greeting from
+/// an echo, so a server that greets cannot be measured with it.
+const GREETING: &str = " (a greeting? `bench echo` needs a server that only echoes what it is sent)";
 
 /// How an opcode reads in a message: "binary", "text"...
 fn kind(opcode: OpCode) -> &'static str {

@@ -38,6 +38,17 @@ pub enum BinaryOutput {
     Base64,
 }
 
+/// How received text messages are written when stdout is not a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextOutput {
+    /// As received, followed by a newline: a message that contains line
+    /// breaks takes several lines.
+    Raw,
+    /// As a JSON string literal ("a\nb"), so every message is exactly one
+    /// line, whatever it contains.
+    JsonString,
+}
+
 /// Arguments of `peregrine connect` (boxed: they are many, and the
 /// subcommand enum holds one of each).
 #[derive(Debug, clap::Args)]
@@ -45,7 +56,8 @@ pub enum BinaryOutput {
 On a terminal, lines are sent as they are typed (history in ~/.peregrine_history; /help lists
 the commands). With stdin piped, each line is one message; at the end of input a close frame is
 sent and the server's close is awaited. Received messages go to stdout (prefixed with '< ' on a
-terminal); status lines, frames and errors go to stderr.
+terminal; --text-output json-string keeps text with line breaks to one line per message); status
+lines, frames and errors go to stderr.
 
 Exit status: 0 after a clean close, 1 when the connection failed or ended abnormally.
 
@@ -93,6 +105,11 @@ pub struct ConnectOptions {
     /// How received binary messages are written when stdout is not a terminal.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = BinaryOutput::Hex)]
     binary_output: BinaryOutput,
+
+    /// How received text messages are written when stdout is not a terminal
+    /// (json-string: one line per message, even for text with line breaks).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TextOutput::Raw)]
+    text_output: TextOutput,
 
     /// Sends this message instead of reading stdin, then closes (repeatable).
     #[arg(short = 'm', long = "message", value_name = "TEXT")]

@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use super::console::Console;
 use super::input::{self, Command, Input};
 use super::transport::{self, Stream};
-use super::{BinaryOutput, ConnectOptions, Plan, diagnose};
+use super::{BinaryOutput, ConnectOptions, Plan, TextOutput, diagnose};
 
 /// Binary bytes shown per received message at the prompt.
 const BINARY_SHOWN: usize = 256;
@@ -202,8 +202,12 @@ impl Session<'_> {
 
     async fn on_message(&mut self, message: Message) {
         let line = match message {
-            Message::Text(text) if self.interactive => format!("< {text}"),
-            Message::Text(text) => text.to_string(),
+            // Lines after the first are indented under the "< ".
+            Message::Text(text) if self.interactive => format!("< {}", text.replace('\n', "\n  ")),
+            Message::Text(text) => match self.args.text_output {
+                TextOutput::Raw => text.to_string(),
+                TextOutput::JsonString => serde_json::to_string(text.as_str()).expect("a str serializes"),
+            },
             Message::Binary(data) if self.interactive => {
                 let mut line = format!("< [binary {} bytes]", data.len());
                 for byte in data.iter().take(BINARY_SHOWN) {

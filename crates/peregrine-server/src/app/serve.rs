@@ -67,13 +67,8 @@ impl Server {
                     })
                 };
                 let (cert, key) = (read("cert", &files.cert)?, read("key", &files.key)?);
-                let acceptor = peregrine::tls::TlsAcceptor::from_pem(&cert, &key).map_err(|e| {
-                    ServeError::Tls(format!(
-                        "cannot use `tls.cert` {} with `tls.key` {}: {e}",
-                        files.cert.display(),
-                        files.key.display()
-                    ))
-                })?;
+                let acceptor = peregrine::tls::TlsAcceptor::from_pem(&cert, &key)
+                    .map_err(|e| ServeError::Tls(tls_files_error(&e, &files.cert, &files.key)))?;
                 Some(acceptor)
             }
         };
@@ -207,4 +202,18 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// Names the `tls.*` key whose file is wrong, and why.
+fn tls_files_error(error: &peregrine::Error, cert: &std::path::Path, key: &std::path::Path) -> String {
+    use peregrine::tls::PemError;
+    let (cert, key) = (cert.display(), key.display());
+    match error {
+        peregrine::Error::Pem(e @ PemError::NoCertificate) => format!("`tls.cert` {cert}: {e}"),
+        peregrine::Error::Pem(e @ PemError::NoPrivateKey) => format!("`tls.key` {key}: {e}"),
+        peregrine::Error::Tls(peregrine::tls::rustls::Error::InconsistentKeys(_)) => {
+            format!("`tls.key` {key} is not the private key of the certificate in `tls.cert` {cert}")
+        }
+        _ => format!("cannot use `tls.cert` {cert} with `tls.key` {key}: {error}"),
+    }
 }
