@@ -94,11 +94,10 @@ pub struct EchoArgs {
 
 /// Says which of `--tls-cert` and `--tls-key` is wrong, and how.
 fn tls_files_error(error: &peregrine::Error, cert: &Path, key: &Path) -> anyhow::Error {
-    use peregrine::tls::PemError;
     let (cert, key) = (cert.display(), key.display());
     match error {
-        peregrine::Error::Pem(e @ PemError::NoCertificate) => anyhow::anyhow!("--tls-cert {cert}: {e}"),
-        peregrine::Error::Pem(e @ PemError::NoPrivateKey) => anyhow::anyhow!("--tls-key {key}: {e}"),
+        peregrine::Error::Pem(e) if e.in_certificate() => anyhow::anyhow!("--tls-cert {cert}: {e}"),
+        peregrine::Error::Pem(e) => anyhow::anyhow!("--tls-key {key}: {e}"),
         peregrine::Error::Tls(rustls::Error::InconsistentKeys(_)) => {
             anyhow::anyhow!("--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
         }

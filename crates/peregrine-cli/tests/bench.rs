@@ -163,6 +163,7 @@ fn echo_pipelined_reports_throughput_latency_and_cpu() {
     assert!((per_s - messages as f64).abs() < 1.0, "one-second window: {json}");
     assert!((json["mb_per_s"].as_f64().expect("mb_per_s") - per_s * 100.0 / 1e6).abs() < 0.02, "{json}");
     assert_latency_ordered(&json["latency"]);
+    assert_eq!(json["send_lag"], Value::Null, "closed loop: nothing is scheduled");
     assert!(json["generator_cpu_pct"].as_f64().expect("generator cpu") > 0.0, "{json}");
     assert!(json["server_cpu_pct"].as_f64().expect("server cpu") >= 0.0, "{json}");
 }
@@ -194,6 +195,12 @@ fn echo_at_a_target_rate_sends_that_rate() {
     assert!((1500..=2500).contains(&messages), "about 2000 in one second: {json}");
     assert_eq!(json["server_cpu_pct"], Value::Null, "no --server-pid given");
     assert_latency_ordered(&json["latency"]);
+    // The generator's own lateness, one sample per message released in the
+    // window (echoes are counted when they arrive, so the two differ by a few).
+    let lag = &json["send_lag"];
+    let released = lag["samples"].as_u64().expect("send lag samples");
+    assert!(released.abs_diff(messages) <= 20, "{released} released, {messages} echoed: {json}");
+    assert_latency_ordered(lag);
 }
 
 #[test]
@@ -417,8 +424,15 @@ fn a_server_that_greets_is_named_whenever_the_greeting_arrives() {
             }
         }
     });
-    for addr in [with_101, after_101] {
-        let (ok, json, stderr) = bench(&["echo", &url(addr), "-c", "1", "-s", "100", "-d", "0.3", "-w", "0"]);
+    // Closed loop, and open loop (where nothing goes out before the first tick).
+    let runs = [(with_101, None), (after_101, None), (with_101, Some("10")), (after_101, Some("10"))];
+    for (addr, rate) in runs {
+        let url = url(addr);
+        let mut args = vec!["echo", &url, "-c", "1", "-s", "100", "-d", "0.3", "-w", "0"];
+        if let Some(rate) = rate {
+            args.extend(["--rate", rate]);
+        }
+        let (ok, json, stderr) = bench(&args);
         assert!(!ok, "{stderr}");
         let json = json.expect("JSON on stdout");
         let sample = json["error_samples"][0].as_str().expect("an error sample");

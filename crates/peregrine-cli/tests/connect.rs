@@ -346,6 +346,28 @@ fn no_answer_is_a_bounded_timeout() {
 }
 
 #[test]
+fn tls_files_that_cannot_be_used_name_the_option_once() {
+    let dir = support::temp_dir("tls-files");
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    let (empty, cert) = (empty.to_str().unwrap(), cert.to_str().unwrap());
+    for (args, expected) in [
+        (vec!["--ca", empty], format!("--ca {empty}: no PEM certificate")),
+        (vec!["--cert", cert, "--key", cert], format!("--key {cert}: no unencrypted PEM private key")),
+        (vec!["--cert", empty, "--key", cert], format!("--cert {empty}: no PEM certificate")),
+    ] {
+        let run = connect(&[&["wss://127.0.0.1:1/"][..], &args].concat(), Input::Open);
+        assert!(!run.status.success(), "{args:?}");
+        assert!(run.stderr.contains(&expected), "{args:?}: {}", run.stderr);
+        // Said once: the error's source does not repeat its text.
+        assert_eq!(run.stderr.matches("DER instead of PEM").count(), 1, "{}", run.stderr);
+    }
+}
+
+#[test]
 fn bad_arguments_fail_before_connecting() {
     let run = connect(&["http://127.0.0.1:1/ws"], Input::Open);
     assert!(!run.status.success());

@@ -120,7 +120,7 @@ fn listen_and_tls_mistakes_name_the_option_and_the_fix() {
     let (cert, _) = self_signed("tls-mixup");
     let (_, other_key) = self_signed("tls-other");
     let free = "127.0.0.1:0";
-    let no_key = format!("--tls-key {cert}: no PEM private key");
+    let no_key = format!("--tls-key {cert}: no unencrypted PEM private key");
     let no_cert = format!("--tls-cert {other_key}: no PEM certificate");
     for (args, expected) in [
         (vec!["--listen", busy.as_str()], "another process listens there"),

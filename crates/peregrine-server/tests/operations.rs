@@ -201,7 +201,8 @@ async fn wss_works_end_to_end() {
 
 #[tokio::test]
 async fn unusable_tls_files_name_the_key_and_why() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peregrine-tls-mixups");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("peregrine-tls-mixups-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let [(cert, key), (_, other_key)] = ["a", "b"].map(|name| {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -211,7 +212,7 @@ async fn unusable_tls_files_name_the_key_and_why() {
         (cert, key)
     });
     for (cert, key, expected) in [
-        (&cert, &cert, format!("`tls.key` {}: no PEM private key", cert.display())),
+        (&cert, &cert, format!("`tls.key` {}: no unencrypted PEM private key", cert.display())),
         (&key, &key, format!("`tls.cert` {}: no PEM certificate", key.display())),
         (&cert, &other_key, "is not the private key of the certificate in `tls.cert`".to_owned()),
     ] {
@@ -220,6 +221,7 @@ async fn unusable_tls_files_name_the_key_and_why() {
         let e = peregrine_server::app::Server::bind(config).await.unwrap_err().to_string();
         assert!(e.contains(&expected), "{e}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

@@ -80,17 +80,20 @@ impl fmt::Display for Error {
     }
 }
 
+/// `Display` already includes the wrapped error's text, so `source` skips to
+/// that error's own source: a chain printed in full (`{:#}` with anyhow)
+/// says each thing once.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Io(e) => Some(e),
-            Self::Protocol(e) => Some(e),
-            Self::Handshake(e) => Some(e),
-            Self::Send(e) => Some(e),
+            Self::Io(e) => e.source(),
+            Self::Protocol(e) => e.source(),
+            Self::Handshake(e) => e.source(),
+            Self::Send(e) => e.source(),
             #[cfg(feature = "tls")]
-            Self::Tls(e) => Some(e),
+            Self::Tls(e) => e.source(),
             #[cfg(feature = "tls")]
-            Self::Pem(e) => Some(e),
+            Self::Pem(e) => e.source(),
             _ => None,
         }
     }
@@ -125,3 +128,29 @@ impl From<SendError> for Error {
 
 /// A `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each cause is said once when the whole chain is printed (anyhow's
+    /// `{:#}` joins every `source` after the error's own text).
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            text = format!("{text}: {cause}");
+            next = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_printed_chain_says_the_wrapped_error_once() {
+        let io = Error::Io(io::Error::other("disk on fire"));
+        assert_eq!(chain(&io), "I/O error: disk on fire");
+        let syntax = peregrine_proto::handshake::parse_extensions(["permessage-deflate;;"]).unwrap_err();
+        let handshake = Error::Handshake(HandshakeError::MalformedExtensions(syntax.clone()));
+        assert_eq!(chain(&handshake).matches(&syntax.to_string()).count(), 1, "{}", chain(&handshake));
+    }
+}

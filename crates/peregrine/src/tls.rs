@@ -93,7 +93,7 @@ impl TlsConnectorBuilder {
     /// Trusts the CA certificates in a PEM file's contents.
     ///
     /// Data without a single certificate is an error
-    /// ([`PemError::NoCertificate`]) rather than a store that trusts nothing.
+    /// ([`PemError::NoCertificate`]), not a file that silently adds nothing.
     pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self> {
         for cert in load_certs(pem)? {
             self.roots.add(cert).map_err(Error::Tls)?;
@@ -191,6 +191,7 @@ impl TlsAcceptor {
 }
 
 /// Why a certificate or key given as PEM cannot be used.
+/// [`PemError::in_certificate`] says which of the two was at fault.
 ///
 /// ```
 /// use peregrine::tls::{PemError, TlsAcceptor};
@@ -203,10 +204,22 @@ impl TlsAcceptor {
 pub enum PemError {
     /// The certificate data has no `-----BEGIN CERTIFICATE-----` block.
     NoCertificate,
-    /// The key data has no private key block (PKCS#8, PKCS#1 or SEC1).
+    /// A certificate block is there but does not decode.
+    BadCertificate(io::Error),
+    /// The key data has no unencrypted private key block (PKCS#8, PKCS#1 or
+    /// SEC1).
     NoPrivateKey,
-    /// A PEM block is there but does not decode.
-    Malformed(io::Error),
+    /// The key is encrypted (`-----BEGIN ENCRYPTED PRIVATE KEY-----`).
+    EncryptedPrivateKey,
+    /// A key block is there but does not decode.
+    BadPrivateKey(io::Error),
+}
+
+impl PemError {
+    /// Whether the certificate data (rather than the key) was at fault.
+    pub fn in_certificate(&self) -> bool {
+        matches!(self, Self::NoCertificate | Self::BadCertificate(_))
+    }
 }
 
 impl std::fmt::Display for PemError {
@@ -216,19 +229,26 @@ impl std::fmt::Display for PemError {
                 "no PEM certificate (a '-----BEGIN CERTIFICATE-----' block) found: is it the key, or DER \
                  instead of PEM?",
             ),
+            Self::BadCertificate(e) => write!(f, "the PEM certificate does not decode: {e}"),
             Self::NoPrivateKey => f.write_str(
-                "no PEM private key (a '-----BEGIN ... PRIVATE KEY-----' block) found: is it the \
-                 certificate, or DER instead of PEM?",
+                "no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1: a '-----BEGIN PRIVATE KEY-----', \
+                 '-----BEGIN RSA PRIVATE KEY-----' or '-----BEGIN EC PRIVATE KEY-----' block) found: is it \
+                 the certificate, or DER instead of PEM?",
             ),
-            Self::Malformed(e) => write!(f, "malformed PEM data: {e}"),
+            Self::EncryptedPrivateKey => f.write_str(
+                "the private key is encrypted: decrypt it first (`openssl pkey -in key.pem -out \
+                 key-plain.pem`) and keep the result readable only by the server",
+            ),
+            Self::BadPrivateKey(e) => write!(f, "the PEM private key does not decode: {e}"),
         }
     }
 }
 
+/// `Display` includes the decoding error, so `source` skips to its source.
 impl std::error::Error for PemError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Malformed(e) => Some(e),
+            Self::BadCertificate(e) | Self::BadPrivateKey(e) => e.source(),
             _ => None,
         }
     }
@@ -237,7 +257,7 @@ impl std::error::Error for PemError {
 fn load_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs = rustls_pemfile::certs(&mut &*pem)
         .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| Error::Pem(PemError::Malformed(e)))?;
+        .map_err(|e| Error::Pem(PemError::BadCertificate(e)))?;
     if certs.is_empty() {
         return Err(Error::Pem(PemError::NoCertificate));
     }
@@ -245,9 +265,18 @@ fn load_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 fn load_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut &*pem)
-        .map_err(|e| Error::Pem(PemError::Malformed(e)))?
-        .ok_or(Error::Pem(PemError::NoPrivateKey))
+    match rustls_pemfile::private_key(&mut &*pem) {
+        Ok(Some(key)) => Ok(key),
+        Err(e) => Err(Error::Pem(PemError::BadPrivateKey(e))),
+        Ok(None) if contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
+            Err(Error::Pem(PemError::EncryptedPrivateKey))
+        }
+        Ok(None) => Err(Error::Pem(PemError::NoPrivateKey)),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// rustls reports TLS failures as I/O errors wrapping a `rustls::Error`.

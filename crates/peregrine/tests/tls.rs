@@ -168,8 +168,27 @@ fn pem_that_cannot_be_used_says_which_part_and_why() {
     let empty = TlsConnector::builder().ca_pem(b"").unwrap_err();
     assert!(matches!(empty, Error::Pem(PemError::NoCertificate)), "{empty}");
     assert!(empty.to_string().contains("'-----BEGIN CERTIFICATE-----'"), "{empty}");
-    // A block that is there but does not decode.
+    // A block that is there but does not decode, in either file.
     let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
-    assert!(matches!(TlsAcceptor::from_pem(broken.as_bytes(), key), Err(Error::Pem(PemError::Malformed(_)))));
+    let bad_cert = TlsAcceptor::from_pem(broken.as_bytes(), key).unwrap_err();
+    assert!(
+        matches!(&bad_cert, Error::Pem(e @ PemError::BadCertificate(_)) if e.in_certificate()),
+        "{bad_cert}"
+    );
+    let broken_key = "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n";
+    let bad_key = TlsAcceptor::from_pem(cert, broken_key.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&bad_key, Error::Pem(e @ PemError::BadPrivateKey(_)) if !e.in_certificate()),
+        "{bad_key}"
+    );
+    // An encrypted key is told apart from a missing one, with the fix.
+    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let e = TlsAcceptor::from_pem(cert, encrypted.as_bytes()).unwrap_err();
+    assert!(matches!(e, Error::Pem(PemError::EncryptedPrivateKey)), "{e}");
+    assert!(e.to_string().contains("openssl pkey"), "{e}");
+    // The message is in the error's own text, not repeated by its source.
+    for e in [bad_cert, bad_key, e] {
+        assert!(std::error::Error::source(&e).is_none(), "{e}");
+    }
     assert!(TlsAcceptor::from_pem(cert, key).is_ok());
 }

@@ -9,7 +9,9 @@
 //! if the write then had to wait for the server: a server that falls behind
 //! shows its queueing delay instead of hiding it (no coordinated omission),
 //! while the timer's own lateness (up to a millisecond with tokio's) is the
-//! generator's and is left out.
+//! generator's and is left out. That lateness is reported on its own
+//! (`send_lag`), with a warning when it grows past what the timer explains:
+//! then the generator, not the server, is behind.
 //!
 //! Every echo is checked against what was sent: its opcode and length, and
 //! that a message was in flight for it. A server that answers otherwise
@@ -18,8 +20,10 @@
 //! message is caught when the repeat arrives with nothing in flight, not
 //! when the next message has already gone out and the repeat passes for its
 //! echo. A server that greets (sends a message before it is sent one)
-//! cannot be measured this way; its first message is named as a possible
-//! greeting whether it came with the 101 or after it.
+//! cannot be measured this way. Its greeting fails the connection and is
+//! named as a possible greeting, whether it came with the 101 or after it,
+//! unless it has the size and type of the benchmark's messages: then it
+//! passes for the first echo, and the last echo arrives with none in flight.
 //!
 //! A connection runs one poll loop over its socket: write what is owed
 //! (many frames in one write), read what arrived (one read may complete many
@@ -60,6 +64,10 @@ const GRACE: Duration = Duration::from_secs(2);
 const MAX_RATE_PER_CONNECTION: f64 = 1e6;
 /// Below this share of `--rate` echoed, the run says the server fell behind.
 const RATE_SHORTFALL: f64 = 0.95;
+/// Send lag (p99) past which the run says the generator fell behind its
+/// schedule. tokio's timer fires on 1 ms ticks, so an idle generator is up to
+/// about 2 ms late at p99 already; five ticks is more than the timer.
+const LAG_WARNING: Duration = Duration::from_millis(5);
 
 /// Arguments of `peregrine bench echo`.
 #[derive(Debug, clap::Args)]
@@ -113,6 +121,10 @@ struct EchoResult {
     /// Echoed payload, in 10^6 bytes per second.
     mb_per_s: f64,
     latency: Latency,
+    /// At a target rate: how late the generator released each message
+    /// against its schedule (its timer and its own CPU). Left out of
+    /// `latency`, which starts when a message is released.
+    send_lag: Option<Latency>,
     /// Messages sent (or, at a target rate, due) and not echoed when the run
     /// ended: the pipeline in flight, or what a server that fell behind owes.
     in_flight_at_end: u64,
@@ -142,6 +154,8 @@ struct Plan {
 struct ConnStats {
     messages: u64,
     hist: Histogram<u64>,
+    /// Open loop only: release time minus scheduled time, per message.
+    lag: Histogram<u64>,
     in_flight_at_end: u64,
 }
 
@@ -234,7 +248,12 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
         // At a target rate, connection i starts i/connected of a period late.
         let stagger = period.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / connected as f64));
         running.spawn(async move {
-            let mut stats = ConnStats { messages: 0, hist: report::histogram(), in_flight_at_end: 0 };
+            let mut stats = ConnStats {
+                messages: 0,
+                hist: report::histogram(),
+                lag: report::histogram(),
+                in_flight_at_end: 0,
+            };
             let driven = tokio::time::timeout_at(
                 (plan.end + GRACE).into(),
                 drive(stream, &leftover, &frames, &plan, stagger, &mut stats, &received),
@@ -253,13 +272,14 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
     let (generator_cpu_pct, server_cpu_pct) =
         report::watch(&window, json, &received, "msgs", args.common.server_pid).await;
 
-    let mut hist = report::histogram();
+    let (mut hist, mut lag) = (report::histogram(), report::histogram());
     let (mut messages, mut in_flight_at_end) = (0, 0);
     while let Some(joined) = running.join_next().await {
         let (stats, error) = joined.context("connection task")?;
         messages += stats.messages;
         in_flight_at_end += stats.in_flight_at_end;
         hist.add(&stats.hist).context("merging latency histograms")?;
+        lag.add(&stats.lag).context("merging send lag histograms")?;
         if let Some(e) = error {
             errors.add(&e);
         }
@@ -275,6 +295,17 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
             thousands(msgs_per_s),
             thousands(rate),
             thousands(in_flight_at_end as f64)
+        ));
+    }
+    let send_lag = args.rate.map(|_| Latency::of(&lag));
+    if let Some(lag) = &send_lag
+        && lag.samples > 0
+        && lag.p99_us > LAG_WARNING.as_secs_f64() * 1e6
+    {
+        warnings.push(format!(
+            "the generator released messages late (send lag p99 {} µs): it fell behind its own schedule, so \
+             less than --rate was offered; give it more --threads or fewer --connections",
+            thousands(lag.p99_us)
         ));
     }
     let result = EchoResult {
@@ -293,6 +324,7 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
         msgs_per_s: round1(msgs_per_s),
         mb_per_s: (msgs_per_s * args.size as f64 / 1e4).round() / 100.0,
         latency: Latency::of(&hist),
+        send_lag,
         in_flight_at_end,
         errors: errors.count,
         error_samples: errors.samples,
@@ -304,7 +336,7 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
         Some(rate) => format!("open loop at {} msgs/s", thousands(rate)),
         None => format!("{} in flight per connection", args.pipeline),
     };
-    let table = vec![
+    let mut table = vec![
         ("server", result.url.clone()),
         (
             "load",
@@ -323,6 +355,9 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
         ("cpu", report::cpu_line(generator_cpu_pct, server_cpu_pct)),
         ("errors", result.errors.to_string()),
     ];
+    if let Some(lag) = &result.send_lag {
+        table.insert(5, ("send lag", lag.line()));
+    }
     let nothing = (messages == 0).then_some("no echo arrived in the measured window");
     report::finish(json, &result, table, &result.error_samples, &result.warnings, nothing)
 }
@@ -376,9 +411,14 @@ async fn drive(
                 && tick.as_mut().poll(cx).is_ready()
             {
                 let now = Instant::now();
+                let counting = now >= plan.measure_from && now < plan.end;
                 while next_due <= now {
                     // Timed from now, not from `next_due`: the timer fires up
-                    // to a millisecond late, and that is the generator's delay.
+                    // to a millisecond late, and that is the generator's delay,
+                    // kept apart.
+                    if counting {
+                        report::record(&mut stats.lag, now - next_due);
+                    }
                     in_flight.push_back(now);
                     owed += 1;
                     next_due += period;
@@ -422,7 +462,16 @@ async fn drive(
                     let mut wrong: Option<anyhow::Error> = None;
                     let fed = counter.feed(data, |seen| match seen {
                         Seen::Message { opcode, len } => {
-                            if opcode != plan.opcode || len != plan.size {
+                            if !answered && in_flight.is_empty() {
+                                // At a target rate nothing goes out before
+                                // the first tick.
+                                wrong.get_or_insert_with(|| {
+                                    anyhow::anyhow!(
+                                        "the server sent a {len}-byte {} message before any was sent{GREETING}",
+                                        kind(opcode)
+                                    )
+                                });
+                            } else if opcode != plan.opcode || len != plan.size {
                                 wrong.get_or_insert_with(|| {
                                     anyhow::anyhow!(
                                         "the server answered a {}-byte {} message with a {len}-byte {} one: \

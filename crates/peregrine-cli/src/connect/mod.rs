@@ -29,7 +29,8 @@ use self::console::Console;
 use self::input::InputFormat;
 use self::transport::Target;
 
-/// How received binary messages are written when stdout is not a terminal.
+/// How received binary messages are written outside the prompt (piped
+/// input or output, -m or --file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BinaryOutput {
     /// Lowercase hex, one message per line.
@@ -38,14 +39,16 @@ pub enum BinaryOutput {
     Base64,
 }
 
-/// How received text messages are written when stdout is not a terminal.
+/// How received text messages are written outside the prompt (piped input
+/// or output, -m or --file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TextOutput {
     /// As received, followed by a newline: a message that contains line
     /// breaks takes several lines.
     Raw,
     /// As a JSON string literal ("a\nb"), so every message is exactly one
-    /// line, whatever it contains.
+    /// line, whatever it contains. Binary messages stay as --binary-output
+    /// writes them, which never starts with a quote.
     JsonString,
 }
 
@@ -102,12 +105,14 @@ pub struct ConnectOptions {
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = InputFormat::Text)]
     input: InputFormat,
 
-    /// How received binary messages are written when stdout is not a terminal.
+    /// How received binary messages are written outside the prompt (piped
+    /// input or output, -m or --file).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = BinaryOutput::Hex)]
     binary_output: BinaryOutput,
 
-    /// How received text messages are written when stdout is not a terminal
-    /// (json-string: one line per message, even for text with line breaks).
+    /// How received text messages are written outside the prompt (json-string:
+    /// one line per message, even for text with line breaks; binary lines
+    /// never start with a quote).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TextOutput::Raw)]
     text_output: TextOutput,
 
@@ -273,13 +278,18 @@ fn tls_connector(args: &ConnectOptions) -> anyhow::Result<TlsConnector> {
     let mut builder = TlsConnector::builder().webpki_roots().native_roots();
     if let Some(ca) = &args.ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading --ca {}", ca.display()))?;
-        builder =
-            builder.ca_pem(&pem).with_context(|| format!("loading CA certificates from {}", ca.display()))?;
+        builder = builder.ca_pem(&pem).map_err(|e| anyhow::anyhow!("--ca {}: {e}", ca.display()))?;
     }
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         let cert_pem = std::fs::read(cert).with_context(|| format!("reading --cert {}", cert.display()))?;
         let key_pem = std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
-        builder = builder.client_cert_pem(&cert_pem, &key_pem).context("loading the client certificate")?;
+        builder = builder.client_cert_pem(&cert_pem, &key_pem).map_err(|e| match &e {
+            peregrine::Error::Pem(pem) if pem.in_certificate() => {
+                anyhow::anyhow!("--cert {}: {pem}", cert.display())
+            }
+            peregrine::Error::Pem(pem) => anyhow::anyhow!("--key {}: {pem}", key.display()),
+            _ => anyhow::anyhow!("--cert {} with --key {}: {e}", cert.display(), key.display()),
+        })?;
     }
     if args.insecure {
         builder = builder.danger_accept_invalid_certs();

@@ -203,7 +203,9 @@ impl Session<'_> {
     async fn on_message(&mut self, message: Message) {
         let line = match message {
             // Lines after the first are indented under the "< ".
-            Message::Text(text) if self.interactive => format!("< {}", text.replace('\n', "\n  ")),
+            Message::Text(text) if self.interactive => {
+                format!("< {}", text.lines().collect::<Vec<_>>().join("\n  "))
+            }
             Message::Text(text) => match self.args.text_output {
                 TextOutput::Raw => text.to_string(),
                 TextOutput::JsonString => serde_json::to_string(text.as_str()).expect("a str serializes"),

@@ -337,10 +337,12 @@ impl fmt::Display for HandshakeError {
     }
 }
 
+/// `Display` already includes the extension syntax error, so `source` skips
+/// to its own source: a chain printed in full says it once.
 impl std::error::Error for HandshakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::MalformedExtensions(e) | Self::ResponseMalformedExtensions(e) => Some(e),
+            Self::MalformedExtensions(e) | Self::ResponseMalformedExtensions(e) => e.source(),
             _ => None,
         }
     }

@@ -206,11 +206,10 @@ fn init_logging(config: &Config) {
 
 /// Names the `tls.*` key whose file is wrong, and why.
 fn tls_files_error(error: &peregrine::Error, cert: &std::path::Path, key: &std::path::Path) -> String {
-    use peregrine::tls::PemError;
     let (cert, key) = (cert.display(), key.display());
     match error {
-        peregrine::Error::Pem(e @ PemError::NoCertificate) => format!("`tls.cert` {cert}: {e}"),
-        peregrine::Error::Pem(e @ PemError::NoPrivateKey) => format!("`tls.key` {key}: {e}"),
+        peregrine::Error::Pem(e) if e.in_certificate() => format!("`tls.cert` {cert}: {e}"),
+        peregrine::Error::Pem(e) => format!("`tls.key` {key}: {e}"),
         peregrine::Error::Tls(peregrine::tls::rustls::Error::InconsistentKeys(_)) => {
             format!("`tls.key` {key} is not the private key of the certificate in `tls.cert` {cert}")
         }
