@@ -226,6 +226,32 @@ fn ping_interval_reports_round_trip_times() {
 }
 
 #[test]
+fn pings_without_a_pong_are_reported_while_the_connection_lasts() {
+    // Completes the handshake, then reads everything and answers nothing.
+    let port = raw_server(|tcp, request| {
+        let _ = tcp.write_all(switching_protocols(request).as_bytes());
+        let _ = std::io::copy(tcp, &mut std::io::sink());
+    });
+    let url = format!("ws://127.0.0.1:{port}/");
+    // Pings stop at the close (0.5 s); the close waits 1 s for an answer,
+    // longer than any ping's two intervals.
+    let args =
+        [url.as_str(), "--ping-interval", "0.1", "--linger", "0.5", "--close-timeout", "1", "--show-frames"];
+    let run = connect(&args, Input::Bytes(b""));
+    let sent = run.stderr.lines().filter(|line| line.starts_with("--> Ping")).count();
+    assert!(sent >= 1, "{}", run.stderr);
+    // Each is reported two intervals after it was sent, the last one too
+    // (no later ping goes out to notice it).
+    for n in 1..=sent {
+        assert!(
+            run.stderr.contains(&format!("no pong for ping \"ping-{n}\" after ")),
+            "ping-{n}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn refused_with_403_names_origin_and_auth() {
     let port = canned_server(
         "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nX-Reason: origin\r\nContent-Length: 18\r\n\r\n\

@@ -25,6 +25,8 @@ const BINARY_SHOWN: usize = 256;
 const SKIPPED_SHOWN: usize = 10;
 /// A ping unanswered for this many ping intervals is reported (and forgotten).
 const PONG_PATIENCE: u32 = 2;
+/// Without `--ping-interval`: how long a `/ping` may wait for its pong.
+const MANUAL_PONG_WAIT: Duration = Duration::from_secs(5);
 /// How long to look for input left unsent when the server ended the session.
 const LEFTOVER_WAIT: Duration = Duration::from_millis(100);
 
@@ -86,6 +88,7 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
         args,
         interactive,
         pings: HashMap::new(),
+        pong_check: None,
         ping_seq: 0,
         closing: None,
         close_received: None,
@@ -115,6 +118,8 @@ struct Session<'a> {
     interactive: bool,
     /// Pings in flight by payload, for the round-trip time.
     pings: HashMap<Bytes, Instant>,
+    /// When the oldest ping in flight has waited long enough for its pong.
+    pong_check: Option<Pin<Box<Sleep>>>,
     ping_seq: u64,
     /// We sent a close frame with this code.
     closing: Option<CloseCode>,
@@ -177,6 +182,9 @@ impl Session<'_> {
                 }
                 _ = async { ticker.as_mut().expect("guarded").tick().await }, if ticker.is_some() && self.closing.is_none() => {
                     self.ping(None).await;
+                }
+                () = async { self.pong_check.as_mut().expect("guarded").await }, if self.pong_check.is_some() => {
+                    self.report_lost_pongs();
                 }
                 _ = &mut ctrl_c => {
                     if self.closing.is_some() {
@@ -362,19 +370,25 @@ impl Session<'_> {
         if self.interactive {
             self.console.diag(&format!("> ping {}", show_payload(&payload)));
         }
-        self.report_lost_pongs();
         let sent = Instant::now();
         if self.send(Message::Ping(payload.clone())).await {
             self.pings.insert(payload, sent);
+            if self.pong_check.is_none() {
+                self.pong_check = Some(Box::pin(tokio::time::sleep_until(sent + self.pong_patience())));
+            }
         }
     }
 
-    /// Reports (and forgets) the pings of `--ping-interval` that have gone
-    /// unanswered for a while, so a server that stopped answering shows
-    /// before the keepalive gives up on it.
+    /// How long a ping may wait for its pong before it is reported.
+    fn pong_patience(&self) -> Duration {
+        self.args.ping_interval.map_or(MANUAL_PONG_WAIT, |interval| interval * PONG_PATIENCE)
+    }
+
+    /// Reports (and forgets) the pings that have gone unanswered for a
+    /// while, so a server that stopped answering shows before the keepalive
+    /// gives up on it; then waits for the oldest ping left, if any.
     fn report_lost_pongs(&mut self) {
-        let Some(interval) = self.args.ping_interval else { return };
-        let patience = interval * PONG_PATIENCE;
+        let patience = self.pong_patience();
         let mut lost = Vec::new();
         self.pings.retain(|payload, sent| {
             let waited = sent.elapsed();
@@ -384,6 +398,8 @@ impl Session<'_> {
             }
             keep
         });
+        self.pong_check =
+            self.pings.values().min().map(|&oldest| Box::pin(tokio::time::sleep_until(oldest + patience)));
         lost.sort_by_key(|(_, waited)| std::cmp::Reverse(*waited));
         for (payload, waited) in lost {
             self.console.diag(&format!(
