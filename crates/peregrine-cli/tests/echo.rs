@@ -117,11 +117,13 @@ fn interrupt_closes_open_connections_with_1001_and_exits() {
 fn listen_and_tls_mistakes_name_the_option_and_the_fix() {
     let server = EchoServer::start(&[]);
     let busy = format!("127.0.0.1:{}", server.port);
-    let (cert, _) = self_signed("tls-mixup");
+    let (cert, key) = self_signed("tls-mixup");
     let (_, other_key) = self_signed("tls-other");
     let free = "127.0.0.1:0";
     let no_key = format!("--tls-key {cert}: no unencrypted PEM private key");
     let no_cert = format!("--tls-cert {other_key}: no PEM certificate");
+    let swapped =
+        format!("--tls-cert {key}: it holds the private key, and the key file holds the certificate");
     for (args, expected) in [
         (vec!["--listen", busy.as_str()], "another process listens there"),
         (vec!["--listen", "127.0.0.1"], "--listen takes HOST:PORT"),
@@ -131,6 +133,7 @@ fn listen_and_tls_mistakes_name_the_option_and_the_fix() {
             vec!["--listen", free, "--tls-cert", &cert, "--tls-key", &other_key],
             "is not the private key of the certificate in --tls-cert",
         ),
+        (vec!["--listen", free, "--tls-cert", &key, "--tls-key", &cert], swapped.as_str()),
         (vec!["--listen", free, "--max-connections", "0"], "'--max-connections <N>'"),
     ] {
         let out = run(&[&["echo"][..], &args].concat(), Input::Open);

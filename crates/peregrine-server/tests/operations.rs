@@ -215,6 +215,7 @@ async fn unusable_tls_files_name_the_key_and_why() {
         (&cert, &cert, format!("`tls.key` {}: no unencrypted PEM private key", cert.display())),
         (&key, &key, format!("`tls.cert` {}: no PEM certificate", key.display())),
         (&cert, &other_key, "is not the private key of the certificate in `tls.cert`".to_owned()),
+        (&key, &cert, format!("`tls.cert` {}: it holds the private key, and the key file", key.display())),
     ] {
         let mut config = Config::development();
         config.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone() });

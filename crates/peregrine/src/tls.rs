@@ -103,7 +103,7 @@ impl TlsConnectorBuilder {
 
     /// Presents a client certificate (chain and key, PEM).
     pub fn client_cert_pem(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
-        self.client_auth = Some((load_certs(cert_pem)?, load_key(key_pem)?));
+        self.client_auth = Some(load_pair(cert_pem, key_pem)?);
         Ok(self)
     }
 
@@ -166,11 +166,12 @@ impl std::fmt::Debug for TlsAcceptor {
 impl TlsAcceptor {
     /// An acceptor presenting the certificate chain and private key in PEM.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        let (certs, key) = load_pair(cert_pem, key_pem)?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(Error::Tls)?
             .with_no_client_auth()
-            .with_single_cert(load_certs(cert_pem)?, load_key(key_pem)?)
+            .with_single_cert(certs, key)
             .map_err(Error::Tls)?;
         Ok(Self::from_config(Arc::new(config)))
     }
@@ -213,12 +214,14 @@ pub enum PemError {
     EncryptedPrivateKey,
     /// A key block is there but does not decode.
     BadPrivateKey(io::Error),
+    /// The certificate data holds the key and the key data the certificate.
+    Swapped,
 }
 
 impl PemError {
     /// Whether the certificate data (rather than the key) was at fault.
     pub fn in_certificate(&self) -> bool {
-        matches!(self, Self::NoCertificate | Self::BadCertificate(_))
+        matches!(self, Self::NoCertificate | Self::BadCertificate(_) | Self::Swapped)
     }
 }
 
@@ -240,6 +243,9 @@ impl std::fmt::Display for PemError {
                  key-plain.pem`) and keep the result readable only by the server",
             ),
             Self::BadPrivateKey(e) => write!(f, "the PEM private key does not decode: {e}"),
+            Self::Swapped => f.write_str(
+                "it holds the private key, and the key file holds the certificate: the two are swapped",
+            ),
         }
     }
 }
@@ -251,6 +257,22 @@ impl std::error::Error for PemError {
             Self::BadCertificate(e) | Self::BadPrivateKey(e) => e.source(),
             _ => None,
         }
+    }
+}
+
+/// A certificate chain and its key; names a swapped pair as such rather
+/// than as a certificate file without a certificate.
+fn load_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    match load_certs(cert_pem) {
+        Err(Error::Pem(PemError::NoCertificate))
+            if load_key(cert_pem).is_ok() && load_certs(key_pem).is_ok() =>
+        {
+            Err(Error::Pem(PemError::Swapped))
+        }
+        certs => Ok((certs?, load_key(key_pem)?)),
     }
 }
 

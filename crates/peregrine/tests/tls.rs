@@ -156,7 +156,10 @@ fn pem_that_cannot_be_used_says_which_part_and_why() {
     use peregrine::tls::PemError;
     let (cert_pem, key_pem) = self_signed();
     let (cert, key) = (cert_pem.as_bytes(), key_pem.as_bytes());
-    // Each file given for the other.
+    // The two files swapped, and each file given for the other.
+    let swapped = TlsAcceptor::from_pem(key, cert).unwrap_err();
+    assert!(matches!(&swapped, Error::Pem(e @ PemError::Swapped) if e.in_certificate()), "{swapped}");
+    assert!(matches!(TlsConnector::builder().client_cert_pem(key, cert), Err(Error::Pem(PemError::Swapped))));
     assert!(matches!(TlsAcceptor::from_pem(key, key), Err(Error::Pem(PemError::NoCertificate))));
     assert!(matches!(TlsAcceptor::from_pem(cert, cert), Err(Error::Pem(PemError::NoPrivateKey))));
     assert!(matches!(
