@@ -94,15 +94,10 @@ pub struct EchoArgs {
 
 /// Says which of `--tls-cert` and `--tls-key` is wrong, and how.
 fn tls_files_error(error: &peregrine::Error, cert: &Path, key: &Path) -> anyhow::Error {
-    let (cert, key) = (cert.display(), key.display());
-    match error {
-        peregrine::Error::Pem(e) if e.in_certificate() => anyhow::anyhow!("--tls-cert {cert}: {e}"),
-        peregrine::Error::Pem(e) => anyhow::anyhow!("--tls-key {key}: {e}"),
-        peregrine::Error::Tls(rustls::Error::InconsistentKeys(_)) => {
-            anyhow::anyhow!("--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
-        }
-        _ => anyhow::anyhow!("--tls-cert {cert} and --tls-key {key} cannot be used: {error}"),
-    }
+    let (cert, key) = (format!("--tls-cert {}", cert.display()), format!("--tls-key {}", key.display()));
+    let text = peregrine::tls::pem_pair_problem(error, &cert, &key)
+        .unwrap_or_else(|| format!("{cert} and {key} cannot be used: {error}"));
+    anyhow::anyhow!(text)
 }
 
 /// Says why `--listen ADDR` failed, and what to do.

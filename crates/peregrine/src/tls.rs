@@ -250,6 +250,33 @@ impl std::fmt::Display for PemError {
     }
 }
 
+/// Says which of the two files given to [`TlsAcceptor::from_pem`] or
+/// [`TlsConnectorBuilder::client_cert_pem`] an error is about, and why, in
+/// the caller's names for them (an option or a config key with the path).
+/// `None` for an error that is about neither file alone.
+///
+/// ```
+/// use peregrine::tls::{TlsAcceptor, pem_pair_problem};
+///
+/// let err = TlsAcceptor::from_pem(b"", b"").unwrap_err();
+/// let text = pem_pair_problem(&err, "--tls-cert a.pem", "--tls-key b.pem").unwrap();
+/// assert!(text.starts_with("--tls-cert a.pem: no PEM certificate"));
+/// ```
+pub fn pem_pair_problem(
+    error: &Error,
+    cert: impl std::fmt::Display,
+    key: impl std::fmt::Display,
+) -> Option<String> {
+    match error {
+        Error::Pem(e) if e.in_certificate() => Some(format!("{cert}: {e}")),
+        Error::Pem(e) => Some(format!("{key}: {e}")),
+        Error::Tls(rustls::Error::InconsistentKeys(_)) => {
+            Some(format!("{key} is not the private key of the certificate in {cert}"))
+        }
+        _ => None,
+    }
+}
+
 /// `Display` includes the decoding error, so `source` skips to its source.
 impl std::error::Error for PemError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {

@@ -352,12 +352,12 @@ async fn run_async(args: EchoArgs, timing: Timing, connect_timeout: Duration) ->
         ("throughput", format!("{} msgs/s, {:.2} MB/s", thousands(msgs_per_s), result.mb_per_s)),
         ("messages", thousands(messages as f64)),
         ("latency", result.latency.line()),
-        ("cpu", report::cpu_line(generator_cpu_pct, server_cpu_pct)),
-        ("errors", result.errors.to_string()),
     ];
     if let Some(lag) = &result.send_lag {
-        table.insert(5, ("send lag", lag.line()));
+        table.push(("send lag", lag.line()));
     }
+    table.push(("cpu", report::cpu_line(generator_cpu_pct, server_cpu_pct)));
+    table.push(("errors", result.errors.to_string()));
     let nothing = (messages == 0).then_some("no echo arrived in the measured window");
     report::finish(json, &result, table, &result.error_samples, &result.warnings, nothing)
 }

@@ -283,12 +283,11 @@ fn tls_connector(args: &ConnectOptions) -> anyhow::Result<TlsConnector> {
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         let cert_pem = std::fs::read(cert).with_context(|| format!("reading --cert {}", cert.display()))?;
         let key_pem = std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
-        builder = builder.client_cert_pem(&cert_pem, &key_pem).map_err(|e| match &e {
-            peregrine::Error::Pem(pem) if pem.in_certificate() => {
-                anyhow::anyhow!("--cert {}: {pem}", cert.display())
-            }
-            peregrine::Error::Pem(pem) => anyhow::anyhow!("--key {}: {pem}", key.display()),
-            _ => anyhow::anyhow!("--cert {} with --key {}: {e}", cert.display(), key.display()),
+        builder = builder.client_cert_pem(&cert_pem, &key_pem).map_err(|e| {
+            let (cert, key) = (format!("--cert {}", cert.display()), format!("--key {}", key.display()));
+            let text = peregrine::tls::pem_pair_problem(&e, &cert, &key)
+                .unwrap_or_else(|| format!("{cert} with {key}: {e}"));
+            anyhow::anyhow!(text)
         })?;
     }
     if args.insecure {

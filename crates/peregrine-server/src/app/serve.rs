@@ -206,13 +206,7 @@ fn init_logging(config: &Config) {
 
 /// Names the `tls.*` key whose file is wrong, and why.
 fn tls_files_error(error: &peregrine::Error, cert: &std::path::Path, key: &std::path::Path) -> String {
-    let (cert, key) = (cert.display(), key.display());
-    match error {
-        peregrine::Error::Pem(e) if e.in_certificate() => format!("`tls.cert` {cert}: {e}"),
-        peregrine::Error::Pem(e) => format!("`tls.key` {key}: {e}"),
-        peregrine::Error::Tls(peregrine::tls::rustls::Error::InconsistentKeys(_)) => {
-            format!("`tls.key` {key} is not the private key of the certificate in `tls.cert` {cert}")
-        }
-        _ => format!("cannot use `tls.cert` {cert} with `tls.key` {key}: {error}"),
-    }
+    let (cert, key) = (format!("`tls.cert` {}", cert.display()), format!("`tls.key` {}", key.display()));
+    peregrine::tls::pem_pair_problem(error, &cert, &key)
+        .unwrap_or_else(|| format!("cannot use {cert} with {key}: {error}"))
 }
