@@ -149,9 +149,9 @@ impl Tracker {
                 events.push(SubscriptionEvent::Publication(p));
             }
         }
-        // Whatever the reply did not cover up to the top is missing: say so rather than
-        // let it vanish.
-        if r.offset > position.offset {
+        // Whatever the reply did not cover up to the top is missing, unless the server says
+        // the rest follows as publications (`more`): say so rather than let it vanish.
+        if r.offset > position.offset && !r.more {
             events.push(SubscriptionEvent::Gap { from: position.offset + 1, to: r.offset });
             position.offset = r.offset;
         }
@@ -216,7 +216,19 @@ mod tests {
             publications: publications.into_iter().map(publication).collect(),
             gap,
             positioned: true,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_recovery_that_goes_on_in_pushes_is_not_a_gap() {
+        let mut t = Tracker::starting_at(Some(StreamPosition { epoch: "e".into(), offset: 3 }));
+        let events = t.on_subscribed(SubscribeResult { more: true, ..reply("e", 9, vec![4, 5], None) });
+        assert_eq!(events.len(), 3, "subscribed and two publications, no gap: {events:?}");
+        for offset in 6..=10 {
+            assert_eq!(offsets(&t.on_publication(publication(offset)).unwrap()), [offset]);
+        }
+        assert_eq!(t.on_publication(publication(12)), Err(Jump), "a hole in the stream is still caught");
     }
 
     #[test]

@@ -71,8 +71,11 @@ pub struct Metrics {
     pub disconnects: Family<CodeLabel, Counter>,
     /// Handshakes refused, by reason (origin, token, limit...).
     pub handshake_rejections: Family<Reason, Counter>,
-    /// Subscriptions with `since`, by outcome (recovered, gap, reset).
+    /// Subscriptions with `since`, by outcome (recovered, gap, reset; interrupted when
+    /// history moved on while a recovery was streamed).
     pub recoveries: Family<OutcomeLabel, Counter>,
+    /// Publications of recoveries too big for their reply, streamed after it.
+    pub recovery_streamed: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -107,6 +110,7 @@ impl Metrics {
             disconnects: Family::default(),
             handshake_rejections: Family::default(),
             recoveries: Family::default(),
+            recovery_streamed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open client connections", m.connections.clone());
@@ -131,6 +135,11 @@ impl Metrics {
             m.handshake_rejections.clone(),
         );
         registry.register("recoveries", "Recovery attempts by outcome", m.recoveries.clone());
+        registry.register(
+            "recovery_streamed_publications",
+            "Publications of recoveries too big for their reply, streamed after it",
+            m.recovery_streamed.clone(),
+        );
         Metrics { registry, ..m }
     }
 

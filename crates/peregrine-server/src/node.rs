@@ -417,13 +417,14 @@ impl Node {
         })
     }
 
-    /// Checks a subscription token for a private channel; returns its channel info.
+    /// Checks a subscription token for a private channel; returns what it says (channel
+    /// info, expiry).
     pub fn authorize_subscription(
         &self,
         token: Option<&str>,
         user: &str,
         channel: &str,
-    ) -> Result<Option<serde_json::Value>, ReplyError> {
+    ) -> Result<crate::auth::SubscriptionClaims, ReplyError> {
         let Some(token) = token else {
             return Err(reply_error(
                 err::PERMISSION_DENIED,
@@ -434,7 +435,7 @@ impl Node {
             .tokens
             .verify_subscription(token, user, channel)
             .map_err(|e| reply_error(e.error_code(), format!("subscription token refused: {e}")))?;
-        Ok(claims.info)
+        Ok(claims)
     }
 
     /// Checks a browser's Origin against `allowed_origins`; the error is the 403's reason.

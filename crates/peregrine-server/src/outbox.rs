@@ -68,6 +68,9 @@ struct State {
     overflowed: bool,
     closed: bool,
     waker: Option<Waker>,
+    /// The session waiting for the queue to drain (see [`Outbox::drained_to`]): its waker
+    /// and the byte count it waits for.
+    drain_waiter: Option<(Waker, usize)>,
 }
 
 /// A per-session bounded queue of encoded frames, shared as `Arc<Outbox>`.
@@ -180,6 +183,12 @@ impl Outbox {
             s.queue = VecDeque::new();
         }
         s.bytes -= taken;
+        let drained = s.drain_waiter.as_ref().is_some_and(|(_, below)| s.bytes <= *below);
+        let waiter = if drained { s.drain_waiter.take() } else { None };
+        drop(s);
+        if let Some((w, _)) = waiter {
+            w.wake();
+        }
         taken
     }
 
@@ -199,15 +208,35 @@ impl Outbox {
         .await
     }
 
+    /// Resolves when at most `bytes` are queued (or the outbox overflowed or was closed):
+    /// for the session, which paces what it produces in bulk (a recovery streamed page by
+    /// page) by how fast the writer drains. One waiter at a time, like [`ready`](Outbox::ready).
+    pub async fn drained_to(&self, bytes: usize) {
+        poll_fn(|cx| {
+            let mut s = self.lock();
+            if s.bytes <= bytes || s.overflowed || s.closed {
+                s.drain_waiter = None;
+                Poll::Ready(())
+            } else {
+                s.drain_waiter = Some((cx.waker().clone(), bytes));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Closes the outbox: later pushes are refused with [`PushError::Closed`]; queued frames
     /// can still be drained. Wakes a waiting writer.
     pub fn close(&self) {
         let waker = {
             let mut s = self.lock();
             s.closed = true;
-            s.waker.take()
+            (s.waker.take(), s.drain_waiter.take())
         };
-        if let Some(w) = waker {
+        if let Some(w) = waker.0 {
+            w.wake();
+        }
+        if let Some((w, _)) = waker.1 {
             w.wake();
         }
     }

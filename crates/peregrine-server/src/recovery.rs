@@ -1,9 +1,11 @@
 //! Recovery: what a subscriber coming back with a `since` position missed (pure functions).
 //!
-//! The subscribe path is: register the session for live publications (buffering them),
-//! read [`Broker::history`](crate::broker::Broker::history) after `since`, call [`recover`],
-//! then [`merge`] the result with the buffered live publications and send the reply; after
-//! that, live publications flow directly. See `docs/protocol.md`, "Recovery".
+//! The subscribe path is: register the session for live publications (holding them back),
+//! read the first page of [`Broker::history`](crate::broker::Broker::history) after `since`,
+//! call [`recover`], put what fits of it in the reply ([`take_page`]) and stream the rest;
+//! after that, live publications flow directly. See `docs/protocol.md`, "Recovery".
+
+use std::io;
 
 use peregrine_wire::{Gap, Publication, StreamPosition};
 
@@ -14,9 +16,10 @@ pub struct Recovered {
     pub epoch: String,
     /// The stream's top offset at the history read: live publications continue after it.
     pub offset: u64,
-    /// Every missed publication is in `publications`: no gap, no reset.
+    /// Nothing is lost: every missed publication is in `publications` or follows it
+    /// (when `publications` ends before `offset`, read on from its last one).
     pub recovered: bool,
-    /// The missed publications still available, in offset order.
+    /// The first missed publications still available, in offset order, contiguous.
     pub publications: Vec<Publication>,
     /// Missed publications that history no longer holds.
     pub gap: Option<Gap>,
@@ -27,16 +30,17 @@ pub struct Recovered {
 
 /// Decides what a subscriber at `since` missed.
 ///
-/// `epoch` and `top` are the stream's current epoch and top offset, and `history` the
-/// publications still in history in offset order, as returned by an unlimited, forward
-/// history read (publications at or before `since.offset` are ignored):
+/// `epoch` and `top` are the stream's current epoch and top offset, and `history` the first
+/// page of a forward history read after `since`, in offset order (publications at or before
+/// `since.offset` are ignored):
 ///
 /// * another epoch → `reset`, not recovered;
 /// * same epoch, `since.offset >= top` → nothing missed, recovered (an offset beyond `top`
 ///   cannot come from this epoch and is treated as a reset);
-/// * history holds `since.offset + 1 ..= top` → recovered with exactly those;
-/// * history starts later → not recovered; what is there, plus
-///   `Gap { from: since.offset + 1, to: first_available - 1 }`.
+/// * history starts at `since.offset + 1` → recovered: `publications` is the contiguous run
+///   from there (it ends at a hole, or where the page ends, which may be before `top`);
+/// * history starts later → not recovered; `Gap { from: since.offset + 1, to: first - 1 }`
+///   and the run from the first available publication.
 pub fn recover(since: &StreamPosition, epoch: &str, top: u64, history: Vec<Publication>) -> Recovered {
     let mut out = Recovered {
         epoch: epoch.to_owned(),
@@ -57,62 +61,61 @@ pub fn recover(since: &StreamPosition, epoch: &str, top: u64, history: Vec<Publi
     let wanted_from = since.offset + 1;
     let mut publications: Vec<Publication> =
         history.into_iter().filter(|p| p.offset >= wanted_from && p.offset <= top).collect();
-    // Keep only the contiguous run that ends at the newest available offset, so that a
-    // hole inside what we got is reported as part of the gap instead of being skipped.
-    let mut start = publications.len();
-    while start > 0 {
-        let p = &publications[start - 1];
-        let expected_next = publications.get(start).map_or(p.offset, |n| n.offset - 1);
-        if p.offset != expected_next {
-            break;
-        }
-        start -= 1;
-    }
-    publications.drain(..start);
+    // Only the contiguous run from the first: after a hole, reading on from the run's end
+    // finds the hole and reports it, instead of skipping it here.
+    let run = publications
+        .windows(2)
+        .position(|w| w[1].offset != w[0].offset + 1)
+        .map_or(publications.len(), |i| i + 1);
+    publications.truncate(run);
     let first_available = publications.first().map_or(top + 1, |p| p.offset);
-    let last_available = publications.last().map_or(top, |p| p.offset);
     if first_available > wanted_from {
         out.gap = Some(Gap { from: wanted_from, to: first_available - 1 });
     }
-    // History ending before `top` (a limited read) cannot be fully recovered either.
-    out.recovered = out.gap.is_none() && last_available == top;
+    out.recovered = out.gap.is_none();
     out.publications = publications;
     out
 }
 
-/// History replay joined with live publications.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Merged {
-    /// Publications to deliver, in offset order, each once.
-    pub publications: Vec<Publication>,
-    /// The offset of the last publication delivered (or the starting offset).
-    pub offset: u64,
-    /// Holes between consecutive publications, in order (empty when continuous).
-    pub gaps: Vec<Gap>,
+/// Splits off the first publications that fit in `budget` bytes (as encoded in JSON, an
+/// upper bound of the MessagePack size): returns them and the bytes they take. With
+/// `at_least_one`, the first publication is taken whatever its size, so a page always makes
+/// progress.
+pub fn take_page(
+    publications: Vec<Publication>,
+    budget: usize,
+    at_least_one: bool,
+) -> (Vec<Publication>, usize) {
+    let mut used = 0;
+    let mut taken = 0;
+    for p in &publications {
+        let size = encoded_size(p);
+        if used + size > budget && !(at_least_one && taken == 0) {
+            break;
+        }
+        used += size;
+        taken += 1;
+    }
+    let mut publications = publications;
+    publications.truncate(taken);
+    (publications, used)
 }
 
-/// Joins a history replay with the publications buffered live during the history read.
-///
-/// `recovered` are the replayed publications and `top` the stream's top offset at the read
-/// ([`Recovered::offset`]); `live` are the buffered publications in arrival order. Live
-/// publications at or before the last delivered offset are dropped (they are in the replay,
-/// or were seen before), so the seam has no duplicate; a live publication that starts after
-/// `last + 1` is kept and the hole is reported in [`Merged::gaps`].
-pub fn merge(recovered: Vec<Publication>, top: u64, live: Vec<Publication>) -> Merged {
-    let mut last = recovered.last().map_or(top, |p| p.offset.max(top));
-    let mut publications = recovered;
-    let mut gaps = Vec::new();
-    for p in live {
-        if p.offset <= last {
-            continue;
+/// The size of `p` encoded as JSON, without keeping the encoding.
+fn encoded_size(p: &Publication) -> usize {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
         }
-        if p.offset > last + 1 {
-            gaps.push(Gap { from: last + 1, to: p.offset - 1 });
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
-        last = p.offset;
-        publications.push(p);
     }
-    Merged { publications, offset: last, gaps }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, p);
+    count.0
 }
 
 #[cfg(test)]
@@ -180,48 +183,27 @@ mod tests {
     }
 
     #[test]
-    fn hole_inside_history_widens_the_gap() {
+    fn a_hole_inside_history_ends_the_run_before_it() {
         let mut h = pubs(3..=4);
         h.extend(pubs(6..=7));
         let r = recover(&pos("e", 2), "e", 7, h);
-        assert_eq!(r.gap, Some(Gap { from: 3, to: 5 }));
-        assert_eq!(offsets(&r.publications), vec![6, 7]);
-    }
-
-    #[test]
-    fn truncated_history_is_not_recovered() {
-        let r = recover(&pos("e", 2), "e", 7, pubs(3..=5));
-        assert!(!r.recovered);
         assert_eq!(r.gap, None);
+        assert_eq!(offsets(&r.publications), vec![3, 4], "reading on from 4 finds the hole");
     }
 
     #[test]
-    fn merge_drops_the_seam_duplicates_and_keeps_order() {
-        let m = merge(pubs(4..=6), 6, pubs(5..=9));
-        assert_eq!(offsets(&m.publications), vec![4, 5, 6, 7, 8, 9]);
-        assert_eq!(m.offset, 9);
-        assert!(m.gaps.is_empty());
+    fn a_page_that_ends_before_top_is_recovered_so_far() {
+        let r = recover(&pos("e", 2), "e", 7, pubs(3..=5));
+        assert!(r.recovered, "nothing is lost: the rest follows");
+        assert_eq!((r.gap, offsets(&r.publications)), (None, vec![3, 4, 5]));
     }
 
     #[test]
-    fn merge_with_nothing_recovered_starts_after_top() {
-        let m = merge(Vec::new(), 6, pubs(3..=8));
-        assert_eq!(offsets(&m.publications), vec![7, 8]);
-        assert!(m.gaps.is_empty());
-    }
-
-    #[test]
-    fn merge_reports_a_gap_after_the_seam() {
-        let m = merge(pubs(4..=6), 6, pubs(9..=10));
-        assert_eq!(offsets(&m.publications), vec![4, 5, 6, 9, 10]);
-        assert_eq!(m.gaps, vec![Gap { from: 7, to: 8 }]);
-    }
-
-    #[test]
-    fn merge_ignores_repeated_live_publications() {
-        let mut live = pubs(7..=8);
-        live.extend(pubs(8..=9));
-        let m = merge(pubs(5..=6), 6, live);
-        assert_eq!(offsets(&m.publications), vec![5, 6, 7, 8, 9]);
+    fn a_page_takes_what_fits_and_at_least_one_when_asked() {
+        let size = encoded_size(&pubs([1])[0]);
+        let (page, used) = take_page(pubs(1..=10), size * 3 + size / 2, false);
+        assert_eq!((offsets(&page), used), (vec![1, 2, 3], size * 3));
+        assert!(take_page(pubs(1..=3), 1, false).0.is_empty());
+        assert_eq!(offsets(&take_page(pubs(1..=3), 1, true).0), vec![1]);
     }
 }

@@ -3,20 +3,23 @@
 //!
 //! The session knows nothing of sockets: a transport ([`crate::transport`]) feeds it decoded
 //! frames with [`Session::handle_frame`] and writes what the outbox holds. Subscribing (with
-//! recovery) is in [`subscribe`](self::subscribe).
+//! recovery) is in [`subscribe`](self::subscribe), a recovery too big for its reply is
+//! streamed by [`stream`](self::stream), and what a session leaves behind when it ends is
+//! cleared by [`Leftovers`].
 
+mod stream;
 mod subscribe;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use peregrine_wire::codes::{disconnect as dc, error as err};
+use peregrine_wire::codes::{disconnect as dc, error as err, unsubscribe as unsub};
 use peregrine_wire::{
     ClientInfo, Command, CommandKind, ConnectRequest, ConnectResult, Encoding, HistoryResult, MAX_BATCH,
-    PROTOCOL_VERSION, PingResult, PresenceResult, PublishRequest, PublishResult, RefreshResult, Reply,
-    ReplyError, ReplyKind, ServerMessage, SubscribeOptions, UnsubscribeResult, decode_commands_bounded,
-    encode_server_messages,
+    PROTOCOL_VERSION, PingResult, PresenceResult, PublishRequest, PublishResult, Push, RefreshResult, Reply,
+    ReplyError, ReplyKind, ServerMessage, SubRefreshResult, SubscribeOptions, UnsubscribeResult,
+    decode_commands_bounded, encode_server_messages,
 };
 
 use crate::disconnect::Disconnect;
@@ -45,6 +48,9 @@ struct Subscription {
     join_leave: bool,
     /// Channel info from the subscription token, shown in presence and join/leave.
     chan_info: Option<serde_json::Value>,
+    /// Unix time (seconds) when the subscription token expires, unless `sub_refresh`
+    /// brings a newer one: the subscription then ends with an `unsubscribe` push (2501).
+    expires: Option<u64>,
 }
 
 /// One client's protocol state. Not shared: the transport's reader task owns it.
@@ -59,9 +65,14 @@ pub struct Session {
     handshake_identity: Option<Identity>,
     identity: Option<Identity>,
     subscriptions: HashMap<String, Subscription>,
+    /// Subscriptions whose recovery did not fit in their reply, oldest first: the rest of it
+    /// is sent page by page as the outbox drains, then they go live.
+    streams: VecDeque<stream::Streaming>,
     publish_bucket: TokenBucket,
     /// Replies waiting to go out as one frame.
     replies: Vec<ServerMessage>,
+    /// [`close`](Session::close) ran (or [`Drop`] has nothing left to do).
+    cleaned: bool,
 }
 
 impl Session {
@@ -84,8 +95,10 @@ impl Session {
             handshake_identity,
             identity: None,
             subscriptions: HashMap::new(),
+            streams: VecDeque::new(),
             publish_bucket,
             replies: Vec::new(),
+            cleaned: false,
         }
     }
 
@@ -99,10 +112,13 @@ impl Session {
         self.identity.is_some()
     }
 
-    /// When the connection's credentials expire, if they do.
+    /// How long until the connection's credentials or a subscription token expire, if
+    /// any does: then call [`expire`](Session::expire).
     pub fn expires_in(&self) -> Option<Duration> {
-        let expires = self.identity.as_ref()?.expires?;
-        Some(Duration::from_secs(expires.saturating_sub(unix_now())))
+        let connection = self.identity.as_ref().and_then(|i| i.expires);
+        let subscriptions = self.subscriptions.values().chain(self.streams.iter().map(|s| s.subscription()));
+        let earliest = subscriptions.filter_map(|s| s.expires).chain(connection).min()?;
+        Some(Duration::from_secs(earliest.saturating_sub(unix_now())))
     }
 
     fn metrics(&self) -> &Metrics {
@@ -173,6 +189,9 @@ impl Session {
             CommandKind::Presence(req) => self.presence(&req.channel).await,
             CommandKind::History(req) => self.history(req).await.map(ReplyKind::History),
             CommandKind::Refresh(req) => self.refresh(&req.token).map(ReplyKind::Refresh),
+            CommandKind::SubRefresh(req) => {
+                self.sub_refresh(&req.channel, &req.token).map(ReplyKind::SubRefresh)
+            }
             CommandKind::Ping(_) => Ok(ReplyKind::Ping(PingResult {})),
         };
         if let Err(e) = &result {
@@ -259,11 +278,25 @@ impl Session {
         Ok(ReplyKind::Presence(PresenceResult { clients }))
     }
 
+    /// One page of history: at most `limit` publications and [`page_bytes`](Self::page_bytes)
+    /// of them (at least one), with `more` when further ones follow in the direction read.
     async fn history(&mut self, req: peregrine_wire::HistoryRequest) -> Result<HistoryResult, ReplyError> {
         self.may_read(&req.channel)?;
-        let limit = req.limit.map(|l| l as usize);
-        let h = self.node.history(&req.channel, req.since, limit, req.reverse).await?;
-        Ok(HistoryResult { publications: h.publications, epoch: h.epoch, offset: h.offset })
+        let wanted = req.limit.map_or(stream::PAGE_READ, |l| (l as usize).min(stream::PAGE_READ));
+        // One more than can be returned, to know whether more follow.
+        let h = self.node.history(&req.channel, req.since, Some(wanted + 1), req.reverse).await?;
+        let read = h.publications.len();
+        let mut publications = h.publications;
+        publications.truncate(wanted);
+        let (publications, _) = crate::recovery::take_page(publications, self.page_bytes(), true);
+        let more = publications.len() < read;
+        Ok(HistoryResult { publications, epoch: h.epoch, offset: h.offset, more })
+    }
+
+    /// The most publication bytes one reply or one streamed page carries: a quarter of the
+    /// outbound queue, so that history and recovery never overflow it by themselves.
+    fn page_bytes(&self) -> usize {
+        self.node.config().client.queue_max_bytes / 4
     }
 
     fn refresh(&mut self, token: &str) -> Result<RefreshResult, ReplyError> {
@@ -281,24 +314,47 @@ impl Session {
         Ok(RefreshResult { expires: fresh.expires })
     }
 
+    /// `sub_refresh`: a fresh subscription token moves the subscription's expiry.
+    fn sub_refresh(&mut self, channel: &str, token: &str) -> Result<SubRefreshResult, ReplyError> {
+        let user = self.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
+        let claims = self.node.authorize_subscription(Some(token), &user, channel)?;
+        let subscription = match self.subscriptions.get_mut(channel) {
+            Some(subscription) => subscription,
+            None => match self.streams.iter_mut().find(|s| s.channel() == channel) {
+                Some(streaming) => streaming.subscription_mut(),
+                None => return Err(reply_error(err::BAD_REQUEST, format!("not subscribed to {channel}"))),
+            },
+        };
+        subscription.expires = claims.expires;
+        Ok(SubRefreshResult { expires: claims.expires })
+    }
+
     /// Leaves every channel and unregisters: called once when the connection is gone.
     pub async fn close(mut self) {
-        let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
-        for channel in channels {
-            self.unsubscribe(&channel).await;
-        }
+        self.leftovers().clear().await;
+    }
+
+    /// Takes what the session holds in the node, to be cleared by [`Leftovers::clear`].
+    fn leftovers(&mut self) -> Leftovers {
+        self.cleaned = true;
         self.control.outbox.close();
-        self.node.unregister(self.id);
+        self.streams.clear();
+        Leftovers {
+            node: Arc::clone(&self.node),
+            session: self.id,
+            info: self.info(),
+            subscriptions: self.subscriptions.drain().collect(),
+        }
     }
 
     /// Server-side unsubscribes the node asked for: leave and tell the client.
     pub async fn apply_unsubscribes(&mut self) -> Result<(), Disconnect> {
         for channel in self.control.take_unsubscribes() {
-            if self.subscriptions.contains_key(&channel) {
+            if self.is_subscribed(&channel) {
                 self.unsubscribe(&channel).await;
-                let push = peregrine_wire::Push::Unsubscribe {
+                let push = Push::Unsubscribe {
                     channel,
-                    code: peregrine_wire::codes::unsubscribe::SERVER,
+                    code: unsub::SERVER,
                     reason: "unsubscribed by the server".into(),
                 };
                 self.replies.push(ServerMessage::Push(push));
@@ -307,14 +363,86 @@ impl Session {
         self.flush_replies()
     }
 
-    /// Why the session must end now, if it must (expired credentials).
-    pub fn check_expiry(&self) -> Result<(), Disconnect> {
-        match self.identity.as_ref().and_then(|i| i.expires) {
-            Some(exp) if exp <= unix_now() => {
-                Err(Disconnect::new(dc::EXPIRED, "connection token expired: refresh it or reconnect"))
-            }
-            _ => Ok(()),
+    /// Ends what has expired: the session itself when its connection token has (the error
+    /// is the disconnect), else every subscription whose token has, with an `unsubscribe`
+    /// push (2501: resubscribe with a fresh token).
+    pub async fn expire(&mut self) -> Result<(), Disconnect> {
+        let now = unix_now();
+        if self.identity.as_ref().and_then(|i| i.expires).is_some_and(|exp| exp <= now) {
+            return Err(Disconnect::new(dc::EXPIRED, "connection token expired: refresh it or reconnect"));
         }
+        let subscriptions = self.subscriptions.iter().map(|(c, s)| (c.as_str(), s));
+        let streaming = self.streams.iter().map(|s| (s.channel(), s.subscription()));
+        let expired: Vec<String> = subscriptions
+            .chain(streaming)
+            .filter(|(_, s)| s.expires.is_some_and(|exp| exp <= now))
+            .map(|(channel, _)| channel.to_owned())
+            .collect();
+        for channel in expired {
+            self.unsubscribe(&channel).await;
+            let reason = "subscription token expired: resubscribe with a fresh token".into();
+            self.replies.push(ServerMessage::Push(Push::Unsubscribe {
+                channel,
+                code: unsub::EXPIRED,
+                reason,
+            }));
+        }
+        self.flush_replies()
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped without [`close`](Session::close) (its task was cancelled) still
+    /// leaves nothing behind: the clearing goes on in a task of its own.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let leftovers = self.leftovers();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(leftovers.clear())),
+            Err(_) => leftovers.clear_local(),
+        }
+    }
+}
+
+/// What an ended session still holds in the node: its subscriptions (presence, leave
+/// events), hub entries (including subscriptions still being set up) and registration.
+struct Leftovers {
+    node: Arc<Node>,
+    session: SessionId,
+    info: ClientInfo,
+    subscriptions: Vec<(String, Subscription)>,
+}
+
+impl Leftovers {
+    async fn clear(self) {
+        let node = &self.node;
+        for (channel, subscription) in &self.subscriptions {
+            node.metrics().subscriptions.dec();
+            let info = ClientInfo { chan_info: subscription.chan_info.clone(), ..self.info.clone() };
+            if subscription.presence {
+                let _ = node.presence_store().remove(channel, &self.info.client).await;
+            }
+            if subscription.join_leave {
+                let _ = node.broker().publish_join_leave(channel, info, false).await;
+            }
+        }
+        // Every hub entry of the session, not only the live subscriptions: one being set up
+        // when the session failed would otherwise stay, counted as a subscriber for ever.
+        for channel in node.hub().unsubscribe_all(self.session) {
+            let _ = node.broker().unsubscribe_node(&channel).await;
+        }
+        node.unregister(self.session);
+    }
+
+    /// Without a runtime (a test dropping a session outside one): what needs no `.await`.
+    fn clear_local(self) {
+        for _ in &self.subscriptions {
+            self.node.metrics().subscriptions.dec();
+        }
+        self.node.hub().unsubscribe_all(self.session);
+        self.node.unregister(self.session);
     }
 }
 

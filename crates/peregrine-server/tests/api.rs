@@ -70,6 +70,7 @@ async fn the_api_key_is_required_and_checked() {
     let (status, answer) = server.api("/api/publish", body, Some(KEY)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["offset"], 2, "two publications got through, both with the key: {answer}");
+    server.finish().await;
 
     // Without any key configured, a production server keeps the API shut and says how to open it.
     let mut closed = config();
@@ -78,6 +79,7 @@ async fn the_api_key_is_required_and_checked() {
     let (status, answer) = server.api("/api/info", json!({}), Some(KEY)).await;
     assert_eq!(status, 403, "{answer}");
     assert!(error_message(&answer).contains("set api_key"), "{answer}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -132,6 +134,7 @@ async fn publish_history_and_presence_through_the_api() {
     let clients = p["clients"].as_object().unwrap();
     assert_eq!(clients.len(), 1, "{p}");
     assert_eq!(clients[&ann.client_id]["user"], "ann", "{p}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -185,6 +188,7 @@ async fn disconnect_and_unsubscribe_a_user() {
         server.api("/api/disconnect", json!({"user": "bob", "code": 1000}), Some(KEY)).await;
     assert_eq!(status, 400, "a WebSocket-reserved code is refused: {answer}");
     assert!(error_message(&answer).contains("3000..=4999"), "{answer}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -213,6 +217,7 @@ async fn channels_and_info_describe_the_node() {
     assert_eq!(info["users"], 2, "{info}");
     assert_eq!(info["channels"], 2, "{info}");
     assert_eq!(info["protocol"], PROTOCOL_VERSION);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -236,4 +241,5 @@ async fn bad_bodies_are_a_400_that_says_why() {
     let (status, body) = http(server.addr, request).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid JSON body"), "{body}");
+    server.finish().await;
 }

@@ -67,6 +67,7 @@ async fn valid_hs256_token_connects_as_its_user() {
     let me = p.clients.values().next().unwrap();
     assert_eq!(me.user, "42");
     assert_eq!(me.conn_info, Some(json!({"name": "Ann"})));
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -92,6 +93,7 @@ async fn missing_expired_and_badly_signed_tokens_are_refused_with_reasons() {
     let (code, reason) = refused(&server, Some("not-a-jwt")).await;
     assert_eq!(code, dc::INVALID_TOKEN);
     assert!(reason.contains("malformed"), "{reason}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -116,6 +118,7 @@ async fn token_at_the_handshake_is_checked_before_the_upgrade() {
         .await
         .expect("upgrade with a bearer token");
     drop(ws);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -151,6 +154,7 @@ async fn rs256_and_es256_tokens_work_and_alg_confusion_is_refused() {
     let (code, reason) = refused(&server, Some(&confused)).await;
     assert_eq!(code, dc::INVALID_TOKEN);
     assert!(reason.contains("HS256"), "{reason}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -186,6 +190,7 @@ async fn private_channels_need_a_subscription_token_for_that_channel_and_user() 
         panic!("presence")
     };
     assert_eq!(p.clients.values().next().unwrap().chan_info, Some(json!({"role": "lead"})));
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -200,6 +205,7 @@ async fn refresh_extends_the_connection_and_rejects_another_user() {
     let stranger = hs256(json!({"sub": "99"}));
     let e = c.command(CommandKind::Refresh(RefreshRequest { token: stranger })).await.unwrap_err();
     assert_eq!(e.code, err::PERMISSION_DENIED);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -211,6 +217,7 @@ async fn token_channels_are_subscribed_server_side() {
     publisher.publish("chat:news", json!("flash")).await.unwrap();
     let (channel, p) = listener.publication().await;
     assert_eq!((channel.as_str(), p.data), ("chat:news", json!("flash")));
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -236,4 +243,45 @@ async fn wrong_origin_gets_403_with_a_reason_and_a_listed_one_connects() {
         .connect_on(tcp)
         .await
         .expect("the listed origin is upgraded");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_ends_at_its_token_expiry_unless_refreshed() {
+    let server = TestServer::start(config()).await;
+    let token = hs256(json!({"sub": "42"}));
+    let mut c = Client::connect_with(&server, Some(&token)).await.unwrap();
+    let expires = now() + 2;
+    let sub = |channel: &str, exp: u64| SubscribeRequest {
+        channel: channel.into(),
+        token: Some(hs256(json!({"sub": "42", "channel": channel, "exp": exp}))),
+        ..Default::default()
+    };
+    let r = c.subscribe(sub("team:short", expires)).await.unwrap();
+    assert_eq!(r.expires, Some(expires), "the reply says when to refresh");
+    c.subscribe(sub("team:kept", expires)).await.unwrap();
+    let later = now() + 600;
+    let fresh = hs256(json!({"sub": "42", "channel": "team:kept", "exp": later}));
+    let refresh = SubRefreshRequest { channel: "team:kept".into(), token: fresh };
+    let r = c.command(CommandKind::SubRefresh(refresh)).await.unwrap();
+    assert_eq!(r, ReplyKind::SubRefresh(SubRefreshResult { expires: Some(later) }));
+    // A token for another channel does not refresh this one.
+    let wrong = hs256(json!({"sub": "42", "channel": "team:other", "exp": later}));
+    let refresh = SubRefreshRequest { channel: "team:kept".into(), token: wrong };
+    assert_eq!(c.command(CommandKind::SubRefresh(refresh)).await.unwrap_err().code, err::UNAUTHORIZED);
+
+    match c.push().await {
+        Push::Unsubscribe { channel, code, reason } => {
+            assert_eq!((channel.as_str(), code), ("team:short", codes::unsubscribe::EXPIRED));
+            assert!(reason.contains("expired"), "{reason}");
+        }
+        other => panic!("expected the expired subscription to end, got {other:?}"),
+    }
+    assert!(now() >= expires, "not before its expiry");
+    // The ended one gets nothing more; the refreshed one still does.
+    server.node.publish("team:short", json!("late"), None, None).await.unwrap();
+    server.node.publish("team:kept", json!("kept"), None, None).await.unwrap();
+    let (channel, p) = c.publication().await;
+    assert_eq!((channel.as_str(), p.data), ("team:kept", json!("kept")));
+    server.finish().await;
 }

@@ -99,7 +99,16 @@ async fn history_query_since_limit_and_reverse() {
     let q = |limit, reverse| HistoryQuery { since: since.clone(), limit, reverse };
     assert_eq!(offsets(&b.history("c", q(None, false)).await.unwrap().publications), vec![3, 4, 5, 6]);
     assert_eq!(offsets(&b.history("c", q(Some(2), false)).await.unwrap().publications), vec![3, 4]);
-    assert_eq!(offsets(&b.history("c", q(Some(2), true)).await.unwrap().publications), vec![6, 5]);
+    // Reverse reads go back from `since`: the page before it, newest first.
+    let before = |offset| HistoryQuery {
+        since: Some(StreamPosition { epoch: epoch.clone(), offset }),
+        limit: Some(2),
+        reverse: true,
+    };
+    assert_eq!(offsets(&b.history("c", before(5)).await.unwrap().publications), vec![4, 3]);
+    assert_eq!(offsets(&b.history("c", before(2)).await.unwrap().publications), vec![1]);
+    let newest = HistoryQuery { limit: Some(2), reverse: true, ..Default::default() };
+    assert_eq!(offsets(&b.history("c", newest).await.unwrap().publications), vec![6, 5]);
     // A foreign epoch is ignored: the read starts at the oldest publication.
     let foreign = HistoryQuery {
         since: Some(StreamPosition { epoch: "other".into(), offset: 4 }),
@@ -189,7 +198,8 @@ async fn concurrent_publishers_get_consecutive_offsets_delivered_in_order() {
 
 #[tokio::test]
 async fn subscribe_with_recovery_end_to_end() {
-    // The subscribe path: buffer live, read history, recover, merge.
+    // The subscribe path: hold live back, read history, recover, then the held publications
+    // after the seam (the top offset at the read).
     let b = Arc::new(MemoryBroker::new());
     let live: Arc<Mutex<Vec<Publication>>> = Arc::default();
     let sink = live.clone();
@@ -212,7 +222,8 @@ async fn subscribe_with_recovery_end_to_end() {
     }
     let r = recovery::recover(&since, &h.epoch, h.offset, h.publications);
     assert_eq!(r.gap, Some(Gap { from: 4, to: 5 }));
-    let m = recovery::merge(r.publications, r.offset, live.lock().unwrap().clone());
-    assert_eq!(offsets(&m.publications), (6..=12).collect::<Vec<_>>());
-    assert!(m.gaps.is_empty());
+    assert!(!r.recovered && r.offset == 10);
+    let mut delivered = r.publications;
+    delivered.extend(live.lock().unwrap().iter().filter(|p| p.offset > r.offset).cloned());
+    assert_eq!(offsets(&delivered), (6..=12).collect::<Vec<_>>());
 }

@@ -41,6 +41,7 @@ async fn many_clients_on_many_channels_each_get_exactly_their_channels() {
             assert_eq!(offsets, vec![1, 2, 3, 4, 5], "client {i}, channel {ch}: in order, once each");
         }
     }
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -56,6 +57,7 @@ async fn api_broadcast_reaches_every_channel_once() {
     assert_eq!(body["results"].as_array().unwrap().len(), 2);
     assert_eq!(a.publication().await.0, "news:a");
     assert_eq!(b.publication().await.0, "news:b");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -95,6 +97,7 @@ async fn presence_lists_subscribers_and_join_leave_events_flow() {
     let (status, body) = server.api("/api/presence", json!({"channel": "chat:lobby"}), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["clients"].as_object().unwrap().len(), 1, "{body}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -111,6 +114,7 @@ async fn unknown_namespace_and_forbidden_publish_are_refused_with_codes() {
     let e = c.publish("feed:1", json!(1)).await.unwrap_err();
     assert_eq!(e.code, err::PERMISSION_DENIED);
     assert!(e.message.contains("server API"), "{}", e.message);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -123,4 +127,5 @@ async fn msgpack_clients_get_the_same_publications() {
     j.publish("chat:x", json!({"hello": "msgpack"})).await.unwrap();
     let (_, p) = m.publication().await;
     assert_eq!(p.data, json!({"hello": "msgpack"}));
+    server.finish().await;
 }

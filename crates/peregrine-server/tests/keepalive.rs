@@ -40,6 +40,7 @@ async fn silent_client_is_removed_and_leaves_presence() {
     assert_eq!(p.clients.len(), 1, "only the watcher is left: {:?}", p.clients.keys());
     assert_eq!(server.node.session_count(), 1);
     drop(ghost);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -50,6 +51,7 @@ async fn ping_command_is_answered() {
         let r = c.command(CommandKind::Ping(PingRequest {})).await.unwrap();
         assert_eq!(r, ReplyKind::Ping(PingResult {}));
     }
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -59,4 +61,5 @@ async fn first_command_other_than_connect_is_a_bad_request() {
     let _ = c.command(CommandKind::Ping(PingRequest {})).await;
     let closed = c.closed().await;
     assert_eq!(closed.map(|(code, _)| code), Some(codes::disconnect::BAD_REQUEST));
+    server.finish().await;
 }

@@ -31,6 +31,7 @@ async fn node_connection_limit_refuses_the_handshake_with_503_and_a_reason() {
     let (status, body) = http(server.addr, &handshake(&server)).await;
     assert_eq!(status, 503);
     assert!(body.contains("connection limit"), "{body}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -49,6 +50,7 @@ async fn per_user_connection_limit_disconnects_the_extra_one_terminally() {
         }
         other => panic!("expected a disconnect, got {:?}", other.map(|_| ())),
     }
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -72,6 +74,7 @@ async fn subscription_and_subscriber_limits_answer_limit_exceeded() {
         .await
         .unwrap_err();
     assert_eq!(e.code, err::LIMIT_EXCEEDED);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -87,6 +90,7 @@ async fn publish_rate_limit_is_a_temporary_error_after_the_burst() {
     let e = c.publish("chat:1", json!(3)).await.unwrap_err();
     assert_eq!(e.code, err::TOO_MANY_REQUESTS);
     assert!(e.temporary);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -98,6 +102,7 @@ async fn oversized_message_closes_with_1009() {
     let big = "x".repeat(4096);
     let _ = c.publish("chat:1", json!(big)).await;
     assert_eq!(c.closed().await.map(|(code, _)| code), Some(1009));
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -109,4 +114,48 @@ async fn a_connection_that_never_sends_connect_is_closed_as_stale() {
     let (code, reason) = c.closed().await.expect("a close frame");
     assert_eq!(code, dc::STALE);
     assert!(reason.contains("connect"), "{reason}");
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_subscribe_cut_short_by_a_slow_disconnect_leaves_no_phantom_subscriber() {
+    let mut config = Config::development();
+    config.channels.default = Some(ChannelOptions { history_size: 5000, ..ChannelOptions::development() });
+    config.channels.named.insert("room".into(), ChannelOptions { max_subscribers: 1, ..Default::default() });
+    config.client.publish_rate = 1e9;
+    config.client.publish_burst = u32::MAX;
+    let server = TestServer::start(config).await;
+    let mut publisher = Client::connect(&server).await;
+    let filler = "x".repeat(2000);
+    for n in 1..=600 {
+        publisher.publish("big", json!({ "n": n, "filler": filler })).await.unwrap();
+    }
+
+    // One frame asks for more than the outbound queue holds: five pages of history, then a
+    // subscribe, whose reply cannot be queued: the session ends as a slow consumer.
+    let mut c = Client::connect(&server).await;
+    let mut commands: Vec<Command> = (0..5)
+        .map(|_| CommandKind::History(HistoryRequest { channel: "big".into(), ..Default::default() }))
+        .chain([CommandKind::Subscribe(SubscribeRequest { channel: "room:1".into(), ..Default::default() })])
+        .map(|kind| Command { id: 0, kind })
+        .collect();
+    for command in &mut commands {
+        command.id = c.next_command_id();
+    }
+    c.send(&commands).await;
+    if let Some((code, _)) = c.closed_lossy().await {
+        assert_eq!(code, dc::SLOW);
+    }
+    drop(c);
+    while server.node.session_count() > 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Nothing is left of it: the channel has no subscriber, and its one place is free.
+    assert_eq!(server.node.hub().subscriber_count("room:1"), 0);
+    let (_, channels) = server.api("/api/channels", json!({}), None).await;
+    assert!(!channels.to_string().contains("room:1"), "{channels}");
+    let mut next = Client::connect(&server).await;
+    next.sub("room:1").await;
+    server.finish().await;
 }

@@ -84,6 +84,7 @@ async fn slow_consumer_is_cut_at_its_queue_limit_and_others_keep_receiving() {
     // The publisher was never slowed down by it: all publishes were acknowledged above.
     publisher.publish("feed:big", json!("still up")).await.unwrap();
     drop(slow);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -169,6 +170,7 @@ async fn metrics_counters_move() {
     let (status, health) = server.get("/health").await;
     assert_eq!(status, 200);
     assert!(health.contains("\"ok\""), "{health}");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -197,6 +199,8 @@ async fn wss_works_end_to_end() {
     c.sub("secure:1").await;
     c.publish("secure:1", json!({"over": "tls"})).await.unwrap();
     assert_eq!(c.publication().await.1.data, json!({"over": "tls"}));
+    drop(c); // not a plain socket: `finish` cannot end it
+    server.finish().await;
 }
 
 #[tokio::test]

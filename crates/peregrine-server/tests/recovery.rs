@@ -98,6 +98,7 @@ async fn subscriber_cut_repeatedly_while_publishing_gets_everything_once_in_orde
     assert_eq!(cuts, 10, "the subscriber was cut 10 times");
     let expected: Vec<u64> = (1..=TOTAL).collect();
     assert_eq!(seen, expected, "every publication exactly once, in order");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -126,6 +127,7 @@ async fn subscriber_away_longer_than_history_gets_the_exact_missing_range() {
     // And live publications continue right after.
     publisher.publish("feed:1", json!(29)).await.unwrap();
     assert_eq!(back.publication().await.1.offset, 29);
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -135,6 +137,7 @@ async fn unknown_epoch_is_reported_as_a_reset_not_silently() {
     let (_c, r) = resubscribe(&server, "feed:2", Some(since), false).await;
     assert!(!r.recovered);
     assert_ne!(r.epoch, "gone-epoch", "the new epoch tells the client its history is gone");
+    server.finish().await;
 }
 
 #[tokio::test]
@@ -167,4 +170,96 @@ async fn publish_retried_after_a_lost_reply_is_published_once() {
     let (_, next) = sub.publication().await;
     assert_eq!(next.data, json!({"order": 43}));
     assert_eq!(next.offset, first.offset + 1);
+    server.finish().await;
+}
+
+/// Publishes `count` publications of about 2 KB each to `channel` (600 of them are 1.2 MB,
+/// more than the default 1 MiB outbound queue); returns the stream's epoch.
+async fn publish_large(server: &TestServer, channel: &str, count: u64) -> String {
+    let mut publisher = Client::connect(server).await;
+    let filler = "x".repeat(2000);
+    let mut epoch = String::new();
+    for n in 1..=count {
+        let r = publisher.publish(channel, json!({ "n": n, "filler": filler })).await.expect("publish");
+        epoch = r.epoch.expect("a channel with history");
+    }
+    epoch
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_bigger_than_the_outbound_queue_is_streamed_once_and_in_order() {
+    let server = TestServer::start(config_with_history(5000)).await;
+    let channel = "hist:big";
+    let epoch = publish_large(&server, channel, 600).await;
+    let mut publisher = Client::connect(&server).await;
+    let mut top = 600;
+    for via_connect in [false, true] {
+        let since = StreamPosition { epoch: epoch.clone(), offset: 0 };
+        let (mut c, r) = resubscribe(&server, channel, Some(since), via_connect).await;
+        assert!(r.recovered && r.more && r.gap.is_none(), "the rest follows: {:?}", (r.recovered, r.more));
+        assert_eq!(r.offset, top);
+        let mut seen: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
+        assert!(seen.len() < 600, "the reply holds the first page only ({})", seen.len());
+        // Live publications made while the rest is streamed come after it, once.
+        for _ in 0..10 {
+            top = publisher.publish(channel, json!({ "live": true })).await.unwrap().offset.unwrap();
+        }
+        while seen.last().copied().unwrap_or(0) < top {
+            seen.push(c.publication().await.1.offset);
+        }
+        assert_eq!(seen, (1..=top).collect::<Vec<_>>(), "every publication once, in order");
+        assert!(c.command(CommandKind::Ping(PingRequest {})).await.is_ok(), "still connected");
+    }
+    let metrics = server.get("/metrics").await.1;
+    assert!(!metrics.contains("peregrine_slow_disconnects_total 1"), "nobody was cut as slow");
+    server.finish().await;
+}
+
+async fn history(c: &mut Client, req: HistoryRequest) -> HistoryResult {
+    match c.command(CommandKind::History(req)).await {
+        Ok(ReplyKind::History(h)) => h,
+        other => panic!("history: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_history_bigger_than_the_outbound_queue_comes_in_pages() {
+    let server = TestServer::start(config_with_history(5000)).await;
+    let channel = "hist:paged";
+    publish_large(&server, channel, 600).await;
+    let mut c = Client::connect(&server).await;
+    for (reverse, limit) in [(false, None), (true, Some(250))] {
+        let (mut since, mut seen, mut pages) = (None, Vec::new(), 0);
+        loop {
+            let req = HistoryRequest { channel: channel.into(), limit, since: since.clone(), reverse };
+            let h = history(&mut c, req).await;
+            pages += 1;
+            seen.extend(h.publications.iter().map(|p| p.offset));
+            if !h.more {
+                break;
+            }
+            since = Some(StreamPosition { epoch: h.epoch.clone(), offset: *seen.last().unwrap() });
+        }
+        let mut expected: Vec<u64> = (1..=600).collect();
+        if reverse {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "each publication once, in the order read (reverse: {reverse})");
+        assert!(pages >= 3, "{pages} pages");
+    }
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_position_beyond_the_top_of_its_epoch_is_refused_as_unrecoverable() {
+    let server = TestServer::start(config_with_history(10)).await;
+    let mut publisher = Client::connect(&server).await;
+    let epoch = publisher.publish("feed:3", json!(1)).await.unwrap().epoch.unwrap();
+    let mut c = Client::connect(&server).await;
+    let since = Some(StreamPosition { epoch, offset: 999 });
+    let req = SubscribeRequest { channel: "feed:3".into(), since, recover: true, ..Default::default() };
+    let e = c.subscribe(req).await.unwrap_err();
+    assert_eq!(e.code, codes::error::UNRECOVERABLE_POSITION);
+    assert!(e.message.contains("beyond the top"), "{}", e.message);
+    server.finish().await;
 }

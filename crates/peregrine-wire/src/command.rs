@@ -140,6 +140,17 @@ pub struct RefreshRequest {
     pub token: String,
 }
 
+/// `sub_refresh`: replace a subscription's token (private channels) before it expires,
+/// without resubscribing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubRefreshRequest {
+    /// The subscribed channel.
+    pub channel: String,
+    /// The new subscription token for it.
+    pub token: String,
+}
+
 /// `ping`: application-level ping (browsers cannot send WebSocket pings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +173,8 @@ pub enum CommandKind {
     History(HistoryRequest),
     /// See [`RefreshRequest`].
     Refresh(RefreshRequest),
+    /// See [`SubRefreshRequest`].
+    SubRefresh(SubRefreshRequest),
     /// See [`PingRequest`].
     Ping(PingRequest),
 }
@@ -177,6 +190,7 @@ impl CommandKind {
             CommandKind::Presence(_) => "presence",
             CommandKind::History(_) => "history",
             CommandKind::Refresh(_) => "refresh",
+            CommandKind::SubRefresh(_) => "sub_refresh",
             CommandKind::Ping(_) => "ping",
         }
     }
@@ -221,6 +235,8 @@ struct CommandRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh: Option<&'a RefreshRequest>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    sub_refresh: Option<&'a SubRefreshRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ping: Option<&'a PingRequest>,
 }
 
@@ -235,6 +251,7 @@ struct CommandRepr {
     presence: Option<PresenceRequest>,
     history: Option<HistoryRequest>,
     refresh: Option<RefreshRequest>,
+    sub_refresh: Option<SubRefreshRequest>,
     ping: Option<PingRequest>,
 }
 
@@ -249,6 +266,7 @@ impl Serialize for Command {
             presence: None,
             history: None,
             refresh: None,
+            sub_refresh: None,
             ping: None,
         };
         match &self.kind {
@@ -259,6 +277,7 @@ impl Serialize for Command {
             CommandKind::Presence(c) => r.presence = Some(c),
             CommandKind::History(c) => r.history = Some(c),
             CommandKind::Refresh(c) => r.refresh = Some(c),
+            CommandKind::SubRefresh(c) => r.sub_refresh = Some(c),
             CommandKind::Ping(c) => r.ping = Some(c),
         }
         r.serialize(serializer)
@@ -278,13 +297,14 @@ impl<'de> Deserialize<'de> for Command {
             r.presence.map(CommandKind::Presence),
             r.history.map(CommandKind::History),
             r.refresh.map(CommandKind::Refresh),
+            r.sub_refresh.map(CommandKind::SubRefresh),
             r.ping.map(CommandKind::Ping),
         ];
         let mut found = kinds.into_iter().flatten();
         let kind = found.next().ok_or_else(|| {
             D::Error::custom(format!(
                 "command {id} has no type (expected one of connect, subscribe, unsubscribe, \
-                 publish, presence, history, refresh, ping)"
+                 publish, presence, history, refresh, sub_refresh, ping)"
             ))
         })?;
         if let Some(other) = found.next() {

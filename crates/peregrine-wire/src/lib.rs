@@ -32,14 +32,15 @@ pub use codec::{
 };
 pub use command::{
     Command, CommandKind, ConnectRequest, HistoryRequest, PingRequest, PresenceRequest, PublishRequest,
-    RefreshRequest, StreamPosition, SubscribeOptions, SubscribeRequest, UnsubscribeRequest,
+    RefreshRequest, StreamPosition, SubRefreshRequest, SubscribeOptions, SubscribeRequest,
+    UnsubscribeRequest,
 };
 pub use error::WireError;
 pub use message::ServerMessage;
 pub use push::{ClientInfo, Publication, Push};
 pub use reply::{
     ConnectResult, Gap, HistoryResult, PingResult, PresenceResult, PublishResult, RefreshResult, Reply,
-    ReplyError, ReplyKind, SubscribeResult, UnsubscribeResult,
+    ReplyError, ReplyKind, SubRefreshResult, SubscribeResult, UnsubscribeResult,
 };
 
 /// The protocol version this crate speaks, sent in `connect` and its reply.

@@ -58,6 +58,8 @@ pub(crate) struct ServerRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh: Option<&'a RefreshResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    sub_refresh: Option<&'a SubRefreshResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ping: Option<&'a PingResult>,
 }
 
@@ -73,6 +75,7 @@ impl<'a> ServerRef<'a> {
             Ok(ReplyKind::Presence(x)) => r.presence = Some(x),
             Ok(ReplyKind::History(x)) => r.history = Some(x),
             Ok(ReplyKind::Refresh(x)) => r.refresh = Some(x),
+            Ok(ReplyKind::SubRefresh(x)) => r.sub_refresh = Some(x),
             Ok(ReplyKind::Ping(x)) => r.ping = Some(x),
         }
         r
@@ -92,6 +95,7 @@ pub(crate) struct ServerRepr {
     presence: Option<PresenceResult>,
     history: Option<HistoryResult>,
     refresh: Option<RefreshResult>,
+    sub_refresh: Option<SubRefreshResult>,
     ping: Option<PingResult>,
 }
 
@@ -106,6 +110,7 @@ impl ServerRepr {
             self.presence.map(|x| Ok(ReplyKind::Presence(x))),
             self.history.map(|x| Ok(ReplyKind::History(x))),
             self.refresh.map(|x| Ok(ReplyKind::Refresh(x))),
+            self.sub_refresh.map(|x| Ok(ReplyKind::SubRefresh(x))),
             self.ping.map(|x| Ok(ReplyKind::Ping(x))),
         ];
         let mut found = results.into_iter().flatten();

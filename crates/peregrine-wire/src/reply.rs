@@ -71,6 +71,15 @@ pub struct SubscribeResult {
     /// The channel keeps history, so the client should track epoch and offset.
     #[serde(default, skip_serializing_if = "is_false")]
     pub positioned: bool,
+    /// The recovery did not fit in this reply: the publications after the last one in
+    /// `publications`, up to `offset`, follow as `publication` pushes, in order, before any
+    /// newer one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// Unix time (seconds) when the subscription token expires: send `sub_refresh` before
+    /// it, or the subscription ends with an `unsubscribe` push (code 2501).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 /// Reply to `publish`.
@@ -106,12 +115,24 @@ pub struct HistoryResult {
     pub epoch: String,
     /// Current top offset.
     pub offset: u64,
+    /// More publications follow in the direction read (cut by `limit` or by the reply size
+    /// limit): ask again with `since` set to the last publication's position.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
 }
 
 /// Reply to `refresh`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshResult {
     /// New expiry, unix seconds (`None` = never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+/// Reply to `sub_refresh`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubRefreshResult {
+    /// New expiry of the subscription, unix seconds (`None` = never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
 }
@@ -141,6 +162,8 @@ pub enum ReplyKind {
     History(HistoryResult),
     /// See [`RefreshResult`].
     Refresh(RefreshResult),
+    /// See [`SubRefreshResult`].
+    SubRefresh(SubRefreshResult),
     /// See [`PingResult`].
     Ping(PingResult),
 }

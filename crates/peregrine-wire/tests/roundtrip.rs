@@ -77,6 +77,7 @@ fn all_commands() -> Vec<Command> {
             reverse: true,
         }),
         CommandKind::Refresh(RefreshRequest { token: "new".into() }),
+        CommandKind::SubRefresh(SubRefreshRequest { channel: "private:1".into(), token: "new".into() }),
         CommandKind::Ping(PingRequest {}),
     ];
     kinds.into_iter().enumerate().map(|(i, kind)| Command { id: i as u64 + 1, kind }).collect()
@@ -90,6 +91,8 @@ fn all_replies() -> Vec<Reply> {
         publications: vec![publication(11), publication(12)],
         gap: Some(Gap { from: 3, to: 10 }),
         positioned: true,
+        more: true,
+        expires: Some(1_900_000_000),
     };
     let kinds = vec![
         ReplyKind::Connect(ConnectResult {
@@ -109,6 +112,7 @@ fn all_replies() -> Vec<Reply> {
             publications: vec![publication(2)],
             gap: None,
             positioned: true,
+            ..Default::default()
         }),
         ReplyKind::Unsubscribe(UnsubscribeResult {}),
         ReplyKind::Publish(PublishResult::default()),
@@ -120,12 +124,15 @@ fn all_replies() -> Vec<Reply> {
                 ("c2".to_string(), info("", "c2")),
             ]),
         }),
-        ReplyKind::History(HistoryResult { publications: vec![], epoch: "e".into(), offset: 0 }),
+        ReplyKind::History(HistoryResult { publications: vec![], epoch: "e".into(), offset: 0, more: false }),
         ReplyKind::History(HistoryResult {
             publications: vec![publication(1), publication(2)],
             epoch: "e".into(),
             offset: 2,
+            more: true,
         }),
+        ReplyKind::SubRefresh(SubRefreshResult { expires: Some(9) }),
+        ReplyKind::SubRefresh(SubRefreshResult::default()),
         ReplyKind::Refresh(RefreshResult { expires: Some(5) }),
         ReplyKind::Refresh(RefreshResult::default()),
         ReplyKind::Ping(PingResult {}),

@@ -142,16 +142,15 @@ impl MemoryBroker {
         let mut shard = self.shard(channel);
         let stream = shard.streams.entry(channel.to_owned()).or_insert_with(Stream::new);
         stream.expire(now);
-        let after = match &query.since {
-            Some(since) if since.epoch == stream.epoch => since.offset,
-            _ => 0,
-        };
-        let matching = stream.history.iter().map(|e| &e.publication).filter(|p| p.offset > after);
+        let since = query.since.as_ref().filter(|s| s.epoch == stream.epoch).map(|s| s.offset);
+        let history = stream.history.iter().map(|e| &e.publication);
         let limit = query.limit.unwrap_or(usize::MAX);
         let publications: Vec<Publication> = if query.reverse {
-            matching.rev().take(limit).cloned().collect()
+            let before = since.unwrap_or(u64::MAX);
+            history.rev().filter(|p| p.offset < before).take(limit).cloned().collect()
         } else {
-            matching.take(limit).cloned().collect()
+            let after = since.unwrap_or(0);
+            history.filter(|p| p.offset > after).take(limit).cloned().collect()
         };
         HistoryResult { publications, epoch: stream.epoch.clone(), offset: stream.top }
     }

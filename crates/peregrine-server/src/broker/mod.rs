@@ -105,8 +105,10 @@ pub struct PublishResult {
 /// A history read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryQuery {
-    /// Only publications after this position. Applied when its epoch is the stream's
-    /// current epoch; with another epoch the query behaves as if `since` were `None`.
+    /// Only publications after this position (with `reverse`, before it: reading on from
+    /// the last publication of a page gives the next page either way). Applied when its
+    /// epoch is the stream's current epoch; with another epoch the query behaves as if
+    /// `since` were `None`.
     pub since: Option<StreamPosition>,
     /// At most this many publications (`None`: all). With `reverse`, the newest ones.
     pub limit: Option<usize>,

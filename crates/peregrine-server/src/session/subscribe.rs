@@ -1,16 +1,22 @@
 //! Subscribing, with recovery, and unsubscribing.
 //!
-//! A subscription is set up in two steps so that nothing is lost or duplicated at the seam
+//! A subscription is set up in steps so that nothing is lost or duplicated at the seam
 //! between history and live publications:
 //!
 //! 1. [`prepare`](Session::prepare): checks, then registers the session in the hub as
-//!    *pending* (live publications are held back), then reads history and decides what the
-//!    client missed ([`recovery::recover`]). The stream's top offset at that read is the seam.
-//! 2. The reply is queued, then [`activate`](Session::activate) switches the subscription
-//!    to live atomically with queueing the held-back publications that came after the seam.
+//!    *pending* (live publications are held back), then reads the first page of history and
+//!    decides what the client missed ([`recovery::recover`]). The stream's top offset at that
+//!    read is the seam.
+//! 2. The reply is queued with as much of the recovery as fits in a page
+//!    ([`Session::page_bytes`]).
+//! 3. When the reply holds all of it, [`activate`](Session::activate) switches the
+//!    subscription to live atomically with queueing the held-back publications that came
+//!    after the seam. Otherwise the reply says `more` and the rest is streamed up to the seam
+//!    ([`stream`](super::stream)) before the subscription is activated the same way.
 //!
 //! `connect.subs` prepares every channel first, so that the connect reply can carry every
-//! subscription's result before any of their publications.
+//! subscription's result before any of their publications; its subscriptions share one
+//! page of reply.
 
 use peregrine_wire::codes::{error as err, unsubscribe as unsub};
 use peregrine_wire::{
@@ -18,6 +24,7 @@ use peregrine_wire::{
     SubscribeRequest, SubscribeResult, encode_server_messages,
 };
 
+use super::stream::{PAGE_READ, Streaming};
 use super::{Session, Subscription};
 use crate::broker::HistoryQuery;
 use crate::disconnect::Disconnect;
@@ -29,9 +36,12 @@ use crate::recovery;
 /// A subscription registered as pending, with its reply computed.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    channel: String,
-    result: SubscribeResult,
-    subscription: Subscription,
+    pub(super) channel: String,
+    pub(super) result: SubscribeResult,
+    pub(super) subscription: Subscription,
+    /// With `result.more`: the offset up to which the client has the recovery (in the reply
+    /// or as the gap); the stream continues after it.
+    pub(super) delivered: u64,
 }
 
 impl Session {
@@ -43,7 +53,8 @@ impl Session {
             recover: req.recover,
             join_leave: req.join_leave,
         };
-        match self.prepare(req.channel, opts).await {
+        let mut page = self.page_bytes();
+        match self.prepare(req.channel, opts, &mut page).await {
             Err(e) => {
                 self.metrics().count_command(format!("error_{}", e.code));
                 self.reply(id, Err(e));
@@ -52,7 +63,7 @@ impl Session {
             Ok(prepared) => {
                 self.reply(id, Ok(ReplyKind::Subscribe(prepared.result.clone())));
                 self.flush_replies()?;
-                self.activate(prepared).await
+                self.activate_or_stream(prepared).await
             }
         }
     }
@@ -67,13 +78,13 @@ impl Session {
     ) -> Result<(), Disconnect> {
         let mut prepared = Vec::new();
         let mut refused = Vec::new();
+        // One page for the whole reply: what does not fit is streamed after it.
+        let mut page = self.page_bytes();
         for (channel, opts) in wanted {
-            if self.subscriptions.contains_key(&channel)
-                || prepared.iter().any(|p: &Prepared| p.channel == channel)
-            {
+            if self.is_subscribed(&channel) || prepared.iter().any(|p: &Prepared| p.channel == channel) {
                 continue;
             }
-            match self.prepare(channel.clone(), opts).await {
+            match self.prepare(channel.clone(), opts, &mut page).await {
                 Ok(p) => {
                     result.subs.insert(channel, p.result.clone());
                     prepared.push(p);
@@ -85,27 +96,40 @@ impl Session {
         self.replies.extend(refused.into_iter().map(ServerMessage::Push));
         self.flush_replies()?;
         for p in prepared {
-            self.activate(p).await?;
+            self.activate_or_stream(p).await?;
         }
         Ok(())
     }
 
-    async fn prepare(&mut self, channel: String, req: SubscribeOptions) -> Result<Prepared, ReplyError> {
+    /// Whether the session is subscribed to `channel`, or setting the subscription up.
+    pub(super) fn is_subscribed(&self, channel: &str) -> bool {
+        self.subscriptions.contains_key(channel) || self.streams.iter().any(|s| s.channel() == channel)
+    }
+
+    /// `page` is what is left of the reply's page, in bytes of publications: the recovery
+    /// takes from it, and what does not fit is streamed.
+    async fn prepare(
+        &mut self,
+        channel: String,
+        req: SubscribeOptions,
+        page: &mut usize,
+    ) -> Result<Prepared, ReplyError> {
         let opts = self.node.channel_options(&channel)?;
-        if self.subscriptions.contains_key(&channel) {
+        if self.is_subscribed(&channel) {
             return Err(reply_error(err::ALREADY_SUBSCRIBED, format!("already subscribed to {channel}")));
         }
         let max = self.node.config().client.max_subscriptions;
-        if self.subscriptions.len() >= max {
+        if self.subscriptions.len() + self.streams.len() >= max {
             return Err(reply_error(
                 err::LIMIT_EXCEEDED,
                 format!("at most {max} subscriptions per connection"),
             ));
         }
-        let mut chan_info = None;
+        let (mut chan_info, mut expires) = (None, None);
         if opts.private {
             let user = self.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
-            chan_info = self.node.authorize_subscription(req.token.as_deref(), &user, &channel)?;
+            let claims = self.node.authorize_subscription(req.token.as_deref(), &user, &channel)?;
+            (chan_info, expires) = (claims.info, claims.expires);
         }
         let hub = self.node.hub();
         if opts.max_subscribers > 0 && hub.subscriber_count(&channel) >= opts.max_subscribers {
@@ -121,67 +145,96 @@ impl Session {
             self.leave_hub(&channel).await;
             return Err(ReplyError { code: err::INTERNAL, message: e.to_string(), temporary: true });
         }
-        let result = match self.position(&channel, opts.has_history(), &req).await {
-            Ok(result) => result,
+        let (mut result, delivered) = match self.position(&channel, opts.has_history(), &req, page).await {
+            Ok(position) => position,
             Err(e) => {
                 self.leave_hub(&channel).await;
                 return Err(e);
             }
         };
+        result.expires = expires;
         let join_leave = opts.presence && req.join_leave.unwrap_or(opts.join_leave);
-        let subscription = Subscription { presence: opts.presence, join_leave, chan_info };
-        Ok(Prepared { channel, result, subscription })
+        let subscription = Subscription { presence: opts.presence, join_leave, chan_info, expires };
+        Ok(Prepared { channel, result, subscription, delivered })
     }
 
-    /// The subscribe reply: the stream position and, with `recover`, what was missed.
+    /// The subscribe reply: the stream position and, with `recover`, what was missed (as
+    /// much as fits in `page`), and the offset the client has up to.
     async fn position(
         &self,
         channel: &str,
         has_history: bool,
         req: &SubscribeOptions,
-    ) -> Result<SubscribeResult, ReplyError> {
+        page: &mut usize,
+    ) -> Result<(SubscribeResult, u64), ReplyError> {
         if !has_history {
-            return Ok(SubscribeResult::default());
+            return Ok((SubscribeResult::default(), 0));
         }
         let since = req.since.as_ref().filter(|_| req.recover);
         // Without recovery only the position is needed: read no publication.
-        let query =
-            HistoryQuery { since: since.cloned(), limit: since.is_none().then_some(0), reverse: false };
+        let limit = if since.is_some() { PAGE_READ } else { 0 };
+        let query = HistoryQuery { since: since.cloned(), limit: Some(limit), reverse: false };
         let history = self.node.broker().history(channel, query).await.map_err(|e| ReplyError {
             code: err::INTERNAL,
             message: e.to_string(),
             temporary: true,
         })?;
         let Some(since) = since else {
-            return Ok(SubscribeResult {
+            let result = SubscribeResult {
                 epoch: history.epoch,
                 offset: history.offset,
                 positioned: true,
                 ..Default::default()
-            });
+            };
+            return Ok((result, history.offset));
         };
+        if since.epoch == history.epoch && since.offset > history.offset {
+            return Err(reply_error(
+                err::UNRECOVERABLE_POSITION,
+                format!(
+                    "since.offset {} is beyond the top of {channel} ({} in epoch {}): that position \
+                     does not come from this stream; subscribe without `since`",
+                    since.offset, history.offset, history.epoch
+                ),
+            ));
+        }
         let r = recovery::recover(since, &history.epoch, history.offset, history.publications);
-        let outcome = if r.reset {
-            "reset"
-        } else if r.gap.is_some() {
-            "gap"
-        } else {
-            "recovered"
+        let outcome = match (r.reset, r.gap.is_some()) {
+            (true, _) => "reset",
+            (false, true) => "gap",
+            (false, false) => "recovered",
         };
         self.metrics().count_recovery(outcome);
-        Ok(SubscribeResult {
+        let (publications, used) = recovery::take_page(r.publications, *page, false);
+        *page = page.saturating_sub(used);
+        let delivered = publications.last().map(|p| p.offset).or(r.gap.map(|g| g.to)).unwrap_or(since.offset);
+        let more = !r.reset && delivered < r.offset;
+        let result = SubscribeResult {
             epoch: r.epoch,
             offset: r.offset,
             recovered: r.recovered,
-            publications: r.publications,
+            publications,
             gap: r.gap,
             positioned: true,
-        })
+            more,
+            expires: None,
+        };
+        Ok((result, delivered))
     }
 
-    /// Switches a prepared subscription to live (the reply must be queued already): the
-    /// publications held back since `prepare` that the reply does not cover go out first.
-    async fn activate(&mut self, p: Prepared) -> Result<(), Disconnect> {
+    /// After the reply is queued: live at once, or once the rest of the recovery is sent.
+    async fn activate_or_stream(&mut self, p: Prepared) -> Result<(), Disconnect> {
+        if p.result.more {
+            self.streams.push_back(Streaming::new(p));
+            return Ok(());
+        }
+        self.activate(p).await
+    }
+
+    /// Switches a prepared subscription to live (the reply, and any streamed recovery, must
+    /// be queued already): the publications held back since `prepare` that came after the
+    /// seam go out first.
+    pub(super) async fn activate(&mut self, p: Prepared) -> Result<(), Disconnect> {
         let seam = p.result.offset;
         let positioned = p.result.positioned;
         let encoding = self.encoding;
@@ -221,8 +274,14 @@ impl Session {
         Ok(())
     }
 
-    /// Leaves `channel`: hub, node-level broker subscription, presence, leave event.
+    /// Leaves `channel`: hub, node-level broker subscription, presence, leave event; or
+    /// drops a recovery still being streamed for it.
     pub(super) async fn unsubscribe(&mut self, channel: &str) {
+        if let Some(i) = self.streams.iter().position(|s| s.channel() == channel) {
+            self.streams.remove(i);
+            self.leave_hub(channel).await;
+            return;
+        }
         let Some(sub) = self.subscriptions.remove(channel) else { return };
         self.metrics().subscriptions.dec();
         self.leave_hub(channel).await;
@@ -235,7 +294,7 @@ impl Session {
         }
     }
 
-    async fn leave_hub(&self, channel: &str) {
+    pub(super) async fn leave_hub(&self, channel: &str) {
         if self.node.hub().unsubscribe(channel, self.id) {
             let _ = self.node.broker().unsubscribe_node(channel).await;
         }

@@ -149,7 +149,14 @@ async fn read_loop<S>(
                 control.disconnect(Disconnect::new(dc::STALE, "no connect command in time"));
             }
             _ = tokio::time::sleep(expiry), if session.expires_in().is_some() && disconnecting.is_none() => {
-                if let Err(d) = session.check_expiry() {
+                if let Err(d) = Box::pin(session.expire()).await {
+                    control.disconnect(d);
+                }
+            }
+            // A recovery too big for its reply goes out a page at a time, as the socket
+            // takes it.
+            _ = control.outbox.drained_to(session.stream_low_water()), if session.is_streaming() && disconnecting.is_none() => {
+                if let Err(d) = Box::pin(session.stream_recovery()).await {
                     control.disconnect(d);
                 }
             }

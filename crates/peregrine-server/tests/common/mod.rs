@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peregrine::{Message, WebSocket};
@@ -23,11 +23,24 @@ use tokio::task::JoinHandle;
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A server on 127.0.0.1 with an ephemeral port.
+///
+/// Every test ends with [`finish`](TestServer::finish) (or [`stop`](TestServer::stop)),
+/// which checks that the sessions left nothing behind; dropping it without is a failure.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub node: Arc<Node>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<usize>>,
+    /// Each [`Client`]'s second handle on its TCP socket, to end them all at the finish.
+    clients: Arc<Mutex<Vec<SocketHandle>>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.stop.is_some() && !std::thread::panicking() {
+            panic!("end the test with `server.finish().await`: it checks that sessions leave nothing behind");
+        }
+    }
 }
 
 impl TestServer {
@@ -40,7 +53,7 @@ impl TestServer {
         let task = tokio::spawn(server.run_until(async move {
             let _ = stopped.await;
         }));
-        TestServer { addr, node, stop: Some(stop), task: Some(task) }
+        TestServer { addr, node, stop: Some(stop), task: Some(task), clients: Arc::default() }
     }
 
     /// The development configuration (anonymous, any origin, every channel with history
@@ -53,10 +66,30 @@ impl TestServer {
         format!("ws://{}/connection/websocket", self.addr)
     }
 
-    /// Starts the graceful shutdown and waits for it; returns the sessions left open.
+    /// Starts the graceful shutdown and waits for it; returns the sessions left open. Then
+    /// checks that every session left nothing behind (see [`assert_left_nothing`]).
     pub async fn stop(mut self) -> usize {
         let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap()
+        let left = self.task.take().unwrap().await.unwrap();
+        assert_left_nothing(&self.node);
+        left
+    }
+
+    /// The end of every test: the clients go away (their TCP connections are shut down,
+    /// whatever state they were in), then the server stops, and nothing may be left behind.
+    pub async fn finish(self) {
+        for handle in self.clients.lock().unwrap().drain(..) {
+            if let Some(socket) = handle.lock().unwrap().take() {
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+        }
+        let gone = async {
+            while self.node.session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(WAIT, gone).await;
+        self.stop().await;
     }
 
     /// `POST path` with a JSON body (and the API key if given): status and JSON answer.
@@ -78,6 +111,18 @@ impl TestServer {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
         http(self.addr, &request).await
     }
+}
+
+/// Once every session has ended: no channel has a subscriber left, no subscription or
+/// connection is counted. A subscribe cut short (a session failing at any step) must not
+/// leave a phantom subscriber that counts against `max_subscribers` for ever.
+pub fn assert_left_nothing(node: &Node) {
+    let channels: Vec<(String, usize)> =
+        node.channels().into_iter().map(|c| (c.clone(), node.hub().subscriber_count(&c))).collect();
+    assert!(channels.is_empty(), "subscribers left after every session ended: {channels:?}");
+    assert_eq!(node.session_count(), 0, "sessions still registered");
+    assert_eq!(node.metrics().subscriptions.get(), 0, "subscriptions still counted");
+    assert_eq!(node.metrics().connections.get(), 0, "connections still counted");
 }
 
 /// Sends a raw HTTP/1.1 request and reads one answer: status and body (by Content-Length,
@@ -134,8 +179,19 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.handle.lock().unwrap().take();
+    }
+}
+
+/// A second handle on a client's socket (a dup of its descriptor), taken away when the
+/// client is dropped or cut so that it does not keep the connection open.
+type SocketHandle = Arc<Mutex<Option<socket2::Socket>>>;
+
 /// A protocol client over a real WebSocket.
 pub struct Client {
+    handle: SocketHandle,
     pub ws: WebSocket<peregrine::MaybeTlsStream<TcpStream>>,
     pub encoding: Encoding,
     next_id: u64,
@@ -153,12 +209,27 @@ impl Client {
             .connect()
             .await
             .expect("WebSocket handshake");
-        Client { ws, encoding, next_id: 0, inbox: VecDeque::new(), client_id: String::new(), close: None }
+        let handle = SocketHandle::default();
+        if let peregrine::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+            let socket = socket2::SockRef::from(tcp).try_clone().expect("a second handle on the socket");
+            *handle.lock().unwrap() = Some(socket);
+            server.clients.lock().unwrap().push(Arc::clone(&handle));
+        }
+        Client {
+            handle,
+            ws,
+            encoding,
+            next_id: 0,
+            inbox: VecDeque::new(),
+            client_id: String::new(),
+            close: None,
+        }
     }
 
     /// A client over an already opened WebSocket (JSON).
     pub fn from_socket(ws: WebSocket<peregrine::MaybeTlsStream<TcpStream>>) -> Client {
         Client {
+            handle: SocketHandle::default(),
             ws,
             encoding: Encoding::Json,
             next_id: 0,
@@ -326,6 +397,7 @@ impl Client {
 
     /// Cuts the TCP connection with a reset: no close frame, no FIN.
     pub fn cut(self) {
+        self.handle.lock().unwrap().take();
         let peregrine::MaybeTlsStream::Plain(tcp) = self.ws.get_ref() else { panic!("cut needs ws://") };
         let sock = socket2::SockRef::from(tcp);
         let _ = sock.set_linger(Some(Duration::ZERO));
