@@ -363,18 +363,53 @@ impl Client {
         }
     }
 
-    /// The channel's retained publications: at most `limit` (`None`: the server's maximum)
-    /// after `since` (`None`: from the oldest retained).
+    /// The channel's retained publications, oldest first: at most `limit` (`None`: all of
+    /// them) after `since` (`None`: from the oldest retained).
+    ///
+    /// The server answers in pages (each within its outbound queue); this reads page after
+    /// page until `limit` or the end, so the result holds each publication once, in order.
+    /// `more` is true when `limit` stopped the read before the end. If the stream's epoch
+    /// changes between two pages (history was lost meanwhile), the read starts again in the
+    /// new epoch.
     pub async fn history(
         &self,
         channel: impl Into<String>,
         limit: Option<u32>,
         since: Option<StreamPosition>,
     ) -> Result<HistoryResult, Error> {
-        let request = HistoryRequest { channel: channel.into(), limit, since, reverse: false };
-        match self.call(CommandKind::History(request)).await? {
-            ReplyKind::History(h) => Ok(h),
-            other => Err(unexpected(&other)),
+        let channel = channel.into();
+        let mut read: Option<HistoryResult> = None;
+        let mut next = since.clone();
+        loop {
+            let got = read.as_ref().map_or(0, |r| r.publications.len() as u32);
+            let limit = limit.map(|l| l.saturating_sub(got));
+            let request =
+                HistoryRequest { channel: channel.clone(), limit, since: next.clone(), reverse: false };
+            let page = match self.call(CommandKind::History(request)).await? {
+                ReplyKind::History(h) => h,
+                other => return Err(unexpected(&other)),
+            };
+            let last = page.publications.last().map(|p| p.offset);
+            let done =
+                !page.more || last.is_none() || limit.is_some_and(|l| page.publications.len() as u32 >= l);
+            if read.as_ref().is_some_and(|r| r.epoch != page.epoch) {
+                // History was lost between two pages: what was read belongs to a stream
+                // that no longer exists.
+                (read, next) = (None, None);
+                continue;
+            }
+            let r = match &mut read {
+                Some(r) => {
+                    r.publications.extend(page.publications);
+                    (r.offset, r.more) = (page.offset, page.more);
+                    r
+                }
+                None => read.insert(page),
+            };
+            if done {
+                return Ok(std::mem::take(r));
+            }
+            next = last.map(|offset| StreamPosition { epoch: r.epoch.clone(), offset });
         }
     }
 

@@ -16,7 +16,8 @@
 //! - **A bounded offline queue**: publishes made while disconnected are sent in order after
 //!   reconnecting; a full queue is an error to the caller, not silent loss; optionally kept
 //!   in a file across restarts.
-//! - **Tokens**: static or from a provider, refreshed before they expire.
+//! - **Tokens**: static or from a provider, refreshed before they expire; the same for the
+//!   subscription tokens of private channels ([`SubscriptionTokenProvider`]).
 //!
 //! ```no_run
 //! use peregrine_client::{Client, SubscriptionEvent};
@@ -54,4 +55,4 @@ pub use error::Error;
 pub use events::{State, SubscriptionEvent};
 pub use peregrine_wire::codes;
 pub use peregrine_wire::{ClientInfo, Encoding, HistoryResult, Publication, PublishResult, StreamPosition};
-pub use subscription::{SubscribeOptions, Subscription};
+pub use subscription::{SubscribeOptions, Subscription, SubscriptionTokenProvider};

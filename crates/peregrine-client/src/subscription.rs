@@ -1,17 +1,77 @@
 //! Subscriptions: the handle the application reads, and the stream-position tracking that
 //! turns reconnects into "every publication once, in order, or an explicit gap".
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use peregrine_wire::{Publication, StreamPosition, SubscribeResult};
 use tokio::sync::mpsc;
 
 use crate::events::SubscriptionEvent;
 use crate::session::Request;
 
+/// A fetch of one subscription token.
+pub(crate) type SubscriptionTokenFetch = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// Where a private channel's subscription tokens come from: called with the channel's name.
+/// An `Err` is logged and the call retried after a second.
+///
+/// ```
+/// use peregrine_client::{SubscribeOptions, SubscriptionTokenProvider};
+/// let options = SubscribeOptions {
+///     token_provider: Some(SubscriptionTokenProvider::new(|channel: String| async move {
+///         // Ask your backend for a token for `channel`.
+///         Ok::<_, String>(format!("token-for-{channel}"))
+///     })),
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct SubscriptionTokenProvider(Arc<dyn Fn(String) -> SubscriptionTokenFetch + Send + Sync>);
+
+impl SubscriptionTokenProvider {
+    /// A provider calling `fetch` with the channel's name.
+    pub fn new<F, Fut>(fetch: F) -> SubscriptionTokenProvider
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        SubscriptionTokenProvider(Arc::new(move |channel| Box::pin(fetch(channel))))
+    }
+
+    pub(crate) fn fetch(&self, channel: String) -> SubscriptionTokenFetch {
+        (self.0)(channel)
+    }
+}
+
+impl std::fmt::Debug for SubscriptionTokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubscriptionTokenProvider")
+    }
+}
+
+/// Two providers are equal when they are the same one (clones of each other).
+impl PartialEq for SubscriptionTokenProvider {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SubscriptionTokenProvider {}
+
 /// Options of [`Client::subscribe_with`](crate::Client::subscribe_with).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// Subscription token, for channels in `private` namespaces.
     pub token: Option<String>,
+    /// Where fresh subscription tokens come from, for private channels whose tokens expire:
+    /// asked before subscribing when `token` is `None`, before the token expires (the new
+    /// one is sent with `sub_refresh`, the subscription goes on), and when the server ended
+    /// the subscription because its token expired or refused it as expired (the client then
+    /// subscribes again from its position, so nothing is missed).
+    pub token_provider: Option<SubscriptionTokenProvider>,
     /// Ask for join/leave events (`None`: the namespace's default).
     pub join_leave: Option<bool>,
     /// Start from this position instead of "now": what came after it is replayed first

@@ -27,14 +27,14 @@ use crate::client::Settings;
 use crate::error::Error;
 use crate::events::{State, SubscriptionEvent};
 use crate::queue::PublishQueue;
-use crate::subscription::{SubscribeOptions, Tracker};
+use crate::subscription::SubscribeOptions;
 
 mod connect;
 mod publishes;
 mod subscriptions;
 
 use connect::{Connected, Ending, open};
-use subscriptions::{Phase, Sub};
+use subscriptions::{FetchedToken, Phase, Sub};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 type CallReply = oneshot::Sender<Result<ReplyKind, Error>>;
@@ -94,6 +94,7 @@ enum Pending {
     Call { kind: CommandKind, reply: CallReply },
     Other,
     Refresh,
+    SubRefresh { channel: String, sub: u64 },
 }
 
 pub(crate) struct Session {
@@ -116,6 +117,8 @@ pub(crate) struct Session {
     /// A fresh token was asked for after the last one was refused; refused again: give up.
     token_retried: bool,
     token_fetch: Option<TokenFetch>,
+    /// Subscription tokens being fetched from their providers.
+    token_fetches: tokio::task::JoinSet<FetchedToken>,
     closing: Option<oneshot::Sender<()>>,
     online: bool,
     /// Queued publishes may be sendable (a new one, an ack, a timer): send them before
@@ -157,6 +160,7 @@ impl Session {
             next_key: 0,
             token_retried: false,
             token_fetch: None,
+            token_fetches: tokio::task::JoinSet::new(),
             closing: None,
             online: false,
             pump: false,
@@ -251,12 +255,16 @@ impl Session {
     fn connect_request(&mut self, id: u64) -> ConnectRequest {
         let mut subs = BTreeMap::new();
         for (channel, sub) in &mut self.subs {
+            if sub.needs_token() {
+                // Subscribed after the connect, once its provider gave a token.
+                continue;
+            }
             sub.phase = Phase::Subscribing(id);
             let since = sub.tracker.since();
             subs.insert(
                 channel.clone(),
                 peregrine_wire::SubscribeOptions {
-                    token: sub.options.token.clone(),
+                    token: sub.token.clone(),
                     recover: since.is_some(),
                     since,
                     join_leave: sub.options.join_leave,
@@ -341,6 +349,9 @@ impl Session {
                     self.token_fetch = None;
                     self.on_token(token);
                 }
+                Some(Ok(fetched)) = self.token_fetches.join_next(), if !self.token_fetches.is_empty() => {
+                    self.on_subscription_token(fetched);
+                }
                 _ = tokio::time::sleep_until(deadline) => self.on_timer(),
             }
         }
@@ -401,7 +412,8 @@ impl Session {
                 break;
             }
         }
-        for t in [self.refresh_at, self.resubscribe_at].into_iter().flatten() {
+        let token_times = self.subs.values().filter_map(|s| s.token_at);
+        for t in [self.refresh_at, self.resubscribe_at].into_iter().flatten().chain(token_times) {
             deadline = deadline.min(t);
         }
         deadline
@@ -426,6 +438,7 @@ impl Session {
         }
         self.publish_timeouts(now);
         self.pump = true;
+        self.subscription_tokens_due(now);
         if self.resubscribe_at.is_some_and(|t| now >= t) {
             self.resubscribe_at = None;
             self.subscribe_waiting();
@@ -492,6 +505,9 @@ impl Session {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(code = e.code, message = %e.message, "token refresh refused"),
                 },
+                Some(Pending::SubRefresh { channel, sub }) => {
+                    self.on_sub_refresh_reply(&channel, sub, reply.result)
+                }
                 Some(Pending::Other) | None => {}
             },
             ServerMessage::Push(push) => self.on_push(push),
@@ -515,6 +531,10 @@ impl Session {
                 if codes::resubscribe(code) {
                     if let Some(sub) = self.subs.get_mut(&channel) {
                         sub.phase = Phase::Waiting;
+                        if code == codes::unsubscribe::EXPIRED && sub.options.token_provider.is_some() {
+                            // Ended because its token expired: a fresh one first.
+                            sub.token = None;
+                        }
                     }
                     self.subscribe_waiting();
                 } else if let Some(sub) = self.subs.remove(&channel) {
@@ -560,9 +580,7 @@ impl Session {
                     let _ = reply.send(Err(Error::AlreadySubscribed { channel }));
                     return;
                 }
-                let tracker = Tracker::starting_at(options.since.clone());
-                let sub = Sub { id, options, tracker, events, first: Some(reply), phase: Phase::Waiting };
-                self.subs.insert(channel, sub);
+                self.subs.insert(channel, Sub::new(id, options, events, reply));
                 self.subscribe_waiting();
             }
             Request::Unsubscribe { channel, id } => {

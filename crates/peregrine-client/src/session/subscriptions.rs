@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use peregrine_wire::codes::{disconnect as dc, error as err};
 use peregrine_wire::{
-    CommandKind, Publication, ReplyError, ReplyKind, SubscribeRequest, SubscribeResult, UnsubscribeRequest,
+    CommandKind, Publication, ReplyError, ReplyKind, SubRefreshRequest, SubscribeRequest, SubscribeResult,
+    UnsubscribeRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -14,6 +17,9 @@ use super::{Ending, Pending, Session, temporary};
 use crate::error::Error;
 use crate::events::SubscriptionEvent;
 use crate::subscription::{Jump, SubscribeOptions, Tracker};
+
+/// A subscription token fetched: the channel, the subscription's id, the provider's answer.
+pub(super) type FetchedToken = (String, u64, Result<String, String>);
 
 /// Where a subscription is with respect to the current connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +41,54 @@ pub(super) struct Sub {
     /// The `subscribe` call waiting for its first answer.
     pub(super) first: Option<oneshot::Sender<Result<(), Error>>>,
     pub(super) phase: Phase,
+    /// The subscription token to send (from the options, then from the provider).
+    pub(super) token: Option<String>,
+    /// When to ask the provider for the next token (before the current one expires, or
+    /// again after the provider failed).
+    pub(super) token_at: Option<Instant>,
+    /// The provider is being asked.
+    pub(super) fetching: bool,
+    /// A fresh token was already tried after the server refused one as expired.
+    pub(super) token_retried: bool,
 }
 
 impl Sub {
+    pub(super) fn new(
+        id: u64,
+        options: SubscribeOptions,
+        events: mpsc::UnboundedSender<SubscriptionEvent>,
+        first: oneshot::Sender<Result<(), Error>>,
+    ) -> Sub {
+        Sub {
+            id,
+            tracker: Tracker::starting_at(options.since.clone()),
+            token: options.token.clone(),
+            options,
+            events,
+            first: Some(first),
+            phase: Phase::Waiting,
+            token_at: None,
+            fetching: false,
+            token_retried: false,
+        }
+    }
+
+    /// Whether the provider must be asked before (re)subscribing.
+    pub(super) fn needs_token(&self) -> bool {
+        self.token.is_none() && self.options.token_provider.is_some()
+    }
+
+    /// Schedules the next token ahead of `expires` (unix seconds), when there is a provider.
+    fn schedule_token(&mut self, expires: Option<u64>) {
+        self.token_at = None;
+        let (Some(expires), Some(_)) = (expires, &self.options.token_provider) else { return };
+        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let remaining = Duration::from_secs(expires).saturating_sub(now_unix);
+        // As for the connection token: ahead by a fifth of the lifetime left, at most 30 s.
+        let lead = (remaining / 5).min(Duration::from_secs(30));
+        self.token_at = Some(Instant::now() + remaining.saturating_sub(lead));
+    }
+
     pub(super) fn emit(&self, event: SubscriptionEvent) {
         let _ = self.events.send(event);
     }
@@ -46,6 +97,8 @@ impl Sub {
     /// waiting `subscribe` call.
     fn subscribed(&mut self, result: SubscribeResult) {
         self.phase = Phase::Active;
+        self.token_retried = false;
+        self.schedule_token(result.expires);
         for event in self.tracker.on_subscribed(result) {
             self.emit(event);
         }
@@ -119,6 +172,17 @@ impl Session {
                 sub.phase = Phase::Waiting;
                 self.resubscribe_at = Some(Instant::now() + self.settings.backoff.ceiling(1));
             }
+            Err(e)
+                if e.code == err::TOKEN_EXPIRED
+                    && sub.options.token_provider.is_some()
+                    && !sub.token_retried =>
+            {
+                // Refused as expired: one fresh token from the provider, then subscribe again.
+                sub.token_retried = true;
+                sub.token = None;
+                sub.phase = Phase::Waiting;
+                self.subscribe_waiting();
+            }
             Err(e) if e.code == err::UNRECOVERABLE_POSITION => {
                 sub.tracker.forget();
                 sub.phase = Phase::Waiting;
@@ -140,11 +204,16 @@ impl Session {
         let waiting: Vec<String> =
             self.subs.iter().filter(|(_, s)| s.phase == Phase::Waiting).map(|(c, _)| c.clone()).collect();
         for channel in waiting {
+            if self.subs[&channel].needs_token() {
+                // Subscribed once the provider answers (`on_subscription_token`).
+                self.fetch_subscription_token(&channel);
+                continue;
+            }
             let sub = &self.subs[&channel];
             let since = sub.tracker.since();
             let request = SubscribeRequest {
                 channel: channel.clone(),
-                token: sub.options.token.clone(),
+                token: sub.token.clone(),
                 recover: since.is_some(),
                 since,
                 join_leave: sub.options.join_leave,
@@ -156,6 +225,78 @@ impl Session {
             );
             if let Some(sub) = self.subs.get_mut(&channel) {
                 sub.phase = Phase::Subscribing(id);
+            }
+        }
+    }
+
+    /// Asks `channel`'s token provider for a token, unless it is being asked already.
+    pub(super) fn fetch_subscription_token(&mut self, channel: &str) {
+        let Some(sub) = self.subs.get_mut(channel) else { return };
+        let Some(provider) = sub.options.token_provider.clone() else { return };
+        if sub.fetching {
+            return;
+        }
+        sub.fetching = true;
+        sub.token_at = None;
+        let (channel, id) = (channel.to_owned(), sub.id);
+        self.token_fetches.spawn(async move {
+            let token = provider.fetch(channel.clone()).await;
+            (channel, id, token)
+        });
+    }
+
+    /// The provider answered: subscribe with the token, or send it with `sub_refresh` when
+    /// the subscription is live.
+    pub(super) fn on_subscription_token(&mut self, (channel, id, token): FetchedToken) {
+        let Some(sub) = self.subs.get_mut(&channel).filter(|s| s.id == id) else { return };
+        sub.fetching = false;
+        let token = match token {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "the subscription token provider failed; retrying in 1 s");
+                sub.token_at = Some(Instant::now() + Duration::from_secs(1));
+                return;
+            }
+        };
+        sub.token = Some(token.clone());
+        match sub.phase {
+            Phase::Active if self.online => {
+                let request = SubRefreshRequest { channel: channel.clone(), token };
+                self.command(CommandKind::SubRefresh(request), Pending::SubRefresh { channel, sub: id });
+            }
+            Phase::Waiting => self.subscribe_waiting(),
+            // Subscribing with the previous token: the next reply schedules the next one.
+            _ => {}
+        }
+    }
+
+    /// Subscriptions whose next token is due.
+    pub(super) fn subscription_tokens_due(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.token_at.is_some_and(|t| now >= t))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for channel in due {
+            self.fetch_subscription_token(&channel);
+        }
+    }
+
+    pub(super) fn on_sub_refresh_reply(
+        &mut self,
+        channel: &str,
+        id: u64,
+        result: Result<ReplyKind, ReplyError>,
+    ) {
+        let Some(sub) = self.subs.get_mut(channel).filter(|s| s.id == id) else { return };
+        match result {
+            Ok(ReplyKind::SubRefresh(r)) => sub.schedule_token(r.expires),
+            Ok(other) => tracing::warn!(?other, "unexpected reply to sub_refresh"),
+            // The subscription then ends at the old token's expiry (2501) and is subscribed
+            // again with a fresh token.
+            Err(e) => {
+                tracing::warn!(channel, code = e.code, message = %e.message, "subscription token refresh refused")
             }
         }
     }
