@@ -53,9 +53,17 @@ impl TestServer {
         format!("ws://{}/connection/websocket", self.addr)
     }
 
-    /// Starts the graceful shutdown and waits for it; returns the sessions left open.
+    /// Starts the graceful shutdown, as SIGTERM does, without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Starts the graceful shutdown (unless begun) and waits for it; returns the sessions
+    /// left open.
     pub async fn stop(mut self) -> usize {
-        let _ = self.stop.take().unwrap().send(());
+        self.begin_stop();
         self.task.take().unwrap().await.unwrap()
     }
 
