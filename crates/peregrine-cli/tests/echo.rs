@@ -30,6 +30,40 @@ fn echo_over_tls_with_a_trusted_ca() {
     server.wait_for_log("closed: 1000 (NORMAL_CLOSURE)");
 }
 
+/// A self-signed certificate as `openssl req -x509 -subj /CN=localhost -addext
+/// subjectAltName=DNS:localhost,IP:127.0.0.1` makes it: marked as a CA (basicConstraints
+/// CA:TRUE). Returns (cert path, key path).
+fn self_signed_ca_style(dir: &std::path::Path) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path.to_str().unwrap().to_owned(), key_path.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn echo_over_tls_with_the_servers_own_self_signed_certificate_as_ca() {
+    // The first thing everyone tries: --ca with the certificate the server presents,
+    // made by `openssl req -x509` (which curl --cacert accepts). It is pinned.
+    let (cert, key) = self_signed_ca_style(&temp_dir("tls-pinned"));
+    let server = EchoServer::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("wss://localhost:{}/", server.port);
+    let run = connect(&[&url, "--ca", &cert], Input::Bytes(b"pinned\n"));
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, "pinned\n");
+
+    // Another certificate of the same kind is not the server's: refused, and told why.
+    let (other, _) = self_signed_ca_style(&temp_dir("tls-pinned-other"));
+    let run = connect(&[&url, "--ca", &other, "-m", "x"], Input::Open);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(run.stderr.contains("not the one given with --ca"), "{}", run.stderr);
+}
+
 #[test]
 fn echo_over_tls_insecure_and_untrusted() {
     let (cert, key) = self_signed("tls-insecure");

@@ -31,6 +31,11 @@ impl Disconnect {
         Disconnect::new(code::SLOW, "slow consumer: outbound queue full, reconnect and recover")
     }
 
+    /// The client did not answer the server's WebSocket ping within `client.pong_timeout`.
+    pub fn no_pong() -> Disconnect {
+        Disconnect::new(code::NO_PONG, "no pong: the connection did not answer a ping in time, reconnect")
+    }
+
     /// The client sent something the server cannot parse.
     pub fn bad_request(reason: impl Into<String>) -> Disconnect {
         Disconnect::new(code::BAD_REQUEST, reason)

@@ -1,6 +1,6 @@
 //! Operating the server over real sockets: a slow consumer is cut at its queue limit while
-//! others keep receiving; shutdown closes clients with 1001 and a reconnect hint; /metrics
-//! counters move; wss:// end to end; /health.
+//! others keep receiving; shutdown closes clients with 1001 and a reconnect hint, and /health
+//! answers 503 while they drain; /metrics counters move; wss:// end to end; /health.
 
 mod common;
 
@@ -112,6 +112,44 @@ async fn shutdown_closes_clients_with_1001_and_a_reconnect_hint() {
         assert!(reason.contains("reconnect"), "{reason}");
     }
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn during_the_shutdown_drain_health_answers_503_and_upgrades_are_refused() {
+    // A load balancer's health check must see the node leave (503), not a refused
+    // connection, for as long as its sessions are draining.
+    let mut config = Config::development();
+    config.shutdown_timeout = Duration::from_secs(5);
+    let mut server = TestServer::start(config).await;
+    // It never reads, so it never answers the close frame: the drain lasts.
+    let lingering = Client::connect(&server).await;
+    assert_eq!(server.get("/health").await.0, 200);
+
+    server.begin_stop();
+    let draining = tokio::time::timeout(WAIT, async {
+        while !server.node.is_shutting_down() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    draining.await.expect("shutdown begins");
+    let (status, body) = server.get("/health").await;
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["status"], "shutting down", "{body}");
+    assert_eq!(health["connections"], 1, "{body}");
+    let upgrade = format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    let (status, body) = common::http(server.addr, &upgrade).await;
+    assert_eq!((status, body.trim()), (503, "server shutting down"));
+
+    let addr = server.addr;
+    assert_eq!(server.stop().await, 0, "the lingering session is closed by its grace, in time");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener closes when the drain ends");
+    drop(lingering);
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub struct Config {
     pub(crate) limits: Limits,
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) ping_timeout: Duration,
+    pub(crate) close_on_keepalive_timeout: bool,
     pub(crate) handshake_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) write_high_water: usize,
@@ -61,6 +62,21 @@ impl Config {
     /// ping before giving the connection up.
     pub fn ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = timeout;
+        self
+    }
+
+    /// Whether the connection closes itself when keepalive gives up on the peer: on by
+    /// default, with a close frame 1001 "keepalive ping timeout", written at once, and the
+    /// connection ends even if the application reads no further than the error.
+    ///
+    /// Turn it off to tell the peer why in your own words: the read side still reports
+    /// [`Error::Timeout`](crate::Error::Timeout)`(`[`Keepalive`](crate::TimeoutKind::Keepalive)`)`
+    /// and reads no more, but the connection still takes messages until you close it with
+    /// your own code ([`WebSocket::close`](crate::WebSocket::close),
+    /// [`WebSocketWriter::close`](crate::WebSocketWriter::close)), within the close timeout.
+    /// Reading on instead of closing sends the default close frame.
+    pub fn close_on_keepalive_timeout(mut self, close: bool) -> Self {
+        self.close_on_keepalive_timeout = close;
         self
     }
 
@@ -117,6 +133,7 @@ impl Default for Config {
             limits: Limits::default(),
             ping_interval: Some(Self::DEFAULT_PING_INTERVAL),
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
+            close_on_keepalive_timeout: true,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
             write_high_water: Self::DEFAULT_WRITE_HIGH_WATER,

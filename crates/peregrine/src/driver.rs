@@ -49,6 +49,10 @@ const MAX_IOVECS: usize = 32;
 enum Stage {
     /// Reading and writing.
     Open,
+    /// Keepalive gave up on the peer and the application closes the connection itself
+    /// ([`Config::close_on_keepalive_timeout`] off): nothing more is read, messages and the
+    /// close frame are still taken; reading on finishes the connection.
+    LastWords,
     /// The close handshake is over or the connection failed: flush, then end TCP.
     Finishing,
     /// Nothing more to do; the stream yields `None`.
@@ -62,6 +66,7 @@ pub(crate) struct Driver<S> {
     keepalive: Keepalive,
     stage: Stage,
     close_timeout: std::time::Duration,
+    close_on_keepalive_timeout: bool,
     write_high_water: usize,
     /// An error to report once the connection has ended (1006, timeouts).
     final_error: Option<Error>,
@@ -87,6 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             keepalive: Keepalive::new(config.ping_interval, config.ping_timeout),
             stage: Stage::Open,
             close_timeout: config.close_timeout,
+            close_on_keepalive_timeout: config.close_on_keepalive_timeout,
             write_high_water: config.write_high_water,
             final_error: None,
             error_reported: false,
@@ -127,6 +133,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         loop {
             match self.stage {
                 Stage::Done => return Poll::Ready(self.final_error.take().map(Err)),
+                Stage::LastWords => {
+                    // Reading on means the application has said all it will: close as by
+                    // default unless it has closed, then finish.
+                    self.close_after_keepalive_timeout();
+                    self.stage = Stage::Finishing;
+                    continue;
+                }
                 Stage::Finishing => {
                     ready!(self.poll_finish(read, write));
                     continue;
@@ -181,8 +194,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                             self.keepalive.on_receive();
                             self.keepalive.rearm();
                         }
-                        _ => {
+                        _ if self.close_on_keepalive_timeout => {
                             let error = self.abort(Error::Timeout(TimeoutKind::Keepalive));
+                            // The close frame is written now, without waiting: an
+                            // application that stops reading at the error (and drops the
+                            // socket, or the read half) would otherwise leave it in the
+                            // buffer and end with a bare TCP close. A peer whose buffers
+                            // are full gets it from the finish, if the stream is polled.
+                            let _ = self.poll_write_output(write);
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                        _ => {
+                            self.stage = Stage::LastWords;
+                            let error = self.stop_reading(Error::Timeout(TimeoutKind::Keepalive));
                             return Poll::Ready(Some(Err(error)));
                         }
                     },
@@ -233,16 +257,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Ends the connection at once after a fatal error: best-effort write of
     /// any close frame, then the stream ends. Returns the error to report now.
     fn abort(&mut self, error: Error) -> Error {
-        if matches!(error, Error::Timeout(TimeoutKind::Keepalive)) && !self.conn.close_sent() {
-            let _ = self.conn.close(CloseCode::GOING_AWAY, "keepalive ping timeout");
+        if matches!(error, Error::Timeout(TimeoutKind::Keepalive)) {
+            self.close_after_keepalive_timeout();
         }
         self.stage = Stage::Finishing;
-        // Reading is over; the remaining finish only flushes and shuts down,
-        // and the close timeout bounds even that (a dead peer takes nothing).
+        self.stop_reading(error)
+    }
+
+    /// Reading is over after a fatal error; the remaining finish only flushes
+    /// and shuts down, and the close timeout bounds even that (a dead peer
+    /// takes nothing). Returns the error to report now.
+    fn stop_reading(&mut self, error: Error) -> Error {
         self.conn.receive_eof();
         self.keepalive.start_close_deadline(self.close_timeout);
         self.error_reported = true;
         error
+    }
+
+    /// Queues the close frame that says keepalive gave up, unless one was sent.
+    fn close_after_keepalive_timeout(&mut self) {
+        if !self.conn.close_sent() {
+            let _ = self.conn.close(CloseCode::GOING_AWAY, "keepalive ping timeout");
+        }
+    }
+
+    /// Whether the application may still queue messages and a close frame.
+    fn takes_messages(&self) -> bool {
+        matches!(self.stage, Stage::Open | Stage::LastWords)
     }
 
     /// Whether the connection still reads and writes.
@@ -378,7 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(kind) = self.write_failed {
             return Poll::Ready(Err(Error::Io(kind.into())));
         }
-        if self.stage != Stage::Open || self.conn.close_sent() {
+        if !self.takes_messages() || self.conn.close_sent() {
             return Poll::Ready(Err(Error::Closed));
         }
         if self.conn.output().remaining() >= self.write_high_water {
@@ -388,7 +429,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
-        if self.stage != Stage::Open {
+        if !self.takes_messages() {
             return Err(Error::Closed);
         }
         let closing = matches!(message, Message::Close(_));
@@ -400,7 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn start_send_uncompressed(&mut self, message: Message) -> Result<()> {
-        if self.stage != Stage::Open {
+        if !self.takes_messages() {
             return Err(Error::Closed);
         }
         Ok(self.conn.send_uncompressed(message)?)
@@ -412,7 +453,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         payload: bytes::Bytes,
         fin: bool,
     ) -> Result<()> {
-        if self.stage != Stage::Open {
+        if !self.takes_messages() {
             return Err(Error::Closed);
         }
         Ok(self.conn.send_fragment(kind, payload, fin)?)
@@ -439,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Sends a close frame (normal closure unless one was sent) and flushes.
     pub(crate) fn poll_close_send(&mut self, write: &Waker) -> Poll<Result<()>> {
-        if self.stage == Stage::Open && !self.conn.close_sent() {
+        if self.takes_messages() && !self.conn.close_sent() {
             let _ = self.conn.close(CloseCode::NORMAL, "");
             self.keepalive.start_close_timer(self.close_timeout);
         }
@@ -451,7 +492,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Queues a close frame with a code and reason.
     pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
-        if self.stage != Stage::Open {
+        if !self.takes_messages() {
             return Ok(());
         }
         self.conn.close(code, reason)?;

@@ -39,7 +39,12 @@ impl TlsConnector {
 
     /// Starts a connector with an empty trust store.
     pub fn builder() -> TlsConnectorBuilder {
-        TlsConnectorBuilder { roots: RootCertStore::empty(), client_auth: None, insecure: false }
+        TlsConnectorBuilder {
+            roots: RootCertStore::empty(),
+            given: Vec::new(),
+            client_auth: None,
+            insecure: false,
+        }
     }
 
     /// Uses a rustls configuration you built yourself.
@@ -64,6 +69,9 @@ impl TlsConnector {
 #[must_use]
 pub struct TlsConnectorBuilder {
     roots: RootCertStore,
+    /// The certificates given with [`TlsConnectorBuilder::ca_pem`]: each is also
+    /// accepted as the server's own certificate, byte for byte (pinned).
+    given: Vec<CertificateDer<'static>>,
     client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     insecure: bool,
 }
@@ -90,13 +98,23 @@ impl TlsConnectorBuilder {
         self
     }
 
-    /// Trusts the CA certificates in a PEM file's contents.
+    /// Trusts the CA certificates in a PEM file's contents: a server whose
+    /// chain leads to one of them is trusted (as by curl's `--cacert`).
+    ///
+    /// A certificate given here is also trusted as the server's own
+    /// certificate when it is exactly the one the server presents, byte for
+    /// byte (pinned), whatever issued it: a self-signed certificate made by
+    /// `openssl req -x509`, which is marked as a CA and which WebPKI alone
+    /// refuses as a server's certificate (`CaUsedAsEndEntity`), or a leaf
+    /// without its issuer. Its dates and names are still checked, and the
+    /// handshake still proves that the server holds its key.
     ///
     /// Data without a single certificate is an error
     /// ([`PemError::NoCertificate`]), not a file that silently adds nothing.
     pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self> {
         for cert in load_certs(pem)? {
-            self.roots.add(cert).map_err(Error::Tls)?;
+            self.roots.add(cert.clone()).map_err(Error::Tls)?;
+            self.given.push(cert);
         }
         Ok(self)
     }
@@ -123,8 +141,11 @@ impl TlsConnectorBuilder {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCert(provider())))
-        } else {
+        } else if self.given.is_empty() {
             builder.with_root_certificates(self.roots)
+        } else {
+            let verifier = pinned::WebPkiOrPinned::new(self.roots, self.given, provider())?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
         };
         let config = match self.client_auth {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(Error::Tls)?,
@@ -378,6 +399,124 @@ mod insecure {
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+mod pinned {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::{
+        WebPkiServerVerifier, verify_server_cert_signed_by_trust_anchor, verify_server_name,
+    };
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::ParsedCertificate;
+    use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+    use crate::error::{Error, Result};
+
+    /// The WebPKI verifier over the given CAs (and any other roots), which
+    /// also accepts a server certificate that is byte for byte one of the
+    /// certificates given as CAs: the user pinned it.
+    ///
+    /// A pinned certificate is checked on its own, as its own trust anchor:
+    /// its dates and names must be valid; that it is marked as a CA
+    /// (`CaUsedAsEndEntity`), or that its issuer is unknown, does not matter.
+    /// The handshake signatures are verified as always, so the server proves
+    /// it holds the pinned certificate's key.
+    #[derive(Debug)]
+    pub(super) struct WebPkiOrPinned {
+        webpki: Arc<WebPkiServerVerifier>,
+        pinned: Vec<CertificateDer<'static>>,
+        provider: Arc<CryptoProvider>,
+    }
+
+    impl WebPkiOrPinned {
+        pub(super) fn new(
+            roots: RootCertStore,
+            pinned: Vec<CertificateDer<'static>>,
+            provider: Arc<CryptoProvider>,
+        ) -> Result<Self> {
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .build()
+                .map_err(|e| Error::Tls(rustls::Error::General(format!("certificate verifier: {e}"))))?;
+            Ok(Self { webpki, pinned, provider })
+        }
+
+        /// Checks `end_entity`, known to be pinned, with itself as the only
+        /// trust anchor.
+        fn verify_pinned(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            server_name: &ServerName<'_>,
+            now: UnixTime,
+        ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            let mut itself = RootCertStore::empty();
+            itself.add(end_entity.clone().into_owned())?;
+            let algorithms = self.provider.signature_verification_algorithms.all;
+            match verify_server_cert_signed_by_trust_anchor(&cert, &itself, &[], now, algorithms) {
+                Ok(()) => {}
+                // WebPKI checks the certificate's own dates before these, and a
+                // pinned certificate needs no issuer: it is trusted as it is.
+                Err(e) if is_ca_used_as_end_entity(&e) => {}
+                Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {}
+                Err(e) => return Err(e),
+            }
+            verify_server_name(&cert, server_name)?;
+            Ok(ServerCertVerified::assertion())
+        }
+    }
+
+    fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
+        // rustls passes this WebPKI error on as an `Other`, the WebPKI error inside.
+        matches!(
+            error,
+            rustls::Error::InvalidCertificate(CertificateError::Other(other))
+                if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity))
+        )
+    }
+
+    impl ServerCertVerifier for WebPkiOrPinned {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+            let error =
+                match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                    Ok(verified) => return Ok(verified),
+                    Err(error) => error,
+                };
+            if self.pinned.iter().any(|pinned| pinned.as_ref() == end_entity.as_ref()) {
+                self.verify_pinned(end_entity, server_name, now)
+            } else {
+                Err(error)
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.webpki.supported_verify_schemes()
         }
     }
 }

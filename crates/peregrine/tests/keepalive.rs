@@ -6,7 +6,7 @@ mod raw;
 use std::time::{Duration, Instant};
 
 use peregrine::{ClientBuilder, CloseCode, Config, Error, Message, TimeoutKind};
-use raw::{FrameReader, OP_CLOSE, OP_PING, PATIENCE};
+use raw::{FrameReader, OP_CLOSE, OP_PING, OP_TEXT, PATIENCE};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -50,6 +50,110 @@ async fn server_gives_up_on_a_peer_that_never_answers_pings() {
     assert_eq!(close.close_code(), Some(1001));
     assert_eq!(close.close_reason(), "keepalive ping timeout");
     assert_eq!(frames.next(&mut peer).await, None, "then the server ends TCP");
+}
+
+/// A server connection with `config` whose raw peer completed the handshake and never
+/// answers, and a reader of what the server sends that peer.
+async fn accept_silent_peer(config: &Config) -> (peregrine::WebSocket<TcpStream>, SilentPeer) {
+    let (listener, addr) = raw::listener().await;
+    let peer = tokio::spawn(async move { raw::client(addr).await });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let ws = peregrine::accept_with(tcp, config, |r| Ok(r.accept())).await.unwrap();
+    let (tcp, leftover) = peer.await.unwrap();
+    (ws, SilentPeer { tcp, frames: FrameReader::new(leftover) })
+}
+
+struct SilentPeer {
+    tcp: TcpStream,
+    frames: FrameReader,
+}
+
+impl SilentPeer {
+    async fn next(&mut self) -> Option<raw::Frame> {
+        timeout(PATIENCE, self.frames.next(&mut self.tcp)).await.expect("a frame or EOF in time")
+    }
+
+    /// The keepalive ping, then a close frame with `code` and `reason`, then EOF.
+    async fn expect_ping_then_close(&mut self, code: u16, reason: &str) {
+        assert_eq!(self.next().await.expect("a ping").opcode, OP_PING);
+        let close = self.next().await.expect("a close frame, not a bare TCP close");
+        assert_eq!((close.opcode, close.close_code()), (OP_CLOSE, Some(code)), "{close:?}");
+        assert_eq!(close.close_reason(), reason);
+        assert_eq!(self.next().await, None, "then TCP ends");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_stops_reading_at_the_keepalive_error_still_sends_its_close_frame() {
+    // `while let Some(Ok(message)) = ws.recv().await` ends at the error and drops the
+    // socket: the close frame must already be on its way.
+    let (mut ws, mut peer) = accept_silent_peer(&keepalive_config()).await;
+    let first = timeout(PATIENCE, ws.recv()).await.expect("keepalive fired");
+    assert!(matches!(first, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))), "{first:?}");
+    drop(ws);
+    peer.expect_ping_then_close(1001, "keepalive ping timeout").await;
+}
+
+#[tokio::test]
+async fn a_split_server_that_stops_reading_at_the_keepalive_error_still_sends_its_close_frame() {
+    let (ws, mut peer) = accept_silent_peer(&keepalive_config()).await;
+    let (mut reader, writer) = ws.split();
+    let first = timeout(PATIENCE, reader.recv()).await.expect("keepalive fired");
+    assert!(matches!(first, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))), "{first:?}");
+    drop((reader, writer));
+    peer.expect_ping_then_close(1001, "keepalive ping timeout").await;
+}
+
+#[tokio::test]
+async fn without_closing_on_keepalive_timeout_the_application_says_why_in_its_own_words() {
+    let config = keepalive_config().close_on_keepalive_timeout(false);
+    let (mut ws, mut peer) = accept_silent_peer(&config).await;
+    let first = timeout(PATIENCE, ws.recv()).await.expect("keepalive fired");
+    assert!(matches!(first, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))), "{first:?}");
+    // Still writable: a last message, then the close frame with our code.
+    ws.send(Message::text("you did not answer")).await.expect("sending after the keepalive error");
+    timeout(PATIENCE, ws.close(CloseCode::from(4000), "no pong")).await.expect("closed in time").unwrap();
+    assert!(ws.recv().await.is_none());
+
+    assert_eq!(peer.next().await.expect("a ping").opcode, OP_PING);
+    let last = peer.next().await.expect("the last message");
+    assert_eq!((last.opcode, &last.payload[..]), (OP_TEXT, &b"you did not answer"[..]));
+    let close = peer.next().await.expect("a close frame");
+    assert_eq!((close.close_code(), close.close_reason()), (Some(4000), "no pong"));
+    assert_eq!(peer.next().await, None, "then the server ends TCP");
+}
+
+#[tokio::test]
+async fn without_closing_on_keepalive_timeout_a_split_writer_says_why() {
+    let config = keepalive_config().close_on_keepalive_timeout(false);
+    let (ws, mut peer) = accept_silent_peer(&config).await;
+    let (mut reader, mut writer) = ws.split();
+    let first = timeout(PATIENCE, reader.recv()).await.expect("keepalive fired");
+    assert!(matches!(first, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))), "{first:?}");
+    let writing = tokio::spawn(async move {
+        writer.send(Message::text("you did not answer")).await?;
+        writer.close(CloseCode::from(3012), "no pong").await
+    });
+    timeout(PATIENCE, writing).await.expect("written in time").unwrap().expect("the writer may still write");
+    drop(reader);
+
+    assert_eq!(peer.next().await.expect("a ping").opcode, OP_PING);
+    assert_eq!(peer.next().await.expect("the last message").opcode, OP_TEXT);
+    let close = peer.next().await.expect("a close frame");
+    assert_eq!((close.close_code(), close.close_reason()), (Some(3012), "no pong"));
+    assert_eq!(peer.next().await, None, "then TCP ends");
+}
+
+#[tokio::test]
+async fn without_closing_on_keepalive_timeout_reading_on_sends_the_usual_close() {
+    // An application that turned the close off but reads on instead of closing has
+    // nothing to add: the connection closes as it would by default.
+    let config = keepalive_config().close_on_keepalive_timeout(false);
+    let (mut ws, mut peer) = accept_silent_peer(&config).await;
+    let first = timeout(PATIENCE, ws.recv()).await.expect("keepalive fired");
+    assert!(matches!(first, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))), "{first:?}");
+    assert!(timeout(PATIENCE, ws.recv()).await.expect("stream ended").is_none());
+    peer.expect_ping_then_close(1001, "keepalive ping timeout").await;
 }
 
 #[tokio::test]

@@ -118,6 +118,148 @@ async fn a_certificate_for_another_name_is_refused() {
     }
 }
 
+/// A self-signed certificate made the way `openssl req -x509 -newkey rsa:2048 -nodes
+/// -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1` makes it: marked
+/// as a CA (basicConstraints CA:TRUE), which WebPKI refuses as a server's own certificate.
+/// Valid from `not_before` to `not_after` (years); (certificate PEM, key PEM).
+fn self_signed_ca_style(names: &[&str], years: (i32, i32)) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+    params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+const VALID_NOW: (i32, i32) = (2020, 2200);
+
+/// Connects to `url` trusting (only) the certificates in `ca_pem`, and echoes one message.
+async fn connect_trusting(url: &str, ca_pem: &str) -> peregrine::Result<()> {
+    let connector = TlsConnector::builder().ca_pem(ca_pem.as_bytes())?.build()?;
+    let connecting = ClientBuilder::new(url).tls(connector).connect();
+    let (mut ws, _) = timeout(PATIENCE, connecting).await.expect("TLS ended promptly")?;
+    ws.send(Message::text("pinned")).await?;
+    assert_eq!(ws.recv().await.unwrap()?, Message::text("pinned"));
+    ws.close(CloseCode::NORMAL, "").await
+}
+
+/// Refused as issued by no one trusted: unknown issuer, or a trusted certificate with the
+/// issuer's name but another key (two self-signed certificates with the same subject).
+fn is_not_trusted(result: &peregrine::Result<()>) -> bool {
+    use rustls::CertificateError::{BadSignature, UnknownIssuer};
+    matches!(result, Err(Error::Tls(rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature))))
+}
+
+fn is_ca_used_as_end_entity(result: &peregrine::Result<()>) -> bool {
+    matches!(result, Err(Error::Tls(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(e))))
+        if e.to_string().contains("CaUsedAsEndEntity"))
+}
+
+#[tokio::test]
+async fn the_servers_own_ca_style_certificate_given_as_ca_is_accepted_as_pinned() {
+    // What `peregrine connect --ca cert.pem` meets with a certificate made by `openssl req
+    // -x509`, which curl --cacert accepts: the very certificate the server presents.
+    let (cert_pem, key_pem) = self_signed_ca_style(&["localhost", "127.0.0.1"], VALID_NOW);
+    let (addr, _outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    for host in ["localhost", "127.0.0.1"] {
+        let result = connect_trusting(&format!("wss://{host}:{}/", addr.port()), &cert_pem).await;
+        assert!(result.is_ok(), "{host}: {result:?}");
+    }
+    // Among other certificates in the same file, too.
+    let (other, _) = self_signed_ca_style(&["localhost"], VALID_NOW);
+    let bundle = format!("{other}{cert_pem}");
+    let result = connect_trusting(&format!("wss://localhost:{}/", addr.port()), &bundle).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_pinned_certificate_is_still_checked_for_name_and_dates() {
+    let (cert_pem, key_pem) = self_signed_ca_style(&["localhost"], VALID_NOW);
+    let (addr, _outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let result = connect_trusting(&format!("wss://127.0.0.1:{}/", addr.port()), &cert_pem).await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Tls(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. }
+                    | rustls::CertificateError::NotValidForName
+            )))
+        ),
+        "the name still counts: {result:?}"
+    );
+
+    let (expired_pem, expired_key) = self_signed_ca_style(&["localhost"], (2001, 2002));
+    let (addr, _outcomes) = wss_echo_server(&expired_pem, &expired_key).await;
+    let result = connect_trusting(&format!("wss://localhost:{}/", addr.port()), &expired_pem).await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Tls(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ExpiredContext { .. } | rustls::CertificateError::Expired
+            )))
+        ),
+        "the dates still count: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn another_self_signed_certificate_than_the_servers_is_still_refused() {
+    let (cert_pem, key_pem) = self_signed_ca_style(&["localhost"], VALID_NOW);
+    let (addr, _outcomes) = wss_echo_server(&cert_pem, &key_pem).await;
+    let url = format!("wss://localhost:{}/", addr.port());
+    // Same names, same style, another key: not the server's certificate.
+    let (other_ca_style, _) = self_signed_ca_style(&["localhost"], VALID_NOW);
+    let result = connect_trusting(&url, &other_ca_style).await;
+    assert!(is_ca_used_as_end_entity(&result), "refused as before: {result:?}");
+    let (other_leaf, _) = self_signed();
+    let result = connect_trusting(&url, &other_leaf).await;
+    assert!(is_ca_used_as_end_entity(&result), "refused as before: {result:?}");
+
+    // A leaf that is not the server's, against a server presenting a leaf.
+    let (leaf_pem, leaf_key) = self_signed();
+    let (addr, _outcomes) = wss_echo_server(&leaf_pem, &leaf_key).await;
+    let result = connect_trusting(&format!("wss://localhost:{}/", addr.port()), &other_leaf).await;
+    assert!(is_not_trusted(&result), "{result:?}");
+}
+
+/// A CA and a leaf for `localhost` signed by it: (CA PEM, leaf PEM, leaf key PEM).
+fn ca_and_leaf() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Peregrine test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_leaf_issued_by_the_given_ca_is_trusted_as_before() {
+    let (ca_pem, leaf_pem, leaf_key) = ca_and_leaf();
+    let (addr, _outcomes) = wss_echo_server(&leaf_pem, &leaf_key).await;
+    let url = format!("wss://localhost:{}/", addr.port());
+    let result = connect_trusting(&url, &ca_pem).await;
+    assert!(result.is_ok(), "{result:?}");
+    let (unrelated_ca, _, _) = ca_and_leaf();
+    let result = connect_trusting(&url, &unrelated_ca).await;
+    assert!(is_not_trusted(&result), "{result:?}");
+}
+
+#[tokio::test]
+async fn the_servers_own_leaf_given_without_its_issuer_is_accepted_as_pinned() {
+    let (_, leaf_pem, leaf_key) = ca_and_leaf();
+    let (addr, _outcomes) = wss_echo_server(&leaf_pem, &leaf_key).await;
+    let result = connect_trusting(&format!("wss://localhost:{}/", addr.port()), &leaf_pem).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
 #[tokio::test]
 async fn danger_accept_invalid_certs_connects_to_an_untrusted_server() {
     let (cert_pem, key_pem) = self_signed();

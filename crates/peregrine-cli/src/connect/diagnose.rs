@@ -260,12 +260,16 @@ fn tls_cause(error: &rustls::Error, target: &Target) -> String {
     use rustls::Error as E;
     match error {
         E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
-            format!("the server did not answer with TLS: wss:// against a plain port? try {}", target.other_scheme())
+            format!(
+                "the server did not answer with TLS: wss:// against a plain port? try {}",
+                target.other_scheme()
+            )
         }
         E::InvalidCertificate(cert) => match cert {
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                 "the server's certificate is not trusted (self-signed, or issued by a private CA): pass that \
-                 CA with --ca FILE, or skip verification with --insecure (testing only)"
+                 CA, or the server's own certificate, with --ca FILE, or skip verification with --insecure \
+                 (testing only)"
                     .to_owned()
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
@@ -280,8 +284,9 @@ fn tls_cause(error: &rustls::Error, target: &Target) -> String {
                 "the certificate is expired or not yet valid (or this machine's clock is wrong)".to_owned()
             }
             other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-                "the server presents a CA certificate as its own (what `openssl req -x509` makes by default), \
-                 which is refused even with --ca: issue a leaf certificate (basicConstraints CA:FALSE, \
+                "the server presents a certificate marked as a CA as its own (what `openssl req -x509` makes \
+                 by default), and it is not the one given with --ca: pass that very certificate with --ca \
+                 FILE (it is then pinned), issue the server a leaf certificate (basicConstraints CA:FALSE, \
                  subjectAltName with the host name), or use --insecure for testing"
                     .to_owned()
             }
@@ -294,7 +299,9 @@ fn tls_cause(error: &rustls::Error, target: &Target) -> String {
             "the server aborted TLS with alert {alert:?}: it may require a client certificate (--cert/--key), \
              or share no TLS version or cipher with this client"
         ),
-        E::PeerIncompatible(_) => "the server shares no TLS version or cipher suite with this client".to_owned(),
+        E::PeerIncompatible(_) => {
+            "the server shares no TLS version or cipher suite with this client".to_owned()
+        }
         other => format!("TLS failed: {other}"),
     }
 }

@@ -83,8 +83,9 @@ fn handshake_token(path: &str, headers: &HeaderMap) -> Option<String> {
 
 async fn health(State(node): State<Arc<Node>>) -> Response {
     if node.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "shutting down"})))
-            .into_response();
+        // Sessions are draining: a load balancer takes the node out, and the count shows the drain.
+        let body = serde_json::json!({"status": "shutting down", "connections": node.session_count()});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     axum::Json(serde_json::json!({"status": "ok", "connections": node.session_count()})).into_response()
 }

@@ -1,7 +1,9 @@
 //! Accepting connections and the graceful shutdown, the mini-redis way: a listener loop
 //! hands each TCP connection (TLS-terminated when configured) to hyper with our router; on
-//! SIGTERM/SIGINT it stops accepting, asks every session to close with 1001 and a reconnect
-//! hint, and waits for them up to `shutdown_timeout`.
+//! SIGTERM/SIGINT it asks every session to close with 1001 and a reconnect hint, and waits
+//! for them up to `shutdown_timeout`. It keeps accepting while they drain, so that a load
+//! balancer's health check gets a 503 from `/health` rather than a refused connection (new
+//! WebSocket upgrades get a 503 too), and closes the listener when the drain ends.
 
 use std::fmt;
 use std::future::Future;
@@ -93,35 +95,47 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> usize {
         let Server { node, listener, tls } = self;
         let app = router(Arc::clone(&node));
+        let accept = |accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>| {
+            let Ok((tcp, peer)) = accepted else { return };
+            let _ = tcp.set_nodelay(true);
+            let app = app.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => serve_connection(tcp, app).await,
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => serve_connection(stream, app).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    },
+                }
+            });
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, peer)) = accepted else { continue };
-                    let _ = tcp.set_nodelay(true);
-                    let app = app.clone();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        match tls {
-                            None => serve_connection(tcp, app).await,
-                            Some(acceptor) => match acceptor.accept(tcp).await {
-                                Ok(stream) => serve_connection(stream, app).await,
-                                Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                            },
-                        }
-                    });
-                }
+                accepted = listener.accept() => accept(accepted),
                 _ = &mut shutdown => break,
             }
         }
-        drop(listener);
         let deadline = node.config().shutdown_timeout;
         tracing::info!(
             sessions = node.session_count(),
             ?deadline,
-            "shutting down: closing sessions with 1001"
+            "shutting down: closing sessions with 1001, /health answers 503 meanwhile"
         );
-        let left = node.shutdown(deadline).await;
+        // Once the node is shutting down the router answers `/health` and upgrades with 503.
+        let drain = node.shutdown(deadline);
+        tokio::pin!(drain);
+        let left = loop {
+            tokio::select! {
+                // The drain first: its first poll marks the node as shutting down before
+                // any connection accepted here is served.
+                biased;
+                left = &mut drain => break left,
+                accepted = listener.accept() => accept(accepted),
+            }
+        };
+        drop(listener);
         if left > 0 {
             tracing::warn!(left, "shutdown deadline passed with sessions still open");
         }

@@ -42,6 +42,8 @@ pub fn socket_config(node: &Node) -> peregrine::Config {
         .limits(limits)
         .ping_interval(Some(client.ping_interval))
         .ping_timeout(client.pong_timeout)
+        // The session says why itself: a disconnect push and a close frame with 3012.
+        .close_on_keepalive_timeout(false)
 }
 
 /// Serves one client until it goes away or is disconnected.
@@ -128,7 +130,15 @@ async fn read_loop<S>(
         };
         tokio::select! {
             message = reader.recv() => {
-                let Some(Ok(message)) = message else { return };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(peregrine::Error::Timeout(peregrine::TimeoutKind::Keepalive))) => {
+                        // Reading is over; the writer still sends the push and the close frame.
+                        control.disconnect(Disconnect::no_pong());
+                        return;
+                    }
+                    _ => return,
+                };
                 if disconnecting.is_some() {
                     continue;
                 }

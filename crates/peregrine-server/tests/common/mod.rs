@@ -37,7 +37,7 @@ pub struct TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if self.stop.is_some() && !std::thread::panicking() {
+        if self.task.is_some() && !std::thread::panicking() {
             panic!("end the test with `server.finish().await`: it checks that sessions leave nothing behind");
         }
     }
@@ -66,10 +66,18 @@ impl TestServer {
         format!("ws://{}/connection/websocket", self.addr)
     }
 
-    /// Starts the graceful shutdown and waits for it; returns the sessions left open. Then
-    /// checks that every session left nothing behind (see [`assert_left_nothing`]).
+    /// Starts the graceful shutdown, as SIGTERM does, without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Starts the graceful shutdown (unless begun) and waits for it; returns the sessions
+    /// left open. Then checks that every session left nothing behind (see
+    /// [`assert_left_nothing`]).
     pub async fn stop(mut self) -> usize {
-        let _ = self.stop.take().unwrap().send(());
+        self.begin_stop();
         let left = self.task.take().unwrap().await.unwrap();
         assert_left_nothing(&self.node);
         left
