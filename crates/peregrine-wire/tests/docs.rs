@@ -34,8 +34,8 @@ fn protocol_md_examples_decode() {
             _ => {}
         }
     }
-    assert_eq!(commands, 8);
-    assert_eq!(server, 17);
+    assert_eq!(commands, 9);
+    assert_eq!(server, 21);
 }
 
 /// The encoder omits `false` and empty `publications`; the docs may spell them out.
