@@ -29,8 +29,7 @@ fn token(claims: Value) -> String {
 
 /// A server with an HMAC secret and a private `team` namespace keeping history.
 async fn serve() -> (String, Arc<Node>, oneshot::Sender<()>) {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     config.token.hmac_secret = Some(Secret::new(SECRET));
     let team = ChannelOptions { private: true, history_size: 1000, ..Default::default() };
     config.channels.named.insert("team".into(), team);
