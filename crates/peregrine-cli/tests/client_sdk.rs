@@ -74,7 +74,7 @@ async fn history_data(port: u16, channel: &str) -> Vec<serde_json::Value> {
     let reader = Client::new(url(port)).unwrap();
     let history = tokio::time::timeout(WAIT, reader.history(channel, None, None)).await.unwrap().unwrap();
     reader.close().await;
-    history.publications.into_iter().map(|p| p.data).collect()
+    history.publications.into_iter().map(|p| p.data_json().expect("JSON payloads")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +132,7 @@ async fn twenty_random_resets_during_10000_publications_deliver_each_once_in_ord
             SubscriptionEvent::Publication(p) => {
                 assert_eq!(
                     p.data,
-                    json!(next),
+                    json!(next).into(),
                     "publication {next} expected, got {} (offset {})",
                     p.data,
                     p.offset
@@ -214,7 +214,7 @@ async fn restart_with_200_clients(graceful: bool) {
                     },
                     event = sub.next() => match event.expect("subscription open") {
                         SubscriptionEvent::Publication(p) => {
-                            assert_eq!(p.data, json!("before"));
+                            assert_eq!(p.data, json!("before").into());
                             assert!(reset.is_none(), "nothing new was published");
                             saw_publication = true;
                             seen_tx.send(()).unwrap();
@@ -472,7 +472,7 @@ async fn msgpack_clients_publish_subscribe_and_read_presence_and_history() {
             break p;
         }
     };
-    assert_eq!(publication.data, json!({"n": 1, "text": "binary"}));
+    assert_eq!(publication.data_json::<serde_json::Value>().unwrap(), json!({"n": 1, "text": "binary"}));
     assert!(client.presence("room:mp").await.unwrap().contains_key(&client_id));
     let history = client.history("room:mp", Some(10), None).await.unwrap();
     assert_eq!(history.publications.len(), 1);

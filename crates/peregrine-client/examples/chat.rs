@@ -41,11 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         while let Some(event) = messages.next().await {
             match event {
-                SubscriptionEvent::Publication(p) => {
-                    let from = p.data["nick"].as_str().unwrap_or("?");
-                    let text = p.data["text"].as_str().unwrap_or("");
-                    println!("<{from}> {text}");
-                }
+                SubscriptionEvent::Publication(p) => match p.data_json::<Line>() {
+                    Ok(line) => println!("<{}> {}", line.nick, line.text),
+                    Err(e) => eprintln!("* an unreadable message ({e})"),
+                },
                 SubscriptionEvent::Join(who) => eprintln!("* {} joined", who.client),
                 SubscriptionEvent::Leave(who) => eprintln!("* {} left", who.client),
                 SubscriptionEvent::Gap { from, to } => eprintln!("* {} messages were lost", to - from + 1),
@@ -69,4 +68,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     client.close().await;
     Ok(())
+}
+
+/// One chat line, as published.
+#[derive(serde::Deserialize)]
+struct Line {
+    nick: String,
+    text: String,
 }

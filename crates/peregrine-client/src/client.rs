@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use peregrine_wire::{
-    ClientInfo, CommandKind, Encoding, HistoryRequest, HistoryResult, PresenceRequest, PublishResult,
-    ReplyKind, StreamPosition,
+    ClientInfo, CommandKind, Encoding, HistoryRequest, HistoryResult, Payload, PresenceRequest,
+    PublishResult, ReplyKind, StreamPosition,
 };
-use serde_json::Value;
+
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
@@ -349,9 +349,13 @@ impl Client {
     /// returned future resolves when the server acknowledges it. It is resent after
     /// reconnects and acknowledgement timeouts with the same idempotency key, so it is
     /// published once; made while disconnected, it waits in the offline queue.
-    pub fn publish(&self, channel: impl Into<String>, data: Value) -> PublishFuture {
+    ///
+    /// `data` is a [`Payload`]: a `serde_json::Value` (`json!(...)`), JSON text
+    /// ([`Payload::json_text`]) or bytes ([`Payload::binary`], `Vec<u8>`, `Bytes`), delivered
+    /// to subscribers exactly as given.
+    pub fn publish(&self, channel: impl Into<String>, data: impl Into<Payload>) -> PublishFuture {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(Request::Publish { channel: channel.into(), data, reply });
+        let sent = self.send(Request::Publish { channel: channel.into(), data: data.into(), reply });
         PublishFuture { answer, refused: sent.err() }
     }
 

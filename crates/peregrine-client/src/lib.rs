@@ -54,5 +54,7 @@ pub use client::{Client, ClientBuilder, PublishFuture, TokenProvider};
 pub use error::Error;
 pub use events::{State, SubscriptionEvent};
 pub use peregrine_wire::codes;
-pub use peregrine_wire::{ClientInfo, Encoding, HistoryResult, Publication, PublishResult, StreamPosition};
+pub use peregrine_wire::{
+    ClientInfo, Encoding, HistoryResult, Payload, PayloadError, Publication, PublishResult, StreamPosition,
+};
 pub use subscription::{SubscribeOptions, Subscription, SubscriptionTokenProvider};

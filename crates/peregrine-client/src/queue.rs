@@ -11,9 +11,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use peregrine_wire::Payload;
 use peregrine_wire::PublishResult;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -33,7 +34,7 @@ pub(crate) struct Sent {
 pub(crate) struct Queued {
     pub(crate) key: String,
     pub(crate) channel: String,
-    pub(crate) data: Value,
+    pub(crate) data: Payload,
     /// `None` for publishes loaded from the queue file: nobody waits for them.
     pub(crate) reply: Option<oneshot::Sender<Result<PublishResult, Error>>>,
     /// Sent on the current connection and not yet answered.
@@ -47,12 +48,33 @@ pub(crate) struct Queued {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Record {
-    Add { key: String, channel: String, data: Value },
-    Done { key: String },
+    /// `data` and `binary` as in a `publish` command: the payload as published.
+    Add {
+        key: String,
+        channel: String,
+        data: Box<RawValue>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        binary: bool,
+    },
+    Done {
+        key: String,
+    },
 }
 
 /// A publish read back from the queue file: key, channel, data.
-type Stored = (String, String, Value);
+type Stored = (String, String, Payload);
+
+impl Record {
+    fn add(key: &str, channel: &str, payload: &Payload) -> std::io::Result<Record> {
+        let data = RawValue::from_string(serde_json::to_string(payload)?)?;
+        Ok(Record::Add {
+            key: key.to_owned(),
+            channel: channel.to_owned(),
+            data,
+            binary: payload.is_binary(),
+        })
+    }
+}
 
 /// An append-only log of queued publishes: `add` when queued, `done` when acknowledged or
 /// failed. Rewritten without the finished ones when it is opened and when they pile up.
@@ -76,7 +98,14 @@ impl QueueFile {
                 for line in BufReader::new(file).lines() {
                     let line = line.map_err(|e| fail("cannot read", e))?;
                     match serde_json::from_str::<Record>(&line) {
-                        Ok(Record::Add { key, channel, data }) => pending.push((key, channel, data)),
+                        Ok(Record::Add { key, channel, data, binary }) => {
+                            match Payload::from_json_data(data, binary) {
+                                Ok(data) => pending.push((key, channel, data)),
+                                Err(e) => {
+                                    tracing::warn!(key, error = %e, "unreadable publish in the queue file")
+                                }
+                            }
+                        }
                         Ok(Record::Done { key }) => pending.retain(|(k, _, _)| *k != key),
                         Err(_) => break,
                     }
@@ -103,13 +132,12 @@ impl QueueFile {
     /// Replaces the file with only the pending publishes (write a temporary file, rename).
     fn rewrite<'a>(
         &mut self,
-        pending: impl Iterator<Item = (&'a str, &'a str, &'a Value)>,
+        pending: impl Iterator<Item = (&'a str, &'a str, &'a Payload)>,
     ) -> std::io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         let mut out = std::io::BufWriter::new(File::create(&tmp)?);
         for (key, channel, data) in pending {
-            let record = Record::Add { key: key.to_owned(), channel: channel.to_owned(), data: data.clone() };
-            serde_json::to_writer(&mut out, &record)?;
+            serde_json::to_writer(&mut out, &Record::add(key, channel, data)?)?;
             out.write_all(b"\n")?;
         }
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -156,18 +184,17 @@ impl PublishQueue {
         &mut self,
         key: String,
         channel: String,
-        data: Value,
+        data: Payload,
         reply: oneshot::Sender<Result<PublishResult, Error>>,
     ) -> Result<(), (Error, oneshot::Sender<Result<PublishResult, Error>>)> {
         if self.items.len() >= self.limit {
             return Err((Error::QueueFull { limit: self.limit }, reply));
         }
-        if let Some(file) = &mut self.file {
-            let record = Record::Add { key: key.clone(), channel: channel.clone(), data: data.clone() };
-            if let Err(e) = file.append(&record) {
-                let message = format!("cannot write {}: {e}", file.path.display());
-                return Err((Error::Queue { message }, reply));
-            }
+        if let Some(file) = &mut self.file
+            && let Err(e) = Record::add(&key, &channel, &data).and_then(|record| file.append(&record))
+        {
+            let message = format!("cannot write {}: {e}", file.path.display());
+            return Err((Error::Queue { message }, reply));
         }
         self.items.push_back(Queued {
             key,
@@ -241,7 +268,7 @@ mod tests {
 
     fn push(q: &mut PublishQueue, key: &str) -> Result<(), Error> {
         let (tx, _rx) = oneshot::channel();
-        q.push(key.into(), "c".into(), Value::from(key), tx).map_err(|(e, _)| e)
+        q.push(key.into(), "c".into(), Payload::from(serde_json::Value::from(key)), tx).map_err(|(e, _)| e)
     }
 
     #[test]

@@ -255,7 +255,7 @@ mod tests {
     use super::*;
 
     fn publication(offset: u64) -> Publication {
-        Publication { offset, data: serde_json::json!(offset), ..Default::default() }
+        Publication { offset, data: serde_json::json!(offset).into(), ..Default::default() }
     }
 
     fn offsets(events: &[SubscriptionEvent]) -> Vec<u64> {

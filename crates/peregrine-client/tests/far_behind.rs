@@ -61,7 +61,7 @@ async fn a_recovery_bigger_than_the_servers_queue_arrives_whole_and_in_order() {
         match tokio::time::timeout(WAIT, sub.next()).await.expect("in time").expect("open") {
             SubscriptionEvent::Subscribed { recovered, .. } => assert!(recovered, "nothing lost"),
             SubscriptionEvent::Publication(p) => {
-                assert_eq!(p.data["n"], json!(p.offset));
+                assert_eq!(p.data_json::<serde_json::Value>().unwrap()["n"], json!(p.offset));
                 offsets.push(p.offset);
             }
             SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}

@@ -47,7 +47,7 @@ async fn serve() -> (String, Arc<Node>, oneshot::Sender<()>) {
 fn publish_slowly(node: Arc<Node>, channel: &'static str, n: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for i in 1..=n {
-            node.publish(channel, json!(i), None, None).await.unwrap();
+            node.publish(channel, json!(i).into(), None, None).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })

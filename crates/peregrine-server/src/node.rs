@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peregrine_wire::codes::error as err;
-use peregrine_wire::{ClientInfo, ReplyError, StreamPosition};
+use peregrine_wire::{ClientInfo, Payload, ReplyError, StreamPosition};
 use tokio::sync::Notify;
 
 use crate::app::config::{Config, ConfigError};
@@ -302,7 +302,7 @@ impl Node {
     pub async fn publish(
         &self,
         channel: &str,
-        data: serde_json::Value,
+        data: Payload,
         info: Option<ClientInfo>,
         idempotency_key: Option<&str>,
     ) -> Result<PublishResult, ReplyError> {

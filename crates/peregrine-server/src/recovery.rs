@@ -125,7 +125,11 @@ mod tests {
     fn pubs(offsets: impl IntoIterator<Item = u64>) -> Vec<Publication> {
         offsets
             .into_iter()
-            .map(|offset| Publication { offset, data: serde_json::json!(offset), ..Default::default() })
+            .map(|offset| Publication {
+                offset,
+                data: serde_json::json!(offset).into(),
+                ..Default::default()
+            })
             .collect()
     }
 

@@ -114,7 +114,7 @@ async fn publish_history_and_presence_through_the_api() {
     for n in 1..=3u64 {
         let (channel, p) = ann.publication().await;
         assert_eq!(channel, "chat:api");
-        assert_eq!((p.offset, &p.data), (n, &json!({"n": n})));
+        assert_eq!((p.offset, p.data.clone()), (n, json!({"n": n}).into()));
     }
 
     let (status, h) = server.api("/api/history", json!({"channel": "chat:api", "limit": 2}), Some(KEY)).await;

@@ -216,7 +216,7 @@ async fn token_channels_are_subscribed_server_side() {
     let mut publisher = Client::connect_with(&server, Some(&hs256(json!({"sub": "1"})))).await.unwrap();
     publisher.publish("chat:news", json!("flash")).await.unwrap();
     let (channel, p) = listener.publication().await;
-    assert_eq!((channel.as_str(), p.data), ("chat:news", json!("flash")));
+    assert_eq!((channel.as_str(), p.data), ("chat:news", json!("flash").into()));
     server.finish().await;
 }
 
@@ -279,9 +279,9 @@ async fn a_subscription_ends_at_its_token_expiry_unless_refreshed() {
     }
     assert!(now() >= expires, "not before its expiry");
     // The ended one gets nothing more; the refreshed one still does.
-    server.node.publish("team:short", json!("late"), None, None).await.unwrap();
-    server.node.publish("team:kept", json!("kept"), None, None).await.unwrap();
+    server.node.publish("team:short", json!("late").into(), None, None).await.unwrap();
+    server.node.publish("team:kept", json!("kept").into(), None, None).await.unwrap();
     let (channel, p) = c.publication().await;
-    assert_eq!((channel.as_str(), p.data), ("team:kept", json!("kept")));
+    assert_eq!((channel.as_str(), p.data), ("team:kept", json!("kept").into()));
     server.finish().await;
 }

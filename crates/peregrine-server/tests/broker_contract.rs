@@ -44,14 +44,14 @@ async fn offsets_grow_by_one_within_an_epoch() {
     let b = MemoryBroker::new();
     let mut epoch = None;
     for expected in 1..=5 {
-        let r = b.publish("chat:1", json!(expected), history_opts(10)).await.unwrap();
+        let r = b.publish("chat:1", json!(expected).into(), history_opts(10)).await.unwrap();
         assert_eq!(r.offset, expected);
         assert!(!r.duplicate);
         assert_eq!(epoch.get_or_insert_with(|| r.epoch.clone()), &r.epoch);
     }
     assert_eq!(epoch.unwrap().len(), 8);
     // Channels are independent streams.
-    let other = b.publish("chat:2", json!(0), history_opts(10)).await.unwrap();
+    let other = b.publish("chat:2", json!(0).into(), history_opts(10)).await.unwrap();
     assert_eq!(other.offset, 1);
 }
 
@@ -59,12 +59,12 @@ async fn offsets_grow_by_one_within_an_epoch() {
 async fn history_is_bounded_by_size() {
     let b = MemoryBroker::new();
     for i in 1..=7 {
-        b.publish("c", json!(i), history_opts(3)).await.unwrap();
+        b.publish("c", json!(i).into(), history_opts(3)).await.unwrap();
     }
     let h = b.history("c", HistoryQuery::default()).await.unwrap();
     assert_eq!(offsets(&h.publications), vec![5, 6, 7]);
     assert_eq!(h.offset, 7);
-    assert_eq!(h.publications[0].data, json!(5));
+    assert_eq!(h.publications[0].data, json!(5).into());
 }
 
 #[tokio::test(start_paused = true)]
@@ -75,10 +75,10 @@ async fn history_is_bounded_by_ttl() {
         history_ttl: Some(Duration::from_secs(10)),
         ..Default::default()
     };
-    b.publish("c", json!(1), opts.clone()).await.unwrap();
-    b.publish("c", json!(2), opts.clone()).await.unwrap();
+    b.publish("c", json!(1).into(), opts.clone()).await.unwrap();
+    b.publish("c", json!(2).into(), opts.clone()).await.unwrap();
     tokio::time::advance(Duration::from_secs(6)).await;
-    b.publish("c", json!(3), opts.clone()).await.unwrap();
+    b.publish("c", json!(3).into(), opts.clone()).await.unwrap();
     tokio::time::advance(Duration::from_secs(5)).await;
     let h = b.history("c", HistoryQuery::default()).await.unwrap();
     assert_eq!(offsets(&h.publications), vec![3]);
@@ -93,7 +93,7 @@ async fn history_query_since_limit_and_reverse() {
     let b = MemoryBroker::new();
     let mut epoch = String::new();
     for i in 1..=6 {
-        epoch = b.publish("c", json!(i), history_opts(10)).await.unwrap().epoch;
+        epoch = b.publish("c", json!(i).into(), history_opts(10)).await.unwrap().epoch;
     }
     let since = Some(StreamPosition { epoch: epoch.clone(), offset: 2 });
     let q = |limit, reverse| HistoryQuery { since: since.clone(), limit, reverse };
@@ -122,7 +122,7 @@ async fn history_of_an_unknown_channel_creates_a_stable_epoch() {
     let b = MemoryBroker::new();
     let h = b.history("new", HistoryQuery::default()).await.unwrap();
     assert_eq!(h.offset, 0);
-    let r = b.publish("new", json!(1), history_opts(1)).await.unwrap();
+    let r = b.publish("new", json!(1).into(), history_opts(1)).await.unwrap();
     assert_eq!((r.epoch, r.offset), (h.epoch, 1));
 }
 
@@ -132,10 +132,10 @@ async fn idempotent_publish_within_the_window_is_not_published_twice() {
     let seen = recording(&b);
     b.subscribe_node("c").await.unwrap();
     let window = Duration::from_secs(30);
-    let first = b.publish("c", json!("a"), keyed("k1", window)).await.unwrap();
-    b.publish("c", json!("b"), history_opts(100)).await.unwrap();
+    let first = b.publish("c", json!("a").into(), keyed("k1", window)).await.unwrap();
+    b.publish("c", json!("b").into(), history_opts(100)).await.unwrap();
     tokio::time::advance(Duration::from_secs(20)).await;
-    let again = b.publish("c", json!("a"), keyed("k1", window)).await.unwrap();
+    let again = b.publish("c", json!("a").into(), keyed("k1", window)).await.unwrap();
     assert!(again.duplicate);
     assert_eq!((again.offset, &again.epoch), (first.offset, &first.epoch));
     assert_eq!(seen.lock().unwrap().len(), 2, "the duplicate is not delivered");
@@ -143,7 +143,7 @@ async fn idempotent_publish_within_the_window_is_not_published_twice() {
     assert_eq!(offsets(&h.publications), vec![1, 2]);
 
     tokio::time::advance(Duration::from_secs(11)).await;
-    let later = b.publish("c", json!("a"), keyed("k1", window)).await.unwrap();
+    let later = b.publish("c", json!("a").into(), keyed("k1", window)).await.unwrap();
     assert!(!later.duplicate);
     assert_eq!(later.offset, 3);
     assert_eq!(seen.lock().unwrap().len(), 3);
@@ -154,10 +154,10 @@ async fn handler_sees_only_subscribed_channels() {
     let b = MemoryBroker::new();
     let seen = recording(&b);
     b.subscribe_node("a").await.unwrap();
-    b.publish("a", json!(1), history_opts(0)).await.unwrap();
-    b.publish("b", json!(1), history_opts(0)).await.unwrap();
+    b.publish("a", json!(1).into(), history_opts(0)).await.unwrap();
+    b.publish("b", json!(1).into(), history_opts(0)).await.unwrap();
     b.unsubscribe_node("a").await.unwrap();
-    b.publish("a", json!(2), history_opts(0)).await.unwrap();
+    b.publish("a", json!(2).into(), history_opts(0)).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![("a".to_owned(), 1)]);
 }
 
@@ -175,7 +175,7 @@ async fn concurrent_publishers_get_consecutive_offsets_delivered_in_order() {
             let ch = if t % 2 == 0 { "x" } else { "y" };
             let mut got = Vec::new();
             for i in 0..50 {
-                got.push(b.publish(ch, json!([t, i]), history_opts(1000)).await.unwrap().offset);
+                got.push(b.publish(ch, json!([t, i]).into(), history_opts(1000)).await.unwrap().offset);
                 tokio::task::yield_now().await;
             }
             (ch, got)
@@ -211,14 +211,14 @@ async fn subscribe_with_recovery_end_to_end() {
     b.subscribe_node("c").await.unwrap();
     let mut epoch = String::new();
     for i in 1..=10 {
-        epoch = b.publish("c", json!(i), history_opts(5)).await.unwrap().epoch;
+        epoch = b.publish("c", json!(i).into(), history_opts(5)).await.unwrap().epoch;
     }
     live.lock().unwrap().clear();
     let since = StreamPosition { epoch, offset: 3 };
     let h = b.history("c", HistoryQuery { since: Some(since.clone()), ..Default::default() }).await.unwrap();
     // Publications arriving during the read are buffered live.
     for i in 11..=12 {
-        b.publish("c", json!(i), history_opts(5)).await.unwrap();
+        b.publish("c", json!(i).into(), history_opts(5)).await.unwrap();
     }
     let r = recovery::recover(&since, &h.epoch, h.offset, h.publications);
     assert_eq!(r.gap, Some(Gap { from: 4, to: 5 }));

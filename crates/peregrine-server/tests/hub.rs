@@ -10,7 +10,7 @@ use peregrine_wire::{Encoding, Publication, Push, ServerMessage, decode_server_m
 use serde_json::json;
 
 fn publication(offset: u64) -> Publication {
-    Publication { offset, data: json!({ "n": offset }), ..Default::default() }
+    Publication { offset, data: json!({ "n": offset }).into(), ..Default::default() }
 }
 
 /// (channel, offset) of every publication push queued in `outbox`.
@@ -184,7 +184,7 @@ async fn broker_handler_fans_out_and_reports_slow() {
     broker.subscribe_node("c").await.unwrap();
     for _ in 0..3 {
         broker
-            .publish("c", json!("hello"), PublishOptions { history_size: 10, ..Default::default() })
+            .publish("c", json!("hello").into(), PublishOptions { history_size: 10, ..Default::default() })
             .await
             .unwrap();
     }

@@ -236,7 +236,7 @@ async fn wss_works_end_to_end() {
     c.command(CommandKind::Connect(Default::default())).await.unwrap();
     c.sub("secure:1").await;
     c.publish("secure:1", json!({"over": "tls"})).await.unwrap();
-    assert_eq!(c.publication().await.1.data, json!({"over": "tls"}));
+    assert_eq!(c.publication().await.1.data, json!({"over": "tls"}).into());
     drop(c); // not a plain socket: `finish` cannot end it
     server.finish().await;
 }

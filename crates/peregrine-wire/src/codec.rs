@@ -106,7 +106,7 @@ pub fn decode_commands_bounded(
 ///
 /// ```
 /// use peregrine_wire::*;
-/// let msgs = [ServerMessage::Push(Push::Message { data: "hi".into() })];
+/// let msgs = [ServerMessage::Push(Push::Message(DirectMessage { data: serde_json::json!("hi").into() }))];
 /// assert_eq!(encode_server_messages(&msgs, Encoding::Json), br#"{"push":{"message":{"data":"hi"}}}"#);
 /// ```
 pub fn encode_server_messages(messages: &[ServerMessage], encoding: Encoding) -> Vec<u8> {

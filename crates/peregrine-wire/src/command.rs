@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::payload::{Payload, WireData, payload_from};
+
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -93,18 +95,60 @@ pub struct UnsubscribeRequest {
 
 /// `publish` to a channel.
 ///
-/// `data` is any JSON value; in MessagePack it is the equivalent MessagePack value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `data` is kept and delivered exactly as sent ([`Payload`]): in JSON any JSON value, or a
+/// base64 string with `"binary": true`; in MessagePack bin (JSON text, or any bytes with
+/// `binary: true`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishRequest {
     /// Channel name.
     pub channel: String,
     /// The payload.
-    pub data: serde_json::Value,
+    pub data: Payload,
     /// A publish repeated with the same key within the server's window is acknowledged again
     /// but not published twice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PublishRef<'a> {
+    channel: &'a str,
+    data: &'a Payload,
+    #[serde(skip_serializing_if = "is_false")]
+    binary: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: &'a Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRepr {
+    channel: String,
+    data: WireData,
+    #[serde(default)]
+    binary: bool,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+impl Serialize for PublishRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let binary = self.data.is_binary();
+        PublishRef {
+            channel: &self.channel,
+            data: &self.data,
+            binary,
+            idempotency_key: &self.idempotency_key,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublishRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = PublishRepr::deserialize(deserializer)?;
+        let data = payload_from(r.data, r.binary)?;
+        Ok(PublishRequest { channel: r.channel, data, idempotency_key: r.idempotency_key })
+    }
 }
 
 /// `presence`: who is in a channel.

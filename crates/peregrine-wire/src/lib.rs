@@ -23,6 +23,7 @@ pub mod codes;
 mod command;
 mod error;
 mod message;
+mod payload;
 mod push;
 mod reply;
 
@@ -37,7 +38,8 @@ pub use command::{
 };
 pub use error::WireError;
 pub use message::ServerMessage;
-pub use push::{ClientInfo, Publication, Push};
+pub use payload::{Payload, PayloadError};
+pub use push::{ClientInfo, DirectMessage, Publication, Push};
 pub use reply::{
     ConnectResult, Gap, HistoryResult, PingResult, PresenceResult, PublishResult, RefreshResult, Reply,
     ReplyError, ReplyKind, SubRefreshResult, SubscribeResult, UnsubscribeResult,

@@ -11,9 +11,9 @@ use crate::reply::*;
 /// `{"push":{"<type>":{...}}}` and has no `id`.
 ///
 /// ```
-/// use peregrine_wire::{Push, ServerMessage};
+/// use peregrine_wire::{DirectMessage, Push, ServerMessage};
 /// let m: ServerMessage = serde_json::from_str(r#"{"push":{"message":{"data":1}}}"#).unwrap();
-/// assert_eq!(m, ServerMessage::Push(Push::Message { data: 1.into() }));
+/// assert_eq!(m, ServerMessage::Push(Push::Message(DirectMessage { data: serde_json::json!(1).into() })));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {

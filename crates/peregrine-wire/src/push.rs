@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::payload::{Payload, PayloadError, WireData, is_false, payload_from};
 
 /// Who a publication came from, or who joined, left or is present.
 ///
@@ -28,25 +31,126 @@ pub struct ClientInfo {
 ///
 /// ```
 /// use peregrine_wire::Publication;
-/// let p = Publication { offset: 3, data: serde_json::json!({"text": "hi"}), ..Default::default() };
+/// let p = Publication { offset: 3, data: serde_json::json!({"text": "hi"}).into(), ..Default::default() };
 /// assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"offset":3,"data":{"text":"hi"}}"#);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Publication {
     /// Offset in the channel's stream; 0 when the channel keeps no history.
-    #[serde(default)]
     pub offset: u64,
     /// Epoch of the stream, when it differs from the one the subscriber knows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
-    /// The payload: a JSON value, or the equivalent MessagePack value.
-    pub data: serde_json::Value,
+    /// The payload, exactly as published (see [`Payload`]).
+    pub data: Payload,
     /// The publisher, when a client published.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<ClientInfo>,
     /// Free-form string tags set by the publisher.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl Publication {
+    /// The payload read as JSON into `T`.
+    ///
+    /// ```
+    /// use peregrine_wire::Publication;
+    /// let p = Publication { data: serde_json::json!({"n": 7}).into(), ..Default::default() };
+    /// #[derive(serde::Deserialize)]
+    /// struct Tick { n: u32 }
+    /// assert_eq!(p.data_json::<Tick>().unwrap().n, 7);
+    /// ```
+    pub fn data_json<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        self.data.json()
+    }
+
+    /// The payload's bytes: the JSON text, or the binary data.
+    pub fn data_bytes(&self) -> &[u8] {
+        self.data.as_bytes()
+    }
+}
+
+#[derive(Serialize)]
+struct PublicationRef<'a> {
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: &'a Option<String>,
+    data: &'a Payload,
+    #[serde(skip_serializing_if = "is_false")]
+    binary: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: &'a Option<ClientInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: &'a Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct PublicationRepr {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    epoch: Option<String>,
+    data: WireData,
+    #[serde(default)]
+    binary: bool,
+    #[serde(default)]
+    info: Option<ClientInfo>,
+    #[serde(default)]
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl Serialize for Publication {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PublicationRef {
+            offset: self.offset,
+            epoch: &self.epoch,
+            data: &self.data,
+            binary: self.data.is_binary(),
+            info: &self.info,
+            tags: &self.tags,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Publication {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = PublicationRepr::deserialize(deserializer)?;
+        let data = payload_from(r.data, r.binary)?;
+        Ok(Publication { offset: r.offset, epoch: r.epoch, data, info: r.info, tags: r.tags })
+    }
+}
+
+/// A message sent by the server to one client, outside any channel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DirectMessage {
+    /// The payload.
+    pub data: Payload,
+}
+
+#[derive(Serialize)]
+struct DirectMessageRef<'a> {
+    data: &'a Payload,
+    #[serde(skip_serializing_if = "is_false")]
+    binary: bool,
+}
+
+#[derive(Deserialize)]
+struct DirectMessageRepr {
+    data: WireData,
+    #[serde(default)]
+    binary: bool,
+}
+
+impl Serialize for DirectMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        DirectMessageRef { data: &self.data, binary: self.data.is_binary() }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for DirectMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = DirectMessageRepr::deserialize(deserializer)?;
+        Ok(DirectMessage { data: payload_from(r.data, r.binary)? })
+    }
 }
 
 /// Something the server sends without a command asking for it.
@@ -105,10 +209,7 @@ pub enum Push {
         reconnect: bool,
     },
     /// A message sent by the server to this client only, outside any channel.
-    Message {
-        /// The payload.
-        data: serde_json::Value,
-    },
+    Message(DirectMessage),
 }
 
 impl Push {

@@ -24,7 +24,7 @@ fn publication(offset: u64) -> Publication {
     Publication {
         offset,
         epoch: Some("e1".into()),
-        data: json!({"text": "hello", "n": offset, "list": [1, -2, 3.5, null, true]}),
+        data: json!({"text": "hello", "n": offset, "list": [1, -2, 3.5, null, true]}).into(),
         info: Some(info("u1", "c1")),
         tags: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
     }
@@ -60,12 +60,12 @@ fn all_commands() -> Vec<Command> {
         CommandKind::Unsubscribe(UnsubscribeRequest { channel: "chat:1".into() }),
         CommandKind::Publish(PublishRequest {
             channel: "c".into(),
-            data: json!("plain"),
+            data: json!("plain").into(),
             idempotency_key: None,
         }),
         CommandKind::Publish(PublishRequest {
             channel: "c".into(),
-            data: json!({"nested": {"a": [1, 2, {"b": null}]}, "unicode": "é✓\n"}),
+            data: json!({"nested": {"a": [1, 2, {"b": null}]}, "unicode": "é✓\n"}).into(),
             idempotency_key: Some("k-1".into()),
         }),
         CommandKind::Presence(PresenceRequest { channel: "c".into() }),
@@ -155,14 +155,14 @@ fn all_pushes() -> Vec<Push> {
         Push::Publication { channel: "chat:1".into(), publication: publication(5) },
         Push::Publication {
             channel: "chat:1".into(),
-            publication: Publication { data: json!(null), ..Default::default() },
+            publication: Publication { data: json!(null).into(), ..Default::default() },
         },
         Push::Join { channel: "chat:1".into(), info: info("u", "c") },
         Push::Leave { channel: "chat:1".into(), info: ClientInfo::default() },
         Push::Unsubscribe { channel: "c".into(), code: codes::unsubscribe::SERVER, reason: "kicked".into() },
         Push::disconnect(codes::disconnect::SLOW, "slow"),
         Push::disconnect(codes::disconnect::INVALID_TOKEN, "invalid token"),
-        Push::Message { data: json!({"hello": [1, 2]}) },
+        Push::Message(DirectMessage { data: json!({"hello": [1, 2]}).into() }),
     ]
 }
 
@@ -250,9 +250,14 @@ fn msgpack_messages_are_maps_with_json_keys() {
         encode_commands(&[Command { id: 1, kind: CommandKind::Ping(PingRequest {}) }], Encoding::MsgPack);
     // fixarray(1), fixmap(2), "id", 1, "ping", fixmap(0)
     assert_eq!(frame, [0x91, 0x82, 0xa2, b'i', b'd', 0x01, 0xa4, b'p', b'i', b'n', b'g', 0x80]);
-    let push = encode_server_messages(&[Push::Message { data: json!(1) }.into()], Encoding::MsgPack);
-    let value: serde_json::Value = rmp_serde::from_slice(&push).unwrap();
-    assert_eq!(value, json!([{"push": {"message": {"data": 1}}}]));
+    // Payloads are bin: a JSON payload's text, as published.
+    let message = Push::Message(DirectMessage { data: json!(1).into() });
+    let push = encode_server_messages(&[message.into()], Encoding::MsgPack);
+    assert!(push.ends_with(&[0xa4, b'd', b'a', b't', b'a', 0xc4, 0x01, b'1']), "{push:x?}");
+    let binary = Push::Message(DirectMessage { data: Payload::binary(vec![0xff]) });
+    let push = encode_server_messages(&[binary.clone().into()], Encoding::MsgPack);
+    assert!(push.ends_with(&[0xc4, 0x01, 0xff, 0xa6, b'b', b'i', b'n', b'a', b'r', b'y', 0xc3]), "{push:x?}");
+    assert_eq!(decode_server_messages(&push, Encoding::MsgPack).unwrap(), vec![binary.into()]);
 }
 
 #[test]

@@ -14,10 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use peregrine::{CloseCode, MaybeTlsStream, Message, WebSocket};
 use peregrine_wire::{
-    Command, CommandKind, ConnectRequest, PingRequest, PublishResult, Push, RefreshRequest, ReplyError,
-    ReplyKind, ServerMessage, UnsubscribeRequest, codes,
+    Command, CommandKind, ConnectRequest, Payload, PingRequest, PublishResult, Push, RefreshRequest,
+    ReplyError, ReplyKind, ServerMessage, UnsubscribeRequest, codes,
 };
-use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -51,7 +50,7 @@ const MAX_FRAME_BYTES: usize = 64 << 10;
 pub(crate) enum Request {
     Publish {
         channel: String,
-        data: Value,
+        data: Payload,
         reply: oneshot::Sender<Result<PublishResult, Error>>,
     },
     Subscribe {
@@ -544,7 +543,7 @@ impl Session {
             Push::Disconnect { code, reason, reconnect } => {
                 self.disconnect = Some(Ending::from_push(code, reason, reconnect));
             }
-            Push::Message { data } => tracing::debug!(%data, "message from the server"),
+            Push::Message(message) => tracing::debug!(data = %message.data, "message from the server"),
         }
     }
 
@@ -561,7 +560,9 @@ impl Session {
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Publish { channel, data, reply } => {
-                let size = channel.len() + serde_json::to_string(&data).map_or(0, |s| s.len()) + 128;
+                // Binary payloads go as base64 in JSON: a third more.
+                let data_size = if data.is_binary() { data.len().div_ceil(3) * 4 } else { data.len() };
+                let size = channel.len() + data_size + 128;
                 let limit = self.frame_limit();
                 if size > limit {
                     let _ = reply.send(Err(Error::TooLarge { size, limit }));

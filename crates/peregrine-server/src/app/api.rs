@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use peregrine_wire::codes::{disconnect as dc, error as err};
-use peregrine_wire::{ReplyError, StreamPosition};
-use serde::Deserialize;
+use peregrine_wire::{Payload, Publication, PublishRequest, ReplyError, StreamPosition};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::disconnect::Disconnect;
@@ -96,15 +97,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    channel: String,
-    data: Value,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
 type ApiResult = Result<Json<Value>, ApiError>;
 
 /// A JSON request body, whatever its Content-Type (so `curl -d '{...}'` works), with a 400
@@ -125,7 +117,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     }
 }
 
-async fn publish(State(node): State<Arc<Node>>, Body(body): Body<PublishBody>) -> ApiResult {
+/// The body is a protocol `publish` ([`PublishRequest`]): `data` kept byte for byte.
+async fn publish(State(node): State<Arc<Node>>, Body(body): Body<PublishRequest>) -> ApiResult {
     let r = node.publish(&body.channel, body.data, None, body.idempotency_key.as_deref()).await?;
     Ok(Json(publish_json(&node, &body.channel, &r)))
 }
@@ -143,13 +136,17 @@ fn publish_json(node: &Node, channel: &str, r: &crate::broker::PublishResult) ->
 #[serde(deny_unknown_fields)]
 struct BroadcastBody {
     channels: Vec<String>,
-    data: Value,
+    data: Box<RawValue>,
+    #[serde(default)]
+    binary: bool,
 }
 
 async fn broadcast(State(node): State<Arc<Node>>, Body(body): Body<BroadcastBody>) -> ApiResult {
+    let data = Payload::from_json_data(body.data, body.binary)
+        .map_err(|e| api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, e))?;
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
-        let result = match node.publish(channel, body.data.clone(), None, None).await {
+        let result = match node.publish(channel, data.clone(), None, None).await {
             Ok(r) => {
                 let mut v = publish_json(&node, channel, &r);
                 v["channel"] = json!(channel);
@@ -174,9 +171,21 @@ struct HistoryBody {
     reverse: bool,
 }
 
-async fn history(State(node): State<Arc<Node>>, Body(body): Body<HistoryBody>) -> ApiResult {
+/// The history, written straight from the publications (never through a `Value`, which
+/// would reorder keys and round numbers of their payloads).
+#[derive(Serialize)]
+struct HistoryAnswer {
+    publications: Vec<Publication>,
+    epoch: String,
+    offset: u64,
+}
+
+async fn history(
+    State(node): State<Arc<Node>>,
+    Body(body): Body<HistoryBody>,
+) -> Result<Json<HistoryAnswer>, ApiError> {
     let h = node.history(&body.channel, body.since, body.limit, body.reverse).await?;
-    Ok(Json(json!({ "publications": h.publications, "epoch": h.epoch, "offset": h.offset })))
+    Ok(Json(HistoryAnswer { publications: h.publications, epoch: h.epoch, offset: h.offset }))
 }
 
 #[derive(Debug, Deserialize)]

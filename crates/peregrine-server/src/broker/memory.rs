@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-use peregrine_wire::{ClientInfo, Publication};
+use peregrine_wire::{ClientInfo, Payload, Publication};
 // tokio's Instant follows `tokio::time::pause()`, so tests can drive TTLs and windows.
 use tokio::time::Instant;
 
@@ -92,7 +92,7 @@ impl MemoryBroker {
         self.handler.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn publish_sync(&self, channel: &str, data: serde_json::Value, opts: PublishOptions) -> PublishResult {
+    fn publish_sync(&self, channel: &str, data: Payload, opts: PublishOptions) -> PublishResult {
         let handler = self.handler();
         let now = Instant::now();
         let mut shard = self.shard(channel);
@@ -216,7 +216,7 @@ impl Broker for MemoryBroker {
     fn publish<'a>(
         &'a self,
         channel: &'a str,
-        data: serde_json::Value,
+        data: Payload,
         opts: PublishOptions,
     ) -> BrokerFuture<'a, PublishResult> {
         Box::pin(async move { Ok(self.publish_sync(channel, data, opts)) })

@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peregrine_wire::{ClientInfo, Publication, StreamPosition};
+use peregrine_wire::{ClientInfo, Payload, Publication, StreamPosition};
 
 pub use memory::MemoryBroker;
 
@@ -148,7 +148,7 @@ pub trait Broker: Send + Sync + fmt::Debug {
     fn publish<'a>(
         &'a self,
         channel: &'a str,
-        data: serde_json::Value,
+        data: Payload,
         opts: PublishOptions,
     ) -> BrokerFuture<'a, PublishResult>;
 

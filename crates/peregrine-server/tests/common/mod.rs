@@ -382,8 +382,12 @@ impl Client {
             .expect("subscribe")
     }
 
-    pub async fn publish(&mut self, channel: &str, data: Value) -> Result<PublishResult, ReplyError> {
-        let req = PublishRequest { channel: channel.into(), data, idempotency_key: None };
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        data: impl Into<Payload>,
+    ) -> Result<PublishResult, ReplyError> {
+        let req = PublishRequest { channel: channel.into(), data: data.into(), idempotency_key: None };
         match self.command(CommandKind::Publish(req)).await? {
             ReplyKind::Publish(r) => Ok(r),
             other => panic!("unexpected {other:?}"),
