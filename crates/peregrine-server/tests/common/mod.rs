@@ -114,6 +114,17 @@ impl TestServer {
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
     }
 
+    /// `POST path` with a raw body (no API key): status and the answer's text, untouched.
+    pub async fn api_text(&self, path: &str, body: &str) -> (u16, String) {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        http(self.addr, &request).await
+    }
+
     /// `GET path`: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
@@ -207,6 +218,8 @@ pub struct Client {
     pub client_id: String,
     /// The close frame, once one arrived: (code, reason).
     pub close: Option<(u16, String)>,
+    /// The text of the last text message read, as it came.
+    pub last_text: Option<String>,
 }
 
 impl Client {
@@ -231,6 +244,7 @@ impl Client {
             inbox: VecDeque::new(),
             client_id: String::new(),
             close: None,
+            last_text: None,
         }
     }
 
@@ -244,6 +258,7 @@ impl Client {
             inbox: VecDeque::new(),
             client_id: String::new(),
             close: None,
+            last_text: None,
         }
     }
 
@@ -264,6 +279,17 @@ impl Client {
     /// Anonymous `connect` (development config).
     pub async fn connect(server: &TestServer) -> Client {
         Client::connect_with(server, None).await.expect("connect")
+    }
+
+    /// Sends one frame as given (text for JSON, binary for MessagePack).
+    pub async fn send_raw(&mut self, frame: impl Into<Vec<u8>>) {
+        let frame = frame.into();
+        let message = if self.encoding.is_text() {
+            Message::text(String::from_utf8(frame).expect("JSON frames are UTF-8"))
+        } else {
+            Message::binary(frame)
+        };
+        self.ws.send(message).await.expect("send");
     }
 
     pub async fn send(&mut self, commands: &[Command]) {
@@ -308,6 +334,7 @@ impl Client {
             Some(Ok(Message::Text(t))) => {
                 let messages = decode_server_messages(t.as_bytes(), Encoding::Json).expect("decodable");
                 self.inbox.extend(messages);
+                self.last_text = Some(t.to_string());
                 true
             }
             Some(Ok(Message::Binary(b))) => {
