@@ -74,15 +74,16 @@ async fn short_lived_subscription_tokens_are_refreshed_without_a_break() {
     let counted = Arc::clone(&calls);
     let provider = SubscriptionTokenProvider::new(move |channel: String| {
         counted.fetch_add(1, Ordering::SeqCst);
-        async move { Ok(token(json!({"sub": "42", "channel": channel, "exp": now() + 4}))) }
+        async move { Ok(token(json!({"sub": "42", "channel": channel, "exp": now() + 8}))) }
     });
     let options = SubscribeOptions { token_provider: Some(provider), ..Default::default() };
     let mut sub = client.subscribe_with("team:refreshed", options).await.unwrap();
-    // About 6 s of publications: the 4-second tokens must be renewed at least once.
-    let publishing = publish_slowly(Arc::clone(&node), "team:refreshed", 60);
-    let (offsets, subscribed) = read_until(&mut sub, 60).await;
+    // About 10 s of publications: the 8-second tokens (renewed some 1.5 s ahead) must be
+    // renewed at least once.
+    let publishing = publish_slowly(Arc::clone(&node), "team:refreshed", 100);
+    let (offsets, subscribed) = read_until(&mut sub, 100).await;
     publishing.await.unwrap();
-    assert_eq!(offsets, (1..=60).collect::<Vec<_>>());
+    assert_eq!(offsets, (1..=100).collect::<Vec<_>>());
     assert_eq!(subscribed, 1, "never ended and subscribed again");
     assert!(calls.load(Ordering::SeqCst) >= 2, "{} tokens asked for", calls.load(Ordering::SeqCst));
 }
@@ -94,13 +95,14 @@ async fn a_subscription_ended_by_its_expiry_comes_back_with_a_fresh_token_and_mi
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let first_expiry = now() + 2;
-    // The first token lasts 2 s; the backend then fails until a second after it expired.
+    // The first token lasts 2 s; the backend then fails until over a second after it
+    // expired, so the server ends the subscription first.
     let provider = SubscriptionTokenProvider::new(move |channel: String| {
         let call = counted.fetch_add(1, Ordering::SeqCst);
         async move {
             if call == 0 {
                 Ok(token(json!({"sub": "42", "channel": channel, "exp": first_expiry})))
-            } else if now() <= first_expiry {
+            } else if now() <= first_expiry + 1 {
                 Err("token service unavailable".to_owned())
             } else {
                 Ok(token(json!({"sub": "42", "channel": channel, "exp": now() + 600})))

@@ -48,10 +48,14 @@ struct Subscriber {
     /// `Some` while the subscription is being set up (history read, recovery): publications
     /// wait here so that the subscribe reply goes out before them, see [`Hub::go_live`].
     pending: Option<Vec<Publication>>,
+    /// Payload bytes in `pending`.
+    pending_bytes: usize,
 }
 
-/// Publications buffered for one subscription while it is set up, beyond which the
-/// subscriber is treated as slow (a history read that takes this long is pathological).
+/// Publications held for one subscription while it is set up (its recovery streamed),
+/// beyond which the subscriber is treated as slow. Their payload bytes are bounded too, by
+/// the subscriber's outbound queue limit: together, what waits for one client stays within
+/// about twice its queue.
 pub const MAX_PENDING: usize = 10_000;
 
 /// [`Hub::go_live`] could not finish.
@@ -135,7 +139,7 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        self.insert(channel, session, Subscriber { outbox, encoding, pending: None })
+        self.insert(channel, session, Subscriber { outbox, encoding, pending: None, pending_bytes: 0 })
     }
 
     /// Like [`subscribe`](Hub::subscribe), but publications are held back until
@@ -148,7 +152,8 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        self.insert(channel, session, Subscriber { outbox, encoding, pending: Some(Vec::new()) })
+        let pending = Some(Vec::new());
+        self.insert(channel, session, Subscriber { outbox, encoding, pending, pending_bytes: 0 })
     }
 
     /// Ends the set-up of a [`subscribe_pending`](Hub::subscribe_pending) subscription:
@@ -269,12 +274,13 @@ impl Hub {
                 // Join/leave events during set-up are not held: presence in the reply-to-be
                 // is read after this point anyway.
                 if let Some(p) = publication {
-                    if pending.len() >= MAX_PENDING {
+                    if pending.len() >= MAX_PENDING || sub.pending_bytes + p.data.len() > sub.outbox.limit() {
                         if sub.outbox.overflow() {
                             slow.push(session);
                         }
                         continue;
                     }
+                    sub.pending_bytes += p.data.len();
                     pending.push(p.clone());
                 }
                 continue;

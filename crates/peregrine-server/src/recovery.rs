@@ -5,9 +5,7 @@
 //! call [`recover`], put what fits of it in the reply ([`take_page`]) and stream the rest;
 //! after that, live publications flow directly. See `docs/protocol.md`, "Recovery".
 
-use std::io;
-
-use peregrine_wire::{Gap, Publication, StreamPosition};
+use peregrine_wire::{Encoding, Gap, Publication, StreamPosition, encoded_size};
 
 /// The outcome of a recovery attempt, ready to become a `SubscribeResult`.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,19 +75,19 @@ pub fn recover(since: &StreamPosition, epoch: &str, top: u64, history: Vec<Publi
     out
 }
 
-/// Splits off the first publications that fit in `budget` bytes (as encoded in JSON, an
-/// upper bound of the MessagePack size): returns them and the bytes they take. With
-/// `at_least_one`, the first publication is taken whatever its size, so a page always makes
-/// progress.
+/// Splits off the first publications that fit in `budget` bytes as encoded in `encoding`:
+/// returns them and the bytes they take. With `at_least_one`, the first publication is
+/// taken whatever its size, so a page always makes progress.
 pub fn take_page(
     publications: Vec<Publication>,
     budget: usize,
     at_least_one: bool,
+    encoding: Encoding,
 ) -> (Vec<Publication>, usize) {
     let mut used = 0;
     let mut taken = 0;
     for p in &publications {
-        let size = encoded_size(p);
+        let size = encoded_size(p, encoding);
         if used + size > budget && !(at_least_one && taken == 0) {
             break;
         }
@@ -99,23 +97,6 @@ pub fn take_page(
     let mut publications = publications;
     publications.truncate(taken);
     (publications, used)
-}
-
-/// The size of `p` encoded as JSON, without keeping the encoding.
-fn encoded_size(p: &Publication) -> usize {
-    struct Count(usize);
-    impl io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, p);
-    count.0
 }
 
 #[cfg(test)]
@@ -204,10 +185,12 @@ mod tests {
 
     #[test]
     fn a_page_takes_what_fits_and_at_least_one_when_asked() {
-        let size = encoded_size(&pubs([1])[0]);
-        let (page, used) = take_page(pubs(1..=10), size * 3 + size / 2, false);
-        assert_eq!((offsets(&page), used), (vec![1, 2, 3], size * 3));
-        assert!(take_page(pubs(1..=3), 1, false).0.is_empty());
-        assert_eq!(offsets(&take_page(pubs(1..=3), 1, true).0), vec![1]);
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let size = encoded_size(&pubs([1])[0], encoding);
+            let (page, used) = take_page(pubs(1..=9), size * 3 + size / 2, false, encoding);
+            assert_eq!((offsets(&page), used), (vec![1, 2, 3], size * 3));
+            assert!(take_page(pubs(1..=3), 1, false, encoding).0.is_empty());
+            assert_eq!(offsets(&take_page(pubs(1..=3), 1, true, encoding).0), vec![1]);
+        }
     }
 }

@@ -71,6 +71,10 @@ pub struct Session {
     publish_bucket: TokenBucket,
     /// Replies waiting to go out as one frame.
     replies: Vec<ServerMessage>,
+    /// What is left of the current frame's page, in bytes of publications: the history and
+    /// recovery replies to one frame of commands share one page, so that a batch of them
+    /// cannot overflow the outbound queue by itself.
+    page_left: usize,
     /// [`close`](Session::close) ran (or [`Drop`] has nothing left to do).
     cleaned: bool,
 }
@@ -98,6 +102,7 @@ impl Session {
             streams: VecDeque::new(),
             publish_bucket,
             replies: Vec::new(),
+            page_left: 0,
             cleaned: false,
         }
     }
@@ -140,6 +145,7 @@ impl Session {
     pub async fn handle_frame(&mut self, frame: &[u8]) -> Result<(), Disconnect> {
         let commands = decode_commands_bounded(frame, self.encoding, MAX_BATCH)
             .map_err(|e| Disconnect::bad_request(format!("undecodable frame: {e}")))?;
+        self.page_left = self.page_bytes();
         for command in commands {
             self.metrics().count_command(command.kind.name());
             self.handle_command(command).await?;
@@ -278,8 +284,8 @@ impl Session {
         Ok(ReplyKind::Presence(PresenceResult { clients }))
     }
 
-    /// One page of history: at most `limit` publications and [`page_bytes`](Self::page_bytes)
-    /// of them (at least one), with `more` when further ones follow in the direction read.
+    /// One page of history: at most `limit` publications and what is left of the frame's
+    /// page (at least one), with `more` when further ones follow in the direction read.
     async fn history(&mut self, req: peregrine_wire::HistoryRequest) -> Result<HistoryResult, ReplyError> {
         self.may_read(&req.channel)?;
         let wanted = req.limit.map_or(stream::PAGE_READ, |l| (l as usize).min(stream::PAGE_READ));
@@ -288,8 +294,10 @@ impl Session {
         let read = h.publications.len();
         let mut publications = h.publications;
         publications.truncate(wanted);
-        let (publications, _) = crate::recovery::take_page(publications, self.page_bytes(), true);
-        let more = publications.len() < read;
+        let (publications, used) =
+            crate::recovery::take_page(publications, self.page_left, wanted > 0, self.encoding);
+        self.page_left = self.page_left.saturating_sub(used);
+        let more = wanted > 0 && publications.len() < read;
         Ok(HistoryResult { publications, epoch: h.epoch, offset: h.offset, more })
     }
 

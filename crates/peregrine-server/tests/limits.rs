@@ -120,36 +120,40 @@ async fn a_connection_that_never_sends_connect_is_closed_as_stale() {
 #[tokio::test]
 async fn a_subscribe_cut_short_by_a_slow_disconnect_leaves_no_phantom_subscriber() {
     let mut config = Config::development();
-    config.channels.default = Some(ChannelOptions { history_size: 5000, ..ChannelOptions::development() });
     config.channels.named.insert("room".into(), ChannelOptions { max_subscribers: 1, ..Default::default() });
-    config.client.publish_rate = 1e9;
-    config.client.publish_burst = u32::MAX;
+    // A small queue: two 5 KB history replies do not fit in it.
+    config.client.queue_max_bytes = 8192;
+    config.client.max_message_size = 8192;
     let server = TestServer::start(config).await;
     let mut publisher = Client::connect(&server).await;
-    let filler = "x".repeat(2000);
-    for n in 1..=600 {
-        publisher.publish("big", json!({ "n": n, "filler": filler })).await.unwrap();
+    for n in 1..=2 {
+        publisher.publish("big", json!({ "n": n, "filler": "x".repeat(5000) })).await.unwrap();
     }
 
-    // One frame asks for more than the outbound queue holds: five pages of history, then a
-    // subscribe, whose reply cannot be queued: the session ends as a slow consumer.
+    // One frame asks for more than the outbound queue holds: two histories (each gives at
+    // least one publication), then a subscribe, whose reply cannot be queued: the session
+    // ends as a slow consumer after the subscription was prepared.
     let mut c = Client::connect(&server).await;
-    let mut commands: Vec<Command> = (0..5)
-        .map(|_| CommandKind::History(HistoryRequest { channel: "big".into(), ..Default::default() }))
-        .chain([CommandKind::Subscribe(SubscribeRequest { channel: "room:1".into(), ..Default::default() })])
-        .map(|kind| Command { id: 0, kind })
-        .collect();
-    for command in &mut commands {
-        command.id = c.next_command_id();
+    let history = || {
+        CommandKind::History(HistoryRequest { channel: "big".into(), limit: Some(1), ..Default::default() })
+    };
+    let subscribe =
+        CommandKind::Subscribe(SubscribeRequest { channel: "room:1".into(), ..Default::default() });
+    let mut commands = Vec::new();
+    for kind in [history(), history(), subscribe] {
+        commands.push(Command { id: c.next_command_id(), kind });
     }
     c.send(&commands).await;
     if let Some((code, _)) = c.closed_lossy().await {
         assert_eq!(code, dc::SLOW);
     }
     drop(c);
-    while server.node.session_count() > 1 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let gone = async {
+        while server.node.session_count() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(common::WAIT, gone).await.expect("the session ends");
 
     // Nothing is left of it: the channel has no subscriber, and its one place is free.
     assert_eq!(server.node.hub().subscriber_count("room:1"), 0);

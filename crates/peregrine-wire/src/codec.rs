@@ -127,6 +127,32 @@ pub fn decode_server_messages_bounded(
     decode(frame, encoding, max)
 }
 
+/// How many bytes `item` takes encoded in `encoding`, without keeping the encoding.
+///
+/// ```
+/// use peregrine_wire::{encoded_size, Encoding, PingRequest};
+/// assert_eq!(encoded_size(&PingRequest {}, Encoding::Json), 2); // {}
+/// assert_eq!(encoded_size(&PingRequest {}, Encoding::MsgPack), 1); // fixmap(0)
+/// ```
+pub fn encoded_size<T: Serialize + ?Sized>(item: &T, encoding: Encoding) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = match encoding {
+        Encoding::Json => serde_json::to_writer(&mut count, item).map_err(|_| ()),
+        Encoding::MsgPack => rmp_serde::encode::write_named(&mut count, item).map_err(|_| ()),
+    };
+    count.0
+}
+
 fn encode<T: Serialize>(items: &[T], encoding: Encoding) -> Vec<u8> {
     let mut out = Vec::new();
     match encoding {

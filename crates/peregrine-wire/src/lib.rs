@@ -29,7 +29,7 @@ mod reply;
 
 pub use codec::{
     Encoding, MAX_BATCH, decode_commands, decode_commands_bounded, decode_server_messages,
-    decode_server_messages_bounded, encode_commands, encode_server_messages,
+    decode_server_messages_bounded, encode_commands, encode_server_messages, encoded_size,
 };
 pub use command::{
     Command, CommandKind, ConnectRequest, HistoryRequest, PingRequest, PresenceRequest, PublishRequest,

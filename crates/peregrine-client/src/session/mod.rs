@@ -116,8 +116,9 @@ pub(crate) struct Session {
     /// A fresh token was asked for after the last one was refused; refused again: give up.
     token_retried: bool,
     token_fetch: Option<TokenFetch>,
-    /// Subscription tokens being fetched from their providers.
+    /// Subscription tokens being fetched from their providers, and whose each task is.
     token_fetches: tokio::task::JoinSet<FetchedToken>,
+    token_fetchers: HashMap<tokio::task::Id, (String, u64)>,
     closing: Option<oneshot::Sender<()>>,
     online: bool,
     /// Queued publishes may be sendable (a new one, an ack, a timer): send them before
@@ -160,6 +161,7 @@ impl Session {
             token_retried: false,
             token_fetch: None,
             token_fetches: tokio::task::JoinSet::new(),
+            token_fetchers: HashMap::new(),
             closing: None,
             online: false,
             pump: false,
@@ -253,7 +255,12 @@ impl Session {
     /// The `connect` command, restoring every subscription (with its position) at once.
     fn connect_request(&mut self, id: u64) -> ConnectRequest {
         let mut subs = BTreeMap::new();
+        let now = Instant::now();
         for (channel, sub) in &mut self.subs {
+            if sub.options.token_provider.is_some() && sub.token_at.is_some_and(|t| now >= t) {
+                // Its token was due for renewal while offline: it may have expired.
+                sub.token = None;
+            }
             if sub.needs_token() {
                 // Subscribed after the connect, once its provider gave a token.
                 continue;
@@ -348,8 +355,8 @@ impl Session {
                     self.token_fetch = None;
                     self.on_token(token);
                 }
-                Some(Ok(fetched)) = self.token_fetches.join_next(), if !self.token_fetches.is_empty() => {
-                    self.on_subscription_token(fetched);
+                Some(done) = self.token_fetches.join_next_with_id(), if !self.token_fetches.is_empty() => {
+                    self.on_subscription_token_task(done);
                 }
                 _ = tokio::time::sleep_until(deadline) => self.on_timer(),
             }

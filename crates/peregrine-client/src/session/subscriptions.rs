@@ -204,9 +204,13 @@ impl Session {
         let waiting: Vec<String> =
             self.subs.iter().filter(|(_, s)| s.phase == Phase::Waiting).map(|(c, _)| c.clone()).collect();
         for channel in waiting {
-            if self.subs[&channel].needs_token() {
-                // Subscribed once the provider answers (`on_subscription_token`).
-                self.fetch_subscription_token(&channel);
+            let sub = &self.subs[&channel];
+            if sub.needs_token() {
+                // Subscribed once the provider answers (`on_subscription_token`), unless it
+                // failed a moment ago: then when its retry is due.
+                if sub.token_at.is_none_or(|t| t <= Instant::now()) {
+                    self.fetch_subscription_token(&channel);
+                }
                 continue;
             }
             let sub = &self.subs[&channel];
@@ -239,10 +243,33 @@ impl Session {
         sub.fetching = true;
         sub.token_at = None;
         let (channel, id) = (channel.to_owned(), sub.id);
-        self.token_fetches.spawn(async move {
-            let token = provider.fetch(channel.clone()).await;
-            (channel, id, token)
+        let task = self.token_fetches.spawn({
+            let channel = channel.clone();
+            async move {
+                let token = provider.fetch(channel.clone()).await;
+                (channel, id, token)
+            }
         });
+        self.token_fetchers.insert(task.id(), (channel, id));
+    }
+
+    /// A token fetch task ended: with the provider's answer, or by panicking (taken as a
+    /// failure of the provider, retried like one).
+    pub(super) fn on_subscription_token_task(
+        &mut self,
+        done: Result<(tokio::task::Id, FetchedToken), tokio::task::JoinError>,
+    ) {
+        match done {
+            Ok((task, fetched)) => {
+                self.token_fetchers.remove(&task);
+                self.on_subscription_token(fetched);
+            }
+            Err(e) => {
+                if let Some((channel, id)) = self.token_fetchers.remove(&e.id()) {
+                    self.on_subscription_token((channel, id, Err(format!("the provider panicked: {e}"))));
+                }
+            }
+        }
     }
 
     /// The provider answered: subscribe with the token, or send it with `sub_refresh` when

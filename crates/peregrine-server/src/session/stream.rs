@@ -81,8 +81,12 @@ impl Session {
                 let next: Vec<_> = h.publications.into_iter().take_while(|p| p.offset <= seam).collect();
                 // Only what continues exactly after `sent`: the stream never skips.
                 let run = next.iter().zip(sent + 1..).take_while(|(p, offset)| p.offset == *offset).count();
-                let (page, _) =
-                    recovery::take_page(next.into_iter().take(run).collect(), self.page_bytes(), true);
+                let (page, _) = recovery::take_page(
+                    next.into_iter().take(run).collect(),
+                    self.page_bytes(),
+                    true,
+                    self.encoding,
+                );
                 page
             }
             _ => Vec::new(),

@@ -44,6 +44,17 @@ pub(super) struct Prepared {
     pub(super) delivered: u64,
 }
 
+/// The `unsubscribe` push code for a subscription of `connect.subs` the server refused: ask
+/// the client to subscribe again when that can work (a fresh token, another position, later).
+fn refusal_code(e: &ReplyError) -> u32 {
+    match e.code {
+        err::TOKEN_EXPIRED => unsub::EXPIRED,
+        err::UNRECOVERABLE_POSITION => unsub::INSUFFICIENT_STATE,
+        _ if e.temporary => unsub::INSUFFICIENT_STATE,
+        _ => unsub::SERVER,
+    }
+}
+
 impl Session {
     /// `subscribe`: reply, then live publications.
     pub(super) async fn subscribe(&mut self, id: u64, req: SubscribeRequest) -> Result<(), Disconnect> {
@@ -53,8 +64,10 @@ impl Session {
             recover: req.recover,
             join_leave: req.join_leave,
         };
-        let mut page = self.page_bytes();
-        match self.prepare(req.channel, opts, &mut page).await {
+        let mut page = self.page_left;
+        let prepared = self.prepare(req.channel, opts, &mut page).await;
+        self.page_left = page;
+        match prepared {
             Err(e) => {
                 self.metrics().count_command(format!("error_{}", e.code));
                 self.reply(id, Err(e));
@@ -79,7 +92,7 @@ impl Session {
         let mut prepared = Vec::new();
         let mut refused = Vec::new();
         // One page for the whole reply: what does not fit is streamed after it.
-        let mut page = self.page_bytes();
+        let mut page = self.page_left;
         for (channel, opts) in wanted {
             if self.is_subscribed(&channel) || prepared.iter().any(|p: &Prepared| p.channel == channel) {
                 continue;
@@ -89,7 +102,9 @@ impl Session {
                     result.subs.insert(channel, p.result.clone());
                     prepared.push(p);
                 }
-                Err(e) => refused.push(Push::Unsubscribe { channel, code: unsub::SERVER, reason: e.message }),
+                Err(e) => {
+                    refused.push(Push::Unsubscribe { channel, code: refusal_code(&e), reason: e.message })
+                }
             }
         }
         self.reply(id, Ok(ReplyKind::Connect(result)));
@@ -98,6 +113,7 @@ impl Session {
         for p in prepared {
             self.activate_or_stream(p).await?;
         }
+        self.page_left = page;
         Ok(())
     }
 
@@ -205,7 +221,7 @@ impl Session {
             (false, false) => "recovered",
         };
         self.metrics().count_recovery(outcome);
-        let (publications, used) = recovery::take_page(r.publications, *page, false);
+        let (publications, used) = recovery::take_page(r.publications, *page, false, self.encoding);
         *page = page.saturating_sub(used);
         let delivered = publications.last().map(|p| p.offset).or(r.gap.map(|g| g.to)).unwrap_or(since.offset);
         let more = !r.reset && delivered < r.offset;
@@ -262,15 +278,18 @@ impl Session {
             }
             Err(GoLiveError::Outbox(_)) => return Err(Disconnect::slow()),
         }
+        // Recorded before any `.await`, so that a session cancelled from here on still
+        // clears it (presence, count) when it ends.
         self.metrics().subscriptions.inc();
         let info = ClientInfo { chan_info: p.subscription.chan_info.clone(), ..self.info() };
-        if p.subscription.presence {
+        let (presence, join_leave) = (p.subscription.presence, p.subscription.join_leave);
+        self.subscriptions.insert(p.channel.clone(), p.subscription);
+        if presence {
             let _ = self.node.presence_store().add(&p.channel, info.clone()).await;
         }
-        if p.subscription.join_leave {
+        if join_leave {
             let _ = self.node.broker().publish_join_leave(&p.channel, info, true).await;
         }
-        self.subscriptions.insert(p.channel, p.subscription);
         Ok(())
     }
 

@@ -97,6 +97,7 @@ impl TestServer {
             }
         };
         let _ = tokio::time::timeout(WAIT, gone).await;
+        assert_eq!(self.node.session_count(), 0, "sessions still open after their clients went away");
         self.stop().await;
     }
 
