@@ -34,8 +34,8 @@ fn protocol_md_examples_decode() {
             _ => {}
         }
     }
-    assert_eq!(commands, 9);
-    assert_eq!(server, 21);
+    assert_eq!(commands, 10);
+    assert_eq!(server, 22);
 }
 
 /// The encoder omits `false` and empty `publications`; the docs may spell them out.
