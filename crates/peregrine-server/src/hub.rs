@@ -70,16 +70,14 @@ pub enum GoLiveError {
 #[derive(Debug, Default)]
 struct Channel {
     subscribers: HashMap<SessionId, Subscriber>,
-    json: usize,
-    msgpack: usize,
+    /// Subscribers per encoding, by [`Encoding::index`]: a push is encoded once for each
+    /// encoding in use.
+    encodings: [usize; Encoding::COUNT],
 }
 
 impl Channel {
     fn count(&mut self, encoding: Encoding) -> &mut usize {
-        match encoding {
-            Encoding::Json => &mut self.json,
-            Encoding::MsgPack => &mut self.msgpack,
-        }
+        &mut self.encodings[encoding.index()]
     }
 }
 
@@ -265,10 +263,8 @@ impl Hub {
         let mut shard = self.channel_shard(channel);
         let Some(ch) = shard.get_mut(channel) else { return slow };
         let message = [ServerMessage::Push(push.clone())];
-        let encode =
-            |n: usize, e: Encoding| (n > 0).then(|| Frame::from(encode_server_messages(&message, e)));
-        let json = encode(ch.json, Encoding::Json);
-        let msgpack = encode(ch.msgpack, Encoding::MsgPack);
+        let frames: [Option<Frame>; Encoding::COUNT] = Encoding::ALL
+            .map(|e| (ch.encodings[e.index()] > 0).then(|| Frame::from(encode_server_messages(&message, e))));
         for (&session, sub) in &mut ch.subscribers {
             if let Some(pending) = &mut sub.pending {
                 // Join/leave events during set-up are not held: presence in the reply-to-be
@@ -285,11 +281,7 @@ impl Hub {
                 }
                 continue;
             }
-            let frame = match sub.encoding {
-                Encoding::Json => json.as_ref(),
-                Encoding::MsgPack => msgpack.as_ref(),
-            };
-            let Some(frame) = frame else { continue };
+            let Some(frame) = &frames[sub.encoding.index()] else { continue };
             if let Err(PushError::Full) = sub.outbox.push_published(frame.clone(), published) {
                 slow.push(session);
             }

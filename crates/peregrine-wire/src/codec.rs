@@ -40,6 +40,23 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// Every encoding, in the server's order of preference when a client offers several.
+    /// Adding an encoding is adding it here and to the `match`es of this module.
+    pub const ALL: [Encoding; 2] = [Encoding::Json, Encoding::MsgPack];
+
+    /// How many encodings there are: the size of per-encoding tables.
+    pub const COUNT: usize = Encoding::ALL.len();
+
+    /// This encoding's position in [`ALL`](Encoding::ALL), to index per-encoding tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The subprotocol names of every encoding, in [`ALL`](Encoding::ALL)'s order.
+    pub fn subprotocols() -> [&'static str; Encoding::COUNT] {
+        Encoding::ALL.map(Encoding::subprotocol)
+    }
+
     /// The subprotocol name negotiated in `Sec-WebSocket-Protocol`.
     pub fn subprotocol(self) -> &'static str {
         match self {

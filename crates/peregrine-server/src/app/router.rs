@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use peregrine::upgrade::WebSocketUpgrade;
-use peregrine_wire::{Encoding, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use peregrine_wire::Encoding;
 
 use crate::node::Node;
 use crate::transport::websocket::{self, count_rejection};
@@ -64,7 +64,7 @@ async fn websocket_endpoint(
             Err(d) => return refuse(&node, StatusCode::UNAUTHORIZED, "token", d.reason),
         },
     };
-    let upgrade = upgrade.protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK]);
+    let upgrade = upgrade.protocols(Encoding::subprotocols());
     let encoding = upgrade.selected_protocol().and_then(Encoding::from_subprotocol).unwrap_or(Encoding::Json);
     let config = websocket::socket_config(&node);
     upgrade.config(config).on_upgrade(move |socket| websocket::serve(node, socket, encoding, identity))
