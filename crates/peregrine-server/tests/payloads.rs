@@ -13,10 +13,14 @@ use serde_json::json;
 /// The issue's example: keys out of order, an integer beyond a double, a float spelled `1.10`.
 const EXACT: &str = r#"{"b":1,"a":2,"n":12345678901234567890123,"f":1.10}"#;
 
-async fn msgpack_client(server: &TestServer) -> Client {
-    let mut c = Client::open(server, Encoding::MsgPack).await;
+async fn client_in(server: &TestServer, encoding: Encoding) -> Client {
+    let mut c = Client::open(server, encoding).await;
     c.command(CommandKind::Connect(Default::default())).await.expect("connect");
     c
+}
+
+async fn msgpack_client(server: &TestServer) -> Client {
+    client_in(server, Encoding::MsgPack).await
 }
 
 async fn history(c: &mut Client, channel: &str) -> HistoryResult {
@@ -76,9 +80,12 @@ async fn binary_payloads_arrive_as_the_same_bytes_and_as_base64_to_json_subscrib
     config.client.max_message_size = 2 << 20;
     config.client.queue_max_bytes = 16 << 20;
     let server = TestServer::start(config).await;
-    let mut publisher = msgpack_client(&server).await;
-    let mut binary_sub = msgpack_client(&server).await;
-    binary_sub.sub("bin:1").await;
+    let mut binary_subs = Vec::new();
+    for encoding in [Encoding::MsgPack, Encoding::Protobuf] {
+        let mut c = client_in(&server, encoding).await;
+        c.sub("bin:1").await;
+        binary_subs.push(c);
+    }
     let mut json_sub = Client::connect(&server).await;
     json_sub.sub("bin:1").await;
 
@@ -92,22 +99,35 @@ async fn binary_payloads_arrive_as_the_same_bytes_and_as_base64_to_json_subscrib
             seed as u8
         })
         .collect();
-    for bytes in [every_byte, Vec::new(), one_mib] {
-        publisher.publish("bin:1", Payload::binary(bytes.clone())).await.expect("publish bytes");
-        let (_, p) = binary_sub.publication().await;
-        assert!(p.data.is_binary() && p.data_bytes() == bytes, "MessagePack: {} bytes", bytes.len());
-        let (_, p) = json_sub.publication().await;
-        assert!(p.data.is_binary() && p.data_bytes() == bytes, "JSON: {} bytes", bytes.len());
-        let text = json_sub.last_text.clone().unwrap();
-        assert!(text.contains(r#""binary":true"#), "the JSON form says it is bytes");
-        if bytes.len() == 256 {
+    for encoding in [Encoding::MsgPack, Encoding::Protobuf] {
+        let mut publisher = client_in(&server, encoding).await;
+        for bytes in [every_byte.clone(), Vec::new(), one_mib.clone()] {
+            publisher.publish("bin:1", Payload::binary(bytes.clone())).await.expect("publish bytes");
+            for sub in &mut binary_subs {
+                let (_, p) = sub.publication().await;
+                let to = sub.encoding;
+                assert!(
+                    p.data.is_binary() && p.data_bytes() == bytes,
+                    "{encoding:?} -> {to:?}: {} bytes",
+                    bytes.len()
+                );
+            }
+            let (_, p) = json_sub.publication().await;
             assert!(
-                text.contains(
-                    r#""data":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEy"#
-                )
+                p.data.is_binary() && p.data_bytes() == bytes,
+                "{encoding:?} -> JSON: {} bytes",
+                bytes.len()
             );
+            let text = json_sub.last_text.clone().unwrap();
+            assert!(text.contains(r#""binary":true"#), "the JSON form says it is bytes");
+            if bytes.len() == 256 {
+                assert!(text.contains(
+                    r#""data":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEy"#
+                ));
+            }
         }
     }
+    let mut binary_sub = binary_subs.remove(0);
     // A JSON client publishes bytes as base64 with `binary: true`.
     let mut json_publisher = Client::connect(&server).await;
     json_publisher

@@ -5,6 +5,8 @@
 //!   `\n` is exact.
 //! * MessagePack (`peregrine.msgpack`, binary messages): one MessagePack array whose
 //!   elements are the messages, each a map with the same keys as in JSON.
+//! * Protobuf (`peregrine.protobuf`, binary messages): the messages of
+//!   `proto/peregrine.proto`, each prefixed with its length as a varint.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -14,7 +16,7 @@ use std::marker::PhantomData;
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserializer as _, Serialize};
 
-use crate::{Command, ServerMessage, WireError};
+use crate::{Command, ServerMessage, WireError, protobuf};
 
 /// Default bound on the number of messages in one frame.
 pub const MAX_BATCH: usize = 1024;
@@ -37,12 +39,14 @@ pub enum Encoding {
     Json,
     /// A MessagePack array in binary messages.
     MsgPack,
+    /// Length-delimited Protobuf messages in binary messages.
+    Protobuf,
 }
 
 impl Encoding {
     /// Every encoding, in the server's order of preference when a client offers several.
     /// Adding an encoding is adding it here and to the `match`es of this module.
-    pub const ALL: [Encoding; 2] = [Encoding::Json, Encoding::MsgPack];
+    pub const ALL: [Encoding; 3] = [Encoding::Json, Encoding::MsgPack, Encoding::Protobuf];
 
     /// How many encodings there are: the size of per-encoding tables.
     pub const COUNT: usize = Encoding::ALL.len();
@@ -62,6 +66,7 @@ impl Encoding {
         match self {
             Encoding::Json => crate::SUBPROTOCOL_JSON,
             Encoding::MsgPack => crate::SUBPROTOCOL_MSGPACK,
+            Encoding::Protobuf => crate::SUBPROTOCOL_PROTOBUF,
         }
     }
 
@@ -70,6 +75,7 @@ impl Encoding {
         match name {
             crate::SUBPROTOCOL_JSON => Some(Encoding::Json),
             crate::SUBPROTOCOL_MSGPACK => Some(Encoding::MsgPack),
+            crate::SUBPROTOCOL_PROTOBUF => Some(Encoding::Protobuf),
             _ => None,
         }
     }
@@ -90,12 +96,15 @@ impl Encoding {
 /// ];
 /// let frame = encode_commands(&cmds, Encoding::Json);
 /// assert_eq!(frame, b"{\"id\":1,\"ping\":{}}\n{\"id\":2,\"presence\":{\"channel\":\"a\"}}");
-/// for enc in [Encoding::Json, Encoding::MsgPack] {
+/// for enc in Encoding::ALL {
 ///     assert_eq!(decode_commands(&encode_commands(&cmds, enc), enc).unwrap(), cmds);
 /// }
 /// ```
 pub fn encode_commands(commands: &[Command], encoding: Encoding) -> Vec<u8> {
-    encode(commands, encoding)
+    match encoding {
+        Encoding::Protobuf => protobuf::encode(commands, protobuf::command_to_pb),
+        _ => encode(commands, encoding),
+    }
 }
 
 /// Decode a frame of at most [`MAX_BATCH`] commands.
@@ -106,7 +115,7 @@ pub fn encode_commands(commands: &[Command], encoding: Encoding) -> Vec<u8> {
 /// assert!(err.to_string().contains("unknown field `frobnicate`"), "{err}");
 /// ```
 pub fn decode_commands(frame: &[u8], encoding: Encoding) -> Result<Vec<Command>, WireError> {
-    decode(frame, encoding, MAX_BATCH)
+    decode_commands_bounded(frame, encoding, MAX_BATCH)
 }
 
 /// Decode a frame of at most `max` commands. A frame with more is rejected without
@@ -116,7 +125,10 @@ pub fn decode_commands_bounded(
     encoding: Encoding,
     max: usize,
 ) -> Result<Vec<Command>, WireError> {
-    decode(frame, encoding, max)
+    match encoding {
+        Encoding::Protobuf => non_empty(protobuf::decode(frame, max, protobuf::command_from_pb)?),
+        _ => decode(frame, encoding, max),
+    }
 }
 
 /// Encode replies and pushes as one frame.
@@ -127,12 +139,15 @@ pub fn decode_commands_bounded(
 /// assert_eq!(encode_server_messages(&msgs, Encoding::Json), br#"{"push":{"message":{"data":"hi"}}}"#);
 /// ```
 pub fn encode_server_messages(messages: &[ServerMessage], encoding: Encoding) -> Vec<u8> {
-    encode(messages, encoding)
+    match encoding {
+        Encoding::Protobuf => protobuf::encode(messages, protobuf::server_message_to_pb),
+        _ => encode(messages, encoding),
+    }
 }
 
 /// Decode a frame of at most [`MAX_BATCH`] replies and pushes.
 pub fn decode_server_messages(frame: &[u8], encoding: Encoding) -> Result<Vec<ServerMessage>, WireError> {
-    decode(frame, encoding, MAX_BATCH)
+    decode_server_messages_bounded(frame, encoding, MAX_BATCH)
 }
 
 /// Decode a frame of at most `max` replies and pushes.
@@ -141,7 +156,17 @@ pub fn decode_server_messages_bounded(
     encoding: Encoding,
     max: usize,
 ) -> Result<Vec<ServerMessage>, WireError> {
-    decode(frame, encoding, max)
+    match encoding {
+        Encoding::Protobuf => non_empty(protobuf::decode(frame, max, protobuf::server_message_from_pb)?),
+        _ => decode(frame, encoding, max),
+    }
+}
+
+fn non_empty<T>(items: Vec<T>) -> Result<Vec<T>, WireError> {
+    if items.is_empty() {
+        return Err(WireError::Empty);
+    }
+    Ok(items)
 }
 
 /// How many bytes `item` takes encoded in `encoding`, without keeping the encoding.
@@ -164,7 +189,9 @@ pub fn encoded_size<T: Serialize + ?Sized>(item: &T, encoding: Encoding) -> usiz
     }
     let mut count = Count(0);
     let _ = match encoding {
-        Encoding::Json => serde_json::to_writer(&mut count, item).map_err(|_| ()),
+        // Protobuf is never larger than JSON for the same message (no keys, no quoting,
+        // no base64): the JSON size bounds it.
+        Encoding::Json | Encoding::Protobuf => serde_json::to_writer(&mut count, item).map_err(|_| ()),
         Encoding::MsgPack => rmp_serde::encode::write_named(&mut count, item).map_err(|_| ()),
     };
     count.0
@@ -182,7 +209,8 @@ fn encode<T: Serialize>(items: &[T], encoding: Encoding) -> Vec<u8> {
                 serde_json::to_writer(&mut out, item).expect("JSON encoding of wire types is infallible");
             }
         }
-        Encoding::MsgPack => {
+        // Protobuf frames are made by `protobuf::encode`, never here.
+        Encoding::MsgPack | Encoding::Protobuf => {
             rmp_serde::encode::write_named(&mut out, items)
                 .expect("MessagePack encoding of wire types is infallible");
         }
@@ -193,7 +221,8 @@ fn encode<T: Serialize>(items: &[T], encoding: Encoding) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(frame: &[u8], encoding: Encoding, max: usize) -> Result<Vec<T>, WireError> {
     let out = match encoding {
         Encoding::Json => decode_json(frame, max)?,
-        Encoding::MsgPack => decode_msgpack(frame, max)?,
+        // Protobuf frames are read by `protobuf::decode`, never here.
+        Encoding::MsgPack | Encoding::Protobuf => decode_msgpack(frame, max)?,
     };
     if out.is_empty() {
         return Err(WireError::Empty);

@@ -24,6 +24,7 @@ mod command;
 mod error;
 mod message;
 mod payload;
+pub mod protobuf;
 mod push;
 mod reply;
 
@@ -53,3 +54,6 @@ pub const SUBPROTOCOL_JSON: &str = "peregrine.json";
 
 /// WebSocket subprotocol for the MessagePack encoding.
 pub const SUBPROTOCOL_MSGPACK: &str = "peregrine.msgpack";
+
+/// WebSocket subprotocol for the Protobuf encoding (`proto/peregrine.proto`).
+pub const SUBPROTOCOL_PROTOBUF: &str = "peregrine.protobuf";

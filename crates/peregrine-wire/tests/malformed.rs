@@ -60,7 +60,7 @@ fn empty_frames_are_rejected() {
 
 #[test]
 fn too_many_commands_are_rejected_in_both_encodings() {
-    for enc in [Encoding::Json, Encoding::MsgPack] {
+    for enc in Encoding::ALL {
         let cmds: Vec<Command> = (0..=MAX_BATCH as u64).map(ping).collect();
         let frame = encode_commands(&cmds, enc);
         assert_eq!(decode_commands(&frame, enc).unwrap_err(), WireError::TooMany { max: MAX_BATCH });
@@ -151,10 +151,8 @@ impl Rng {
 #[test]
 fn random_bytes_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let seeds: Vec<Vec<u8>> = [Encoding::Json, Encoding::MsgPack]
-        .into_iter()
-        .map(|enc| encode_commands(&[ping(1), ping(2)], enc))
-        .collect();
+    let seeds: Vec<Vec<u8>> =
+        Encoding::ALL.into_iter().map(|enc| encode_commands(&[ping(1), ping(2)], enc)).collect();
     for round in 0..20_000 {
         let len = (rng.next() % 64) as usize;
         let mut bytes: Vec<u8> = if round % 2 == 0 {
@@ -171,7 +169,7 @@ fn random_bytes_never_panic() {
         if round % 7 == 0 {
             bytes.truncate((rng.next() as usize) % (bytes.len() + 1));
         }
-        for enc in [Encoding::Json, Encoding::MsgPack] {
+        for enc in Encoding::ALL {
             let _ = decode_commands(&bytes, enc);
             let _ = decode_server_messages(&bytes, enc);
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use peregrine_wire::*;
 use serde_json::json;
 
-const ENCODINGS: [Encoding; 2] = [Encoding::Json, Encoding::MsgPack];
+const ENCODINGS: [Encoding; 3] = Encoding::ALL;
 
 fn pos(epoch: &str, offset: u64) -> StreamPosition {
     StreamPosition { epoch: epoch.into(), offset }

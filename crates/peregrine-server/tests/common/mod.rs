@@ -265,7 +265,16 @@ impl Client {
 
     /// Opens and sends `connect` with `token`.
     pub async fn connect_with(server: &TestServer, token: Option<&str>) -> Result<Client, Push> {
-        let mut c = Client::open(server, Encoding::Json).await;
+        Client::connect_encoded(server, token, Encoding::Json).await
+    }
+
+    /// Opens in `encoding` and sends `connect` with `token`.
+    pub async fn connect_encoded(
+        server: &TestServer,
+        token: Option<&str>,
+        encoding: Encoding,
+    ) -> Result<Client, Push> {
+        let mut c = Client::open(server, encoding).await;
         let req = ConnectRequest { token: token.map(str::to_owned), ..Default::default() };
         match c.command(CommandKind::Connect(req)).await {
             Ok(ReplyKind::Connect(r)) => {
@@ -339,7 +348,7 @@ impl Client {
                 true
             }
             Some(Ok(Message::Binary(b))) => {
-                self.inbox.extend(decode_server_messages(&b, Encoding::MsgPack).expect("decodable"));
+                self.inbox.extend(decode_server_messages(&b, self.encoding).expect("decodable"));
                 true
             }
             Some(Ok(Message::Close(frame))) => {
