@@ -103,7 +103,8 @@ impl ClientBuilder {
         self
     }
 
-    /// JSON (the default, `peregrine.json`) or MessagePack (`peregrine.msgpack`).
+    /// JSON (the default, `peregrine.json`), MessagePack (`peregrine.msgpack`) or Protobuf
+    /// (`peregrine.protobuf`).
     pub fn encoding(mut self, encoding: Encoding) -> Self {
         self.settings.encoding = encoding;
         self

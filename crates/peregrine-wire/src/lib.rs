@@ -3,8 +3,11 @@
 //! A client sends [`Command`]s; the server answers each with a [`Reply`] carrying the same
 //! `id` and sends [`Push`]es on its own (publications, join/leave, unsubscribe, disconnect).
 //! Both directions batch several messages in one WebSocket message (a *frame*), encoded as
-//! newline-delimited JSON ([`Encoding::Json`], subprotocol `peregrine.json`) or as a
-//! MessagePack array ([`Encoding::MsgPack`], subprotocol `peregrine.msgpack`).
+//! newline-delimited JSON ([`Encoding::Json`], subprotocol `peregrine.json`), as a
+//! MessagePack array ([`Encoding::MsgPack`], subprotocol `peregrine.msgpack`) or as
+//! length-delimited Protobuf messages ([`Encoding::Protobuf`], subprotocol
+//! `peregrine.protobuf`, schema in `proto/peregrine.proto`). Publication payloads are
+//! [`Payload`]s, kept as published.
 //!
 //! This crate does no I/O. The protocol is described in `docs/protocol.md`.
 //!
