@@ -155,6 +155,11 @@ async fn bad_payloads_get_their_error_and_the_server_carries_on() {
     let too_deep = format!(r#"{{"channel":"t:1","data":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
     let (status, answer) = server.api_text("/api/publish", &too_deep).await;
     assert_eq!(status, 400, "{answer}");
+    // Just over the limit: the server reads nearly all of it, so the write does not fail.
+    let too_big = format!(r#"{{"channel":"t:1","data":"{}"}}"#, "x".repeat(2 << 20));
+    let (status, answer) = server.api_text("/api/publish", &too_big).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains(r#""code":106"#), "{answer}");
     // MessagePack: bytes that are not JSON, without `binary: true`: 3501 bad request.
     let mut c = msgpack_client(&server).await;
     // [{"id": 2, "publish": {"channel": "t:1", "data": bin("{x")}}]

@@ -99,6 +99,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// The largest request body the API reads (axum's default): a bigger one gets `413`.
+const API_BODY_LIMIT: usize = 2 << 20;
+
 /// A JSON request body, whatever its Content-Type (so `curl -d '{...}'` works), with a 400
 /// that says what is wrong when it does not parse.
 #[derive(Debug)]
@@ -108,9 +111,14 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|e| api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, e.body_text()))?;
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                err::LIMIT_EXCEEDED,
+                format!("the request body is over {API_BODY_LIMIT} bytes"),
+            ),
+            _ => api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, e.body_text()),
+        })?;
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             api_error(StatusCode::BAD_REQUEST, err::BAD_REQUEST, format!("invalid JSON body: {e}"))
         })
