@@ -1,6 +1,8 @@
 //! `peregrine bench` in short, bounded runs against an in-process peregrine
 //! echo server: each scenario prints sane JSON.
 
+mod support;
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -501,8 +503,56 @@ fn fanout_against_a_server_without_the_publish_api_stops_at_the_first_refusal() 
     let (ok, _, stderr) =
         bench(&["fanout", &addr, "--subscribers", "5", "--duration", "10", "--drain", "10"]);
     assert!(!ok, "{stderr}");
-    assert!(stderr.contains("the server answered a publish with `HTTP/1.1 405"), "{stderr}");
+    // An echo server echoes the subscribers' commands instead of answering them.
+    assert!(stderr.contains("not the realtime protocol"), "{stderr}");
     assert!(stderr.contains("is --target right"), "{stderr}");
     // Not the 10 s asked for: the first refusal ends the run.
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}
+
+#[test]
+fn fanout_against_peregrine_serve_in_every_encoding() {
+    let server = support::EchoServer::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--set",
+        "channels.named.bench.history_size=10",
+    ]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let mut bytes = Vec::new();
+    for encoding in ["json", "msgpack", "protobuf"] {
+        let (ok, json, stderr) = bench(&[
+            "fanout",
+            &addr,
+            "--encoding",
+            encoding,
+            "--subscribers",
+            "10",
+            "--duration",
+            "0.5",
+            "--rate",
+            "40",
+            "--payload",
+            "100",
+            "--drain",
+            "5",
+        ]);
+        assert!(ok, "{encoding}: {stderr}");
+        let r = json.expect("JSON on stdout");
+        assert_eq!(r["encoding"], encoding, "{r}");
+        assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["delivered"].as_u64(), r["published"].as_u64().map(|p| p * 10), "{r}");
+        assert_eq!(
+            (r["lost"].as_u64(), r["reordered"].as_u64(), r["duplicated"].as_u64()),
+            (Some(0), Some(0), Some(0)),
+            "{r}"
+        );
+        bytes.push(r["frame_bytes_per_delivery"].as_f64().unwrap());
+    }
+    // Every frame carries the ~130-byte payload; the binary encodings have no JSON around it.
+    assert!(bytes.iter().all(|&b| b > 120.0), "{bytes:?}");
+    assert!(bytes[1] < bytes[0] && bytes[2] < bytes[0], "{bytes:?}");
+    let (ok, _, stderr) = bench(&["fanout", &addr, "--target", "ws", "--encoding", "msgpack"]);
+    assert!(!ok && stderr.contains("--encoding is for --target peregrine only"), "{stderr}");
 }

@@ -459,24 +459,31 @@ async fn tokens_are_refreshed_before_they_expire_without_reconnecting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn msgpack_clients_publish_subscribe_and_read_presence_and_history() {
+async fn binary_protocol_clients_publish_subscribe_and_read_presence_and_history() {
     let server = serve("127.0.0.1:0");
-    let client =
-        Client::builder(url(server.port)).encoding(peregrine_client::Encoding::MsgPack).build().unwrap();
-    let mut sub = client.subscribe("room:mp").await.unwrap();
-    let client_id = client.connected().await.unwrap();
-    let ack = client.publish("room:mp", json!({"n": 1, "text": "binary"})).await.unwrap();
-    assert_eq!(ack.offset, Some(1));
-    let publication = loop {
-        if let SubscriptionEvent::Publication(p) = next_event(&mut sub).await {
-            break p;
+    for encoding in [peregrine_client::Encoding::MsgPack, peregrine_client::Encoding::Protobuf] {
+        let channel = format!("room:{}", encoding.subprotocol());
+        let client = Client::builder(url(server.port)).encoding(encoding).build().unwrap();
+        let mut sub = client.subscribe(channel.as_str()).await.unwrap();
+        let client_id = client.connected().await.unwrap();
+        let ack = client.publish(channel.as_str(), json!({"n": 1, "text": "binary"})).await.unwrap();
+        assert_eq!(ack.offset, Some(1));
+        let bytes = vec![0u8, 1, 2, 254, 255];
+        client.publish(channel.as_str(), bytes.clone()).await.unwrap();
+        let mut publications = Vec::new();
+        while publications.len() < 2 {
+            if let SubscriptionEvent::Publication(p) = next_event(&mut sub).await {
+                publications.push(p);
+            }
         }
-    };
-    assert_eq!(publication.data_json::<serde_json::Value>().unwrap(), json!({"n": 1, "text": "binary"}));
-    assert!(client.presence("room:mp").await.unwrap().contains_key(&client_id));
-    let history = client.history("room:mp", Some(10), None).await.unwrap();
-    assert_eq!(history.publications.len(), 1);
-    assert_eq!(history.offset, 1);
+        let json = publications[0].data_json::<serde_json::Value>().unwrap();
+        assert_eq!(json, json!({"n": 1, "text": "binary"}), "{encoding:?}");
+        assert!(publications[1].data.is_binary() && publications[1].data_bytes() == bytes, "{encoding:?}");
+        assert!(client.presence(channel.as_str()).await.unwrap().contains_key(&client_id));
+        let history = client.history(channel.as_str(), Some(10), None).await.unwrap();
+        assert_eq!(history.publications.len(), 2);
+        assert_eq!(history.offset, 2);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -455,3 +455,35 @@ fn input_stops_when_the_server_closes_first() {
     assert!(run.stderr.contains("the connection ended before the end of input"), "{}", run.stderr);
     assert!(!run.stderr.contains("cannot send"), "no attempt after the close: {}", run.stderr);
 }
+
+#[test]
+fn as_json_speaks_the_binary_encodings_of_the_realtime_protocol_in_json_lines() {
+    let server = EchoServer::spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let url = format!("ws://127.0.0.1:{}/connection/websocket", server.port);
+    let exact = r#"{"b":1,"a":12345678901234567890123,"f":1.10}"#;
+    let input = format!(
+        "{{\"id\":1,\"connect\":{{}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":\"chat:1\"}}}}\n\
+         {{\"id\":3,\"publish\":{{\"channel\":\"chat:1\",\"data\":{exact}}}}}\nnot a command\n"
+    );
+    for protocol in ["peregrine.msgpack", "peregrine.protobuf"] {
+        let run =
+            connect(&[&url, "-p", protocol, "--as-json", "--linger", "1"], Input::Bytes(input.as_bytes()));
+        assert!(run.stdout.contains(r#"{"id":1,"connect":{"client_id":"#), "{protocol}: {run:?}");
+        assert!(run.stdout.contains(r#"{"id":2,"subscribe":"#), "{protocol}: {run:?}");
+        assert!(
+            run.stdout.contains(&format!(r#""data":{exact}"#)),
+            "{protocol}: the payload as published: {run:?}"
+        );
+        assert!(
+            run.stderr.contains("line 4: not a command of the realtime protocol"),
+            "{protocol}: {}",
+            run.stderr
+        );
+        assert!(!run.status.success(), "a line that could not be sent fails the run");
+    }
+    let refused = connect(&[&url, "--as-json"], Input::Bytes(b"{}\n"));
+    assert!(
+        refused.stderr.contains("--as-json needs the server to speak the realtime protocol"),
+        "{refused:?}"
+    );
+}

@@ -4,7 +4,8 @@
 //!
 //! Three server flavours speak the same scenario:
 //!
-//! * `peregrine`: our protocol (`connect`, `subscribe`), publishing with `POST /api/publish`;
+//! * `peregrine`: our protocol (`connect`, `subscribe`) in any of its encodings
+//!   (`--encoding`), publishing with `POST /api/publish`;
 //! * `ws`: the tutorial broadcast server on Node's `ws`: connect to `/?channel=NAME`, every
 //!   message is the publication; `POST /publish`;
 //! * `socketio`: Engine.IO 4 / Socket.IO 5 over WebSocket (`/socket.io/?EIO=4&transport=
@@ -12,6 +13,8 @@
 //!
 //! Every publication carries a sequence number and the generator's send time
 //! (`{"seq":N,"t":NANOS}`); subscribers find both with a byte scan, without a JSON parser.
+//! The scan works in every encoding of ours: MessagePack and Protobuf carry a JSON
+//! payload's text as bytes, and frames are not compressed.
 //! Publishes go over one kept-alive HTTP connection, pipelined up to `--window`, so the
 //! server sees them in sequence order and any reorder it reports is the server's.
 
@@ -24,6 +27,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use peregrine::Message;
+use peregrine_wire::{
+    Command, CommandKind, ConnectRequest, ServerMessage, SubscribeRequest, decode_server_messages,
+    encode_commands,
+};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,6 +53,28 @@ pub enum Flavour {
     Ws,
     /// A Socket.IO server.
     Socketio,
+}
+
+/// The encoding `--target peregrine` subscribers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FanoutEncoding {
+    /// `peregrine.json`: newline-delimited JSON in text messages.
+    Json,
+    /// `peregrine.msgpack`: MessagePack in binary messages.
+    Msgpack,
+    /// `peregrine.protobuf`: length-delimited Protobuf in binary messages.
+    Protobuf,
+}
+
+impl FanoutEncoding {
+    fn wire(self) -> peregrine_wire::Encoding {
+        match self {
+            FanoutEncoding::Json => peregrine_wire::Encoding::Json,
+            FanoutEncoding::Msgpack => peregrine_wire::Encoding::MsgPack,
+            FanoutEncoding::Protobuf => peregrine_wire::Encoding::Protobuf,
+        }
+    }
 }
 
 /// Arguments of `peregrine bench fanout`.
@@ -75,6 +104,10 @@ pub struct FanoutArgs {
     /// Bytes of padding in each publication.
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     payload: usize,
+    /// The subscribers' encoding for `--target peregrine` (its subprotocol); json if not
+    /// given.
+    #[arg(long, value_enum, value_name = "ENCODING")]
+    encoding: Option<FanoutEncoding>,
     /// API key for `--target peregrine` (`Authorization: apikey KEY`).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
@@ -91,6 +124,8 @@ pub struct FanoutArgs {
 struct FanoutResult {
     scenario: &'static str,
     target: Flavour,
+    /// The subscribers' encoding (`--target peregrine` only).
+    encoding: Option<FanoutEncoding>,
     subscribers: usize,
     published: u64,
     publish_s: f64,
@@ -100,6 +135,9 @@ struct FanoutResult {
     /// latency and in `drain_s`, not here).
     delivered_per_s: f64,
     delivered: u64,
+    /// WebSocket bytes the subscribers received (message payloads plus frame headers)
+    /// per delivery: several publications may share a frame.
+    frame_bytes_per_delivery: Option<f64>,
     /// Time after the last publish until every delivery arrived (or `--drain` passed).
     drain_s: f64,
     lost: u64,
@@ -133,11 +171,35 @@ impl Tally {
     }
 }
 
-/// The number after `"key":` in `text`.
-fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
-    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&text[at..at + digits]).ok()?.parse().ok()
+/// The number after the first `"key":` in `text`, and the text after that number.
+fn number_after<'a>(text: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
+    let mut from = 0;
+    // Look for the key's first byte, then compare: padding is skipped a byte at a time,
+    // cheaper than comparing a window at every position.
+    loop {
+        let start = from + text[from..].iter().position(|&b| b == key[0])?;
+        from = start + 1;
+        if !text[start..].starts_with(key) {
+            continue;
+        }
+        let at = start + key.len();
+        let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        // A number that is not there (or too long) is no match; a later one may be.
+        if let Some(number) = std::str::from_utf8(&text[at..at + digits]).ok().and_then(|d| d.parse().ok()) {
+            return Some((number, &text[at + digits..]));
+        }
+    }
+}
+
+/// Bytes on the wire of a server's (unmasked, unfragmented) message of `len` bytes:
+/// the payload and the frame header.
+fn frame_len(len: usize) -> u64 {
+    let header = match len {
+        0..126 => 2,
+        126..65536 => 4,
+        _ => 10,
+    };
+    (len + header) as u64
 }
 
 /// Runs `peregrine bench fanout`.
@@ -158,6 +220,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     if args.subscribers == 0 || args.window == 0 {
         bail!("--subscribers and --window must be at least 1");
     }
+    if args.encoding.is_some() && args.target != Flavour::Peregrine {
+        bail!("--encoding is for --target peregrine only: the other servers have one protocol each");
+    }
     if !args.addr.ip().is_loopback() {
         bail!("bench fanout only targets loopback servers (127.0.0.0/8)");
     }
@@ -167,7 +232,13 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&runtime, fanout(&args))?;
     let table = [
-        ("target", format!("{:?} at {}", result.target, args.addr)),
+        (
+            "target",
+            match result.encoding {
+                Some(encoding) => format!("{:?} ({encoding:?}) at {}", result.target, args.addr),
+                None => format!("{:?} at {}", result.target, args.addr),
+            },
+        ),
         ("subscribers", thousands(result.subscribers as f64)),
         (
             "published",
@@ -180,6 +251,10 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 thousands(result.delivered_per_s),
                 thousands(result.delivered as f64)
             ),
+        ),
+        (
+            "frame bytes",
+            result.frame_bytes_per_delivery.map_or("-".into(), |b| format!("{} per delivery", thousands(b))),
         ),
         ("drain", format!("{:.1} s after the last publish", result.drain_s)),
         (
@@ -204,6 +279,7 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     let tallies: Vec<Rc<RefCell<Tally>>> = (0..args.subscribers).map(|_| Rc::default()).collect();
     let hist = Rc::new(RefCell::new(report::histogram()));
     let delivered = Arc::new(AtomicU64::new(0));
+    let received_bytes = Rc::new(std::cell::Cell::new(0u64));
     let sources = loopback_sources(args.subscribers.div_ceil(PER_SOURCE));
     let bar =
         report::progress(args.common.json, args.subscribers as u64, "subscribing [{bar:30}] {pos}/{len}");
@@ -213,8 +289,8 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
             .with_context(|| format!("connecting subscriber {i}"))?;
         let ws = subscribe(args, tcp).await.with_context(|| format!("subscriber {i}"))?;
         let (tally, hist, delivered) = (tally.clone(), hist.clone(), delivered.clone());
-        let flavour = args.target;
-        tokio::task::spawn_local(receive(ws, flavour, tally, hist, delivered, epoch));
+        let (flavour, bytes) = (args.target, received_bytes.clone());
+        tokio::task::spawn_local(receive(ws, flavour, tally, hist, delivered, bytes, epoch));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -249,12 +325,14 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     Ok(FanoutResult {
         scenario: "fanout",
         target: args.target,
+        encoding: (args.target == Flavour::Peregrine).then(|| encoding(args)),
         subscribers: args.subscribers,
         published,
         publish_s: round1(publish_s),
         published_per_s: round1(published as f64 / publish_s),
         delivered_per_s: round1(in_window as f64 / publish_s),
         delivered: total,
+        frame_bytes_per_delivery: (total > 0).then(|| round1(received_bytes.get() as f64 / total as f64)),
         drain_s: round1(drain_s),
         lost: expected.saturating_sub(received),
         reordered,
@@ -276,6 +354,20 @@ async fn next_text(ws: &mut Socket) -> anyhow::Result<String> {
     }
 }
 
+/// The next data message, within 10 s.
+async fn next_data(ws: &mut Socket) -> anyhow::Result<Vec<u8>> {
+    match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => Ok(t.as_bytes().to_vec()),
+        Ok(Some(Ok(Message::Binary(b)))) => Ok(b.to_vec()),
+        other => bail!("expected a data message while subscribing, got {other:?}"),
+    }
+}
+
+/// The encoding `--target peregrine` subscribers speak.
+fn encoding(args: &FanoutArgs) -> FanoutEncoding {
+    args.encoding.unwrap_or(FanoutEncoding::Json)
+}
+
 /// Opens a subscriber's WebSocket and joins the channel.
 async fn subscribe(args: &FanoutArgs, tcp: TcpStream) -> anyhow::Result<Socket> {
     let addr = args.addr;
@@ -287,23 +379,43 @@ async fn subscribe(args: &FanoutArgs, tcp: TcpStream) -> anyhow::Result<Socket> 
     };
     let mut builder = peregrine::ClientBuilder::new(url);
     if args.target == Flavour::Peregrine {
-        builder = builder.protocol("peregrine.json");
+        builder = builder.protocol(encoding(args).wire().subprotocol());
     }
     let (mut ws, _) = builder.connect_on(tcp).await?;
     match args.target {
         Flavour::Peregrine => {
-            let commands = format!(
-                "{{\"id\":1,\"connect\":{{}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
-                serde_json::to_string(channel)?
+            let encoding = encoding(args).wire();
+            let subscribe = SubscribeRequest { channel: channel.clone(), ..Default::default() };
+            let commands = encode_commands(
+                &[
+                    Command { id: 1, kind: CommandKind::Connect(ConnectRequest::default()) },
+                    Command { id: 2, kind: CommandKind::Subscribe(subscribe) },
+                ],
+                encoding,
             );
-            ws.send(Message::text(commands)).await?;
+            let message = if encoding.is_text() {
+                Message::text(String::from_utf8(commands)?)
+            } else {
+                Message::binary(commands)
+            };
+            ws.send(message).await?;
             let mut replies = 0;
             while replies < 2 {
-                let text = next_text(&mut ws).await?;
-                if text.contains("\"error\"") {
-                    bail!("the server refused: {text}");
+                let frame = next_data(&mut ws).await?;
+                let messages = decode_server_messages(&frame, encoding).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the server answered `connect` with something that is not the realtime \
+                         protocol ({e}): is --target right, and is it `peregrine serve`?"
+                    )
+                })?;
+                for message in messages {
+                    if let ServerMessage::Reply(reply) = message {
+                        if let Err(error) = reply.result {
+                            bail!("the server refused: {} {}", error.code, error.message);
+                        }
+                        replies += 1;
+                    }
                 }
-                replies += text.lines().filter(|l| l.starts_with("{\"id\"")).count();
             }
         }
         Flavour::Ws => {}
@@ -325,11 +437,16 @@ async fn receive(
     tally: Rc<RefCell<Tally>>,
     hist: Rc<RefCell<Histogram<u64>>>,
     delivered: Arc<AtomicU64>,
+    received_bytes: Rc<std::cell::Cell<u64>>,
     epoch: Instant,
 ) {
     while let Some(Ok(message)) = ws.recv().await {
-        let Message::Text(text) = message else { continue };
-        let bytes = text.as_bytes();
+        let bytes: &[u8] = match &message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+            _ => continue,
+        };
+        received_bytes.set(received_bytes.get() + frame_len(bytes.len()));
         if flavour == Flavour::Socketio && bytes == b"2" {
             // Engine.IO ping: answer or be dropped.
             if ws.send(Message::text("3")).await.is_err() {
@@ -338,12 +455,13 @@ async fn receive(
             continue;
         }
         let now = epoch.elapsed().as_nanos() as u64;
-        // Peregrine batches several pushes per message, one per line.
-        for line in bytes.split(|&b| b == b'\n') {
-            let (Some(seq), Some(sent)) = (number_after(line, b"\"seq\":"), number_after(line, b"\"t\":"))
-            else {
-                continue;
-            };
+        // Peregrine batches several pushes per message (lines in JSON, array items or
+        // length-delimited messages in the binary encodings): each `"seq":` in turn,
+        // with the `"t":` after it.
+        let mut rest = bytes;
+        while let Some((seq, after)) = number_after(rest, b"\"seq\":") {
+            let Some((sent, after)) = number_after(after, b"\"t\":") else { break };
+            rest = after;
             tally.borrow_mut().see(seq);
             report::record(&mut hist.borrow_mut(), Duration::from_nanos(now.saturating_sub(sent)));
             delivered.fetch_add(1, Ordering::Relaxed);

@@ -101,6 +101,13 @@ pub struct ConnectOptions {
     #[arg(long)]
     binary: bool,
 
+    /// With the realtime protocol in a binary encoding (-p peregrine.msgpack or
+    /// peregrine.protobuf): type commands as JSON lines, as for peregrine.json, and see
+    /// what the server sends as JSON lines; each is translated to and from the encoding the
+    /// server picked.
+    #[arg(long, conflicts_with_all = ["binary", "input", "file"])]
+    as_json: bool,
+
     /// How lines are decoded: text as is, or hex / base64 (sent as binary).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = InputFormat::Text)]
     input: InputFormat,

@@ -11,6 +11,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use peregrine::proto::ProtocolError;
 use peregrine::{CloseCode, CloseFrame, Error, Message, TimeoutKind, WebSocket};
+use peregrine_wire::{
+    Encoding, decode_commands, decode_server_messages, encode_commands, encode_server_messages,
+};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
@@ -53,6 +56,22 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
     if let Some(protocol) = response.protocol() {
         let _ = write!(status, ", subprotocol {protocol}");
     }
+    let translate = match (args.as_json, response.protocol().and_then(Encoding::from_subprotocol)) {
+        (false, _) | (true, Some(Encoding::Json)) => None,
+        (true, Some(encoding)) => {
+            status.push_str(", commands and replies shown as JSON");
+            Some(encoding)
+        }
+        (true, None) => {
+            let picked = response.protocol().unwrap_or("none");
+            let offered = Encoding::subprotocols().join(", ");
+            console.diag(&format!(
+                "--as-json needs the server to speak the realtime protocol: offer one of {offered} \
+                 with -p (the server picked {picked})"
+            ));
+            return Outcome { code: 1, editor_running: false };
+        }
+    };
     match response.header("Sec-WebSocket-Extensions") {
         Some(extensions) => {
             let _ = write!(status, ", extensions: {extensions}");
@@ -86,6 +105,7 @@ pub async fn run(args: &ConnectOptions, plan: Plan, console: Arc<Console>, inter
         ws,
         console: console.clone(),
         args,
+        translate,
         interactive,
         pings: HashMap::new(),
         pong_check: None,
@@ -115,6 +135,8 @@ struct Session<'a> {
     ws: WebSocket<Stream>,
     console: Arc<Console>,
     args: &'a ConnectOptions,
+    /// `--as-json`: the binary encoding lines are translated to, and messages from.
+    translate: Option<Encoding>,
     interactive: bool,
     /// Pings in flight by payload, for the round-trip time.
     pings: HashMap<Bytes, Instant>,
@@ -161,9 +183,15 @@ impl Session<'_> {
                 },
                 event = rx.recv(), if input_open && self.can_send() => match event {
                     Some(Input::Line(line)) => self.on_line(&line).await,
-                    Some(Input::Message(message)) => {
-                        self.send(message).await;
-                    }
+                    Some(Input::Message(message)) => match self.translated(message) {
+                        Ok(message) => {
+                            self.send(message).await;
+                        }
+                        Err(problem) => {
+                            self.console.diag(&format!("error: {problem} (not sent)"));
+                            self.skipped_count += 1;
+                        }
+                    },
                     Some(Input::Eof) | None => {
                         input_open = false;
                         match self.args.linger {
@@ -209,6 +237,16 @@ impl Session<'_> {
     }
 
     async fn on_message(&mut self, message: Message) {
+        let message = match (self.translate, message) {
+            (Some(encoding), Message::Binary(data)) => match as_json(&data, encoding) {
+                Ok(text) => Message::text(text),
+                Err(problem) => {
+                    self.console.diag(&format!("error: the server sent an undecodable frame: {problem}"));
+                    Message::Binary(data)
+                }
+            },
+            (_, message) => message,
+        };
         let line = match message {
             // Lines after the first are indented under the "< ".
             Message::Text(text) if self.interactive => {
@@ -300,7 +338,12 @@ impl Session<'_> {
     }
 
     async fn on_line(&mut self, line: &[u8]) {
-        let command = input::parse_line(line, self.args.input, self.args.binary, self.interactive);
+        let command = input::parse_line(line, self.args.input, self.args.binary, self.interactive).and_then(
+            |command| match command {
+                Command::Send(message) => self.translated(message).map(Command::Send),
+                other => Ok(other),
+            },
+        );
         if !self.interactive {
             self.lines_read += 1;
         }
@@ -332,6 +375,16 @@ impl Session<'_> {
             Ok(Command::Quit) => self.close(CloseCode::NORMAL, "").await,
             Ok(Command::Help) => self.console.diag(input::HELP),
             Ok(Command::Nothing) => {}
+        }
+    }
+
+    /// With `--as-json`, a text message of JSON commands in the server's encoding.
+    fn translated(&self, message: Message) -> Result<Message, String> {
+        match (self.translate, message) {
+            (Some(encoding), Message::Text(text)) => decode_commands(text.as_bytes(), Encoding::Json)
+                .map(|commands| Message::binary(encode_commands(&commands, encoding)))
+                .map_err(|e| format!("not a command of the realtime protocol: {e}")),
+            (_, message) => Ok(message),
         }
     }
 
@@ -476,6 +529,12 @@ impl Session<'_> {
             self.console.diag("the connection ended without a close handshake");
         }
     }
+}
+
+/// A frame of the realtime protocol in `encoding`, as JSON lines.
+fn as_json(frame: &[u8], encoding: Encoding) -> Result<String, String> {
+    let messages = decode_server_messages(frame, encoding).map_err(|e| e.to_string())?;
+    String::from_utf8(encode_server_messages(&messages, Encoding::Json)).map_err(|e| e.to_string())
 }
 
 fn show_payload(payload: &[u8]) -> String {
