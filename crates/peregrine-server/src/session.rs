@@ -117,12 +117,18 @@ impl Session {
         self.identity.is_some()
     }
 
+    /// Every subscription, live or with its recovery still streaming: channel and options.
+    fn every_subscription(&self) -> impl Iterator<Item = (&str, &Subscription)> {
+        let live = self.subscriptions.iter().map(|(c, s)| (c.as_str(), s));
+        live.chain(self.streams.iter().map(|s| (s.channel(), s.subscription())))
+    }
+
     /// How long until the connection's credentials or a subscription token expire, if
     /// any does: then call [`expire`](Session::expire).
     pub fn expires_in(&self) -> Option<Duration> {
         let connection = self.identity.as_ref().and_then(|i| i.expires);
-        let subscriptions = self.subscriptions.values().chain(self.streams.iter().map(|s| s.subscription()));
-        let earliest = subscriptions.filter_map(|s| s.expires).chain(connection).min()?;
+        let subscriptions = self.every_subscription().filter_map(|(_, s)| s.expires);
+        let earliest = subscriptions.chain(connection).min()?;
         Some(Duration::from_secs(earliest.saturating_sub(unix_now())))
     }
 
@@ -379,10 +385,8 @@ impl Session {
         if self.identity.as_ref().and_then(|i| i.expires).is_some_and(|exp| exp <= now) {
             return Err(Disconnect::new(dc::EXPIRED, "connection token expired: refresh it or reconnect"));
         }
-        let subscriptions = self.subscriptions.iter().map(|(c, s)| (c.as_str(), s));
-        let streaming = self.streams.iter().map(|s| (s.channel(), s.subscription()));
-        let expired: Vec<String> = subscriptions
-            .chain(streaming)
+        let expired: Vec<String> = self
+            .every_subscription()
             .filter(|(_, s)| s.expires.is_some_and(|exp| exp <= now))
             .map(|(channel, _)| channel.to_owned())
             .collect();

@@ -285,3 +285,24 @@ async fn a_subscription_ends_at_its_token_expiry_unless_refreshed() {
     assert_eq!((channel.as_str(), p.data), ("team:kept", json!("kept").into()));
     server.finish().await;
 }
+
+#[tokio::test]
+async fn a_connect_subscription_refused_for_a_fixable_reason_asks_to_subscribe_again() {
+    let server = TestServer::start(config()).await;
+    let mut c = Client::open(&server, Encoding::Json).await;
+    let expired = hs256(json!({"sub": "42", "channel": "team:late", "exp": now() - 1}));
+    let mut req = ConnectRequest { token: Some(hs256(json!({"sub": "42"}))), ..Default::default() };
+    req.subs.insert("team:late".into(), SubscribeOptions { token: Some(expired), ..Default::default() });
+    req.subs.insert("team:none".into(), SubscribeOptions::default());
+    let Ok(ReplyKind::Connect(r)) = c.command(CommandKind::Connect(req)).await else { panic!("connect") };
+    assert!(r.subs.is_empty(), "{r:?}");
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let Push::Unsubscribe { channel, code, .. } = c.push().await else { panic!("an unsubscribe push") };
+        codes.insert(channel, code);
+    }
+    // An expired token: subscribe again with a fresh one (2501). No token at all: final (2000).
+    assert_eq!(codes["team:late"], codes::unsubscribe::EXPIRED);
+    assert_eq!(codes["team:none"], codes::unsubscribe::SERVER);
+    server.finish().await;
+}

@@ -102,8 +102,9 @@ impl Encoding {
 /// ```
 pub fn encode_commands(commands: &[Command], encoding: Encoding) -> Vec<u8> {
     match encoding {
+        Encoding::Json => encode_json(commands),
+        Encoding::MsgPack => encode_msgpack(commands),
         Encoding::Protobuf => protobuf::encode(commands, protobuf::command_to_pb),
-        _ => encode(commands, encoding),
     }
 }
 
@@ -125,10 +126,11 @@ pub fn decode_commands_bounded(
     encoding: Encoding,
     max: usize,
 ) -> Result<Vec<Command>, WireError> {
-    match encoding {
-        Encoding::Protobuf => non_empty(protobuf::decode(frame, max, protobuf::command_from_pb)?),
-        _ => decode(frame, encoding, max),
-    }
+    non_empty(match encoding {
+        Encoding::Json => decode_json(frame, max)?,
+        Encoding::MsgPack => decode_msgpack(frame, max)?,
+        Encoding::Protobuf => protobuf::decode(frame, max, protobuf::command_from_pb)?,
+    })
 }
 
 /// Encode replies and pushes as one frame.
@@ -140,8 +142,9 @@ pub fn decode_commands_bounded(
 /// ```
 pub fn encode_server_messages(messages: &[ServerMessage], encoding: Encoding) -> Vec<u8> {
     match encoding {
+        Encoding::Json => encode_json(messages),
+        Encoding::MsgPack => encode_msgpack(messages),
         Encoding::Protobuf => protobuf::encode(messages, protobuf::server_message_to_pb),
-        _ => encode(messages, encoding),
     }
 }
 
@@ -156,10 +159,11 @@ pub fn decode_server_messages_bounded(
     encoding: Encoding,
     max: usize,
 ) -> Result<Vec<ServerMessage>, WireError> {
-    match encoding {
-        Encoding::Protobuf => non_empty(protobuf::decode(frame, max, protobuf::server_message_from_pb)?),
-        _ => decode(frame, encoding, max),
-    }
+    non_empty(match encoding {
+        Encoding::Json => decode_json(frame, max)?,
+        Encoding::MsgPack => decode_msgpack(frame, max)?,
+        Encoding::Protobuf => protobuf::decode(frame, max, protobuf::server_message_from_pb)?,
+    })
 }
 
 fn non_empty<T>(items: Vec<T>) -> Result<Vec<T>, WireError> {
@@ -197,37 +201,23 @@ pub fn encoded_size<T: Serialize + ?Sized>(item: &T, encoding: Encoding) -> usiz
     count.0
 }
 
-fn encode<T: Serialize>(items: &[T], encoding: Encoding) -> Vec<u8> {
+fn encode_json<T: Serialize>(items: &[T]) -> Vec<u8> {
     let mut out = Vec::new();
-    match encoding {
-        Encoding::Json => {
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b'\n');
-                }
-                // Writing to a Vec cannot fail and every map key in these types is a string.
-                serde_json::to_writer(&mut out, item).expect("JSON encoding of wire types is infallible");
-            }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
         }
-        // Protobuf frames are made by `protobuf::encode`, never here.
-        Encoding::MsgPack | Encoding::Protobuf => {
-            rmp_serde::encode::write_named(&mut out, items)
-                .expect("MessagePack encoding of wire types is infallible");
-        }
+        // Writing to a Vec cannot fail and every map key in these types is a string.
+        serde_json::to_writer(&mut out, item).expect("JSON encoding of wire types is infallible");
     }
     out
 }
 
-fn decode<T: DeserializeOwned>(frame: &[u8], encoding: Encoding, max: usize) -> Result<Vec<T>, WireError> {
-    let out = match encoding {
-        Encoding::Json => decode_json(frame, max)?,
-        // Protobuf frames are read by `protobuf::decode`, never here.
-        Encoding::MsgPack | Encoding::Protobuf => decode_msgpack(frame, max)?,
-    };
-    if out.is_empty() {
-        return Err(WireError::Empty);
-    }
-    Ok(out)
+fn encode_msgpack<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp_serde::encode::write_named(&mut out, items)
+        .expect("MessagePack encoding of wire types is infallible");
+    out
 }
 
 fn decode_json<T: DeserializeOwned>(frame: &[u8], max: usize) -> Result<Vec<T>, WireError> {

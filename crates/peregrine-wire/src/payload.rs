@@ -147,11 +147,19 @@ impl Payload {
                 let bytes = BASE64.decode(text).map_err(|e| format!("`data` is not valid base64: {e}"))?;
                 Ok(Payload::Binary(bytes.into()))
             }
-            (WireData::Bytes(bytes), true) => Ok(Payload::Binary(bytes.into())),
-            (WireData::Bytes(bytes), false) => Payload::json_slice(&bytes).map_err(|e| {
-                format!("`data` is not valid JSON ({e}): send `binary: true` with bytes that are not JSON")
-            }),
+            (WireData::Bytes(bytes), binary) => Payload::from_bytes(bytes.into(), binary),
         }
+    }
+
+    /// The payload of a binary encoding's `data` bytes and `binary` flag: the bytes as they
+    /// are, or without the flag their JSON text, checked.
+    pub(crate) fn from_bytes(bytes: Bytes, binary: bool) -> Result<Payload, String> {
+        if binary {
+            return Ok(Payload::Binary(bytes));
+        }
+        Payload::json_slice(&bytes).map_err(|e| {
+            format!("`data` is not valid JSON ({e}): send `binary: true` with bytes that are not JSON")
+        })
     }
 }
 

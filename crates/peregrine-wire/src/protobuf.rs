@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use crate::payload::{Payload, WireData};
+use crate::payload::Payload;
 use crate::{
     ClientInfo, Command, CommandKind, ConnectRequest, ConnectResult, DirectMessage, Gap, HistoryRequest,
     HistoryResult, PingRequest, PingResult, PresenceRequest, PresenceResult, Publication, PublishRequest,
@@ -239,13 +239,6 @@ fn from_position(p: pb::StreamPosition) -> StreamPosition {
     StreamPosition { epoch: p.epoch, offset: p.offset }
 }
 
-fn from_payload(data: Bytes, binary: bool) -> Result<Payload, String> {
-    if binary {
-        return Ok(Payload::Binary(data));
-    }
-    Payload::from_wire(WireData::Bytes(data.to_vec()), false)
-}
-
 fn from_json_bytes(field: &str, bytes: Option<Bytes>) -> Result<Option<serde_json::Value>, String> {
     bytes.map(|b| serde_json::from_slice(&b).map_err(|e| format!("`{field}` is not JSON: {e}"))).transpose()
 }
@@ -280,7 +273,7 @@ pub(crate) fn command_from_pb(c: pb::Command) -> Result<Command, String> {
         Kind::Unsubscribe(r) => CommandKind::Unsubscribe(UnsubscribeRequest { channel: r.channel }),
         Kind::Publish(r) => CommandKind::Publish(PublishRequest {
             channel: r.channel,
-            data: from_payload(r.data, r.binary)?,
+            data: Payload::from_bytes(r.data, r.binary)?,
             idempotency_key: r.idempotency_key,
         }),
         Kind::Presence(r) => CommandKind::Presence(PresenceRequest { channel: r.channel }),
@@ -312,7 +305,7 @@ fn from_publication(p: pb::Publication) -> Result<Publication, String> {
     Ok(Publication {
         offset: p.offset,
         epoch: p.epoch,
-        data: from_payload(p.data, p.binary)?,
+        data: Payload::from_bytes(p.data, p.binary)?,
         info: p.info.map(from_client_info).transpose()?,
         tags: (!p.tags.is_empty()).then_some(p.tags),
     })
@@ -398,7 +391,7 @@ fn from_push(p: pb::Push) -> Result<Push, String> {
             reason: x.reason,
             reconnect: x.reconnect,
         },
-        Kind::Message(x) => Push::Message(DirectMessage { data: from_payload(x.data, x.binary)? }),
+        Kind::Message(x) => Push::Message(DirectMessage { data: Payload::from_bytes(x.data, x.binary)? }),
     })
 }
 

@@ -458,13 +458,7 @@ impl Session {
     }
 
     fn schedule_refresh(&mut self, expires: Option<u64>) {
-        self.refresh_at = None;
-        let (Some(expires), Some(_)) = (expires, &self.settings.token_provider) else { return };
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let remaining = Duration::from_secs(expires).saturating_sub(now_unix);
-        // Refresh ahead of expiry by a fifth of the lifetime left, at most 30 s.
-        let lead = (remaining / 5).min(Duration::from_secs(30));
-        self.refresh_at = Some(Instant::now() + remaining.saturating_sub(lead));
+        self.refresh_at = self.settings.token_provider.as_ref().and(expires).map(renew_at);
     }
 
     fn on_token(&mut self, token: Result<String, String>) {
@@ -661,6 +655,15 @@ impl Session {
             let _ = closing.send(());
         }
     }
+}
+
+/// When to renew a token that expires at `expires` (unix seconds): ahead of it by a fifth
+/// of the lifetime left, at most 30 s. Connection and subscription tokens alike.
+fn renew_at(expires: u64) -> Instant {
+    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let remaining = Duration::from_secs(expires).saturating_sub(now_unix);
+    let lead = (remaining / 5).min(Duration::from_secs(30));
+    Instant::now() + remaining.saturating_sub(lead)
 }
 
 fn server_error(e: ReplyError) -> Error {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use peregrine_wire::codes::{disconnect as dc, error as err};
 use peregrine_wire::{
@@ -13,7 +13,7 @@ use peregrine_wire::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Ending, Pending, Session, temporary};
+use super::{Ending, Pending, Session, renew_at, temporary};
 use crate::error::Error;
 use crate::events::SubscriptionEvent;
 use crate::subscription::{Jump, SubscribeOptions, Tracker};
@@ -80,13 +80,7 @@ impl Sub {
 
     /// Schedules the next token ahead of `expires` (unix seconds), when there is a provider.
     fn schedule_token(&mut self, expires: Option<u64>) {
-        self.token_at = None;
-        let (Some(expires), Some(_)) = (expires, &self.options.token_provider) else { return };
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let remaining = Duration::from_secs(expires).saturating_sub(now_unix);
-        // As for the connection token: ahead by a fifth of the lifetime left, at most 30 s.
-        let lead = (remaining / 5).min(Duration::from_secs(30));
-        self.token_at = Some(Instant::now() + remaining.saturating_sub(lead));
+        self.token_at = self.options.token_provider.as_ref().and(expires).map(renew_at);
     }
 
     pub(super) fn emit(&self, event: SubscriptionEvent) {

@@ -103,22 +103,19 @@ impl TestServer {
 
     /// `POST path` with a JSON body (and the API key if given): status and JSON answer.
     pub async fn api(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-        let body = body.to_string();
-        let auth = key.map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        let (status, body) = http(self.addr, &request).await;
+        let (status, body) = self.post(path, &body.to_string(), key).await;
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
     }
 
     /// `POST path` with a raw body (no API key): status and the answer's text, untouched.
     pub async fn api_text(&self, path: &str, body: &str) -> (u16, String) {
+        self.post(path, body, None).await
+    }
+
+    async fn post(&self, path: &str, body: &str, key: Option<&str>) -> (u16, String) {
+        let auth = key.map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
             body.len()
