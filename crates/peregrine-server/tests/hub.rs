@@ -176,7 +176,7 @@ async fn broker_handler_fans_out_and_reports_slow() {
     let slow_seen = Arc::new(Mutex::new(Vec::new()));
     let broker = MemoryBroker::new();
     let seen = slow_seen.clone();
-    broker.set_handler(hub.handler(move |s| seen.lock().unwrap().extend_from_slice(s)));
+    broker.set_handler(hub.handler(move |s| seen.lock().unwrap().extend_from_slice(s), |_, _| {}));
     let ok = Outbox::new(1 << 20);
     let tiny = Outbox::new(10);
     hub.subscribe("c", 1, ok.clone(), Encoding::MsgPack);
