@@ -15,6 +15,7 @@ use peregrine_wire::Encoding;
 use peregrine_wire::codes::disconnect as dc;
 
 use super::{Identity, Session};
+use crate::admission::Ticket;
 use crate::disconnect::Disconnect;
 use crate::node::{Node, SessionControl};
 use crate::outbox::Queued;
@@ -26,13 +27,16 @@ const WRITE_BATCH: usize = 256 << 10;
 /// How long a closing connection may take to answer the close before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// Serves one client over a transport until it goes away or is disconnected.
+/// Serves one client over a transport until it goes away or is disconnected. `ticket` is
+/// its admission: its handshake slot is given back once `connect` is answered, its address
+/// slot when the connection ends.
 pub async fn run<I: Inbound, O: Outbound>(
     node: Arc<Node>,
     mut inbound: I,
     mut outbound: O,
     encoding: Encoding,
     identity: Option<Identity>,
+    mut ticket: Ticket,
 ) {
     let (id, control) = match node.register() {
         Ok(registered) => registered,
@@ -45,7 +49,7 @@ pub async fn run<I: Inbound, O: Outbound>(
     let writer_control = Arc::clone(&control);
     let writer_task = tokio::spawn(async move { write_loop(outbound, writer_control, metrics_node).await });
     let mut session = Session::new(Arc::clone(&node), id, Arc::clone(&control), encoding, identity);
-    read_loop(&mut inbound, &mut session, &control, &node).await;
+    read_loop(&mut inbound, &mut session, &control, &node, &mut ticket).await;
     // The writer ends once the outbox is closed and drained, or after its close.
     control.outbox.close();
     let deadline = if control.requested_disconnect().is_some() { CLOSE_GRACE * 2 } else { CLOSE_GRACE };
@@ -75,6 +79,7 @@ async fn read_loop<I: Inbound>(
     session: &mut Session,
     control: &SessionControl,
     node: &Node,
+    ticket: &mut Ticket,
 ) {
     let metrics = node.metrics();
     let connect_deadline = tokio::time::sleep(node.config().client.connect_timeout);
@@ -108,6 +113,9 @@ async fn read_loop<I: Inbound>(
                 // handled, so an idle connection's task stays small.
                 if let Err(d) = Box::pin(session.handle_frame(&payload)).await {
                     control.disconnect(d);
+                }
+                if session.is_connected() {
+                    ticket.connected();
                 }
             }
             _ = &mut connect_deadline, if !session.is_connected() && disconnecting.is_none() => {

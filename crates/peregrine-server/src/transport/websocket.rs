@@ -15,6 +15,7 @@ use peregrine::{CloseCode, Message, Utf8Bytes, WebSocketReader, WebSocketWriter}
 use peregrine_wire::{Encoding, ServerMessage, encode_server_messages};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::admission::Ticket;
 use crate::disconnect::Disconnect;
 use crate::node::Node;
 use crate::outbox::{Frame, Queued};
@@ -45,9 +46,11 @@ pub fn serve(
     socket: UpgradedWebSocket,
     encoding: Encoding,
     identity: Option<Identity>,
+    ticket: Ticket,
 ) -> impl Future<Output = ()> + Send {
     let (reader, writer) = socket.split();
-    run(node, WebSocketInbound(reader), WebSocketOutbound { writer, encoding }, encoding, identity)
+    let outbound = WebSocketOutbound { writer, encoding };
+    run(node, WebSocketInbound(reader), outbound, encoding, identity, ticket)
 }
 
 /// The reader half as the session's [`Inbound`].
