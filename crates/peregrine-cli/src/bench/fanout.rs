@@ -172,7 +172,7 @@ impl Tally {
 }
 
 /// The number after the first `"key":` in `text`, and the text after that number.
-fn number_after<'a>(text: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
+pub(super) fn number_after<'a>(text: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
     let mut from = 0;
     // Look for the key's first byte, then compare: padding is skipped a byte at a time,
     // cheaper than comparing a window at every position.

@@ -19,6 +19,7 @@ mod frames;
 mod handshake;
 mod idle;
 mod report;
+mod scale;
 mod sys;
 mod target;
 
@@ -40,7 +41,8 @@ use clap::{Args, Subcommand};
                   peregrine bench echo ws://127.0.0.1:9001/ --rate 50000 --duration 10\n  \
                   peregrine bench idle ws://127.0.0.1:9001/ --connections 10000 --server-pid 1234\n  \
                   peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json\n  \
-                  peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100"
+                  peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100\n  \
+                  peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -60,6 +62,9 @@ enum BenchCommand {
     /// N subscribers on one channel, publications through HTTP: delivered
     /// messages per second, publish-to-deliver latency, loss and reorder.
     Fanout(fanout::FanoutArgs),
+    /// Many subscribed connections (one node or several), broadcasts to all: connect rate,
+    /// memory per connection, time to reach everyone, CPU per delivery.
+    Scale(scale::ScaleArgs),
 }
 
 /// Options every scenario takes.
@@ -116,6 +121,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Idle(args) => idle::run(args),
         BenchCommand::Handshake(args) => handshake::run(args),
         BenchCommand::Fanout(args) => fanout::run(args),
+        BenchCommand::Scale(args) => scale::run(args),
     }
 }
 
