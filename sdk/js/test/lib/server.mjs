@@ -44,6 +44,10 @@ export async function startServer({ port, args = [] } = {}) {
     };
     child.stdout.on('data', check);
     child.stderr.on('data', check);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${BIN}: ${e.message}`));
+    });
     child.on('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`peregrine serve exited with ${code}:\n${log}`));
