@@ -122,6 +122,8 @@ export class Session {
   private resubscribeAt?: number;
   /** Queued publishes may be sendable: send them at the next flush. */
   private pump = false;
+  /** Connected in the frame being read: resume once it is read. */
+  private resuming = false;
 
   constructor(
     private s: Settings,
@@ -206,6 +208,7 @@ export class Session {
       if (this.phase === 'online') this.message(m);
       else if (this.phase === 'connecting') this.beforeConnected(m);
     }
+    if (this.resuming && this.phase === 'online') this.resume();
     this.host.wake();
   }
 
@@ -438,6 +441,15 @@ export class Session {
     }
     // Subscribed server-side although nobody wants it any more.
     for (const channel in results) this.unsubscribeCommand(channel);
+    this.resuming = true;
+  }
+
+  /**
+   * After the whole frame that brought the connect reply (an `unsubscribe` push for a
+   * refused channel may follow it): subscribe what is waiting, send waiting calls.
+   */
+  private resume(): void {
+    this.resuming = false;
     this.subscribeWaiting();
     for (const call of this.calls.splice(0)) this.command(call.type, call.body, { type: 'call', call });
     this.pump = true;
@@ -471,6 +483,7 @@ export class Session {
   private lost(): void {
     if (this.phase === 'connecting' || this.phase === 'online') this.phase = 'waiting';
     this.outbox = [];
+    this.resuming = false;
     this.disconnect = this.connectDeadline = this.refreshAt = this.resubscribeAt = this.pingSent = undefined;
     const inFlight: Call[] = [];
     for (const p of this.pending.values()) if (p.type === 'call') inFlight.push(p.call);

@@ -150,3 +150,16 @@ test('channels without history deliver every publication', () => {
   assert.equal(events.filter(([t]) => t === 'publication').length, 2);
   assert.equal(sub.position, undefined);
 });
+
+test('a channel refused in connect (2500 push in the same frame) is subscribed again once', () => {
+  const h = harness();
+  h.s.subscribe('ch', { since: { epoch: 'e', offset: 999 } });
+  h.s.start();
+  h.s.opened();
+  const [connect] = h.take();
+  h.server(
+    { id: connect.id, connect: { client_id: 'c', ping_interval_ms: 25000 } },
+    { push: { unsubscribe: { channel: 'ch', code: 2500, reason: 'beyond the top' } } },
+  );
+  assert.equal(h.take().filter((c) => c.subscribe).length, 1);
+});
