@@ -6,13 +6,12 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { bundle } from './bundle-options.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 rmSync(join(root, 'dist'), { recursive: true, force: true });
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', root], { stdio: 'inherit' });
 
-/** Options of every bundle; scripts/size.mjs measures with the same minifier. */
-export const bundle = { bundle: true, minify: true, target: 'es2020', legalComments: 'none' };
 
 await Promise.all([
   esbuild.build({ ...bundle, entryPoints: [join(root, 'src/index.ts')], format: 'iife', globalName: 'Peregrine', outfile: join(root, 'dist/peregrine.min.js') }),
