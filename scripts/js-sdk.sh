@@ -24,31 +24,15 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CACHE=${PEREGRINE_CACHE:-$HOME/.cache/peregrine}
 CHROMIUM=${JS_SDK_CHROMIUM:-/usr/bin/chromium}
 TIMEOUT=${JS_SDK_TIMEOUT:-600}
+# shellcheck source=scripts/chromium.sh
+source "$ROOT/scripts/chromium.sh"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 PASSED=0
 FAILED=0
 
 install_chromium() {
-    [[ -x $CHROMIUM ]] && return 0
-    if [[ $CHROMIUM != /usr/bin/chromium ]]; then
-        echo "js: JS_SDK_CHROMIUM=$CHROMIUM does not exist" >&2
-        return 1
-    fi
-    local sudo=()
-    if [[ $(id -u) != 0 ]]; then
-        command -v sudo >/dev/null || { echo "js: chromium is missing and we are not root" >&2; return 1; }
-        sudo=(sudo)
-    fi
-    echo "js: installing Debian's chromium (apt-get install -y chromium)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y -q chromium >"$WORK/apt.log" 2>&1; then
-        # A fresh machine may have no package lists yet.
-        "${sudo[@]}" apt-get update -q >>"$WORK/apt.log" 2>&1 \
-            && "${sudo[@]}" apt-get install -y -q chromium >>"$WORK/apt.log" 2>&1 \
-            || { tail -20 "$WORK/apt.log"; echo "js: apt-get install chromium failed" >&2; return 1; }
-    fi
-    [[ -x $CHROMIUM ]] || { echo "js: $CHROMIUM still missing after apt-get" >&2; return 1; }
+    install_debian_chromium js "$CHROMIUM" "$WORK/apt.log"
 }
 
 install_node() {

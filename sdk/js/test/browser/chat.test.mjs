@@ -1,27 +1,18 @@
 // Acceptance 1: two pages chat through the example page; messages appear once, in order,
 // on both.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { CHAT_PAGE, launch, until } from '../lib/browser.mjs';
-import { startServer } from '../lib/server.mjs';
+import { test } from 'node:test';
+import { CHAT_PAGE, until } from '../lib/browser.mjs';
+import { serverAndBrowser } from '../lib/setup.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const fixture = serverAndBrowser();
 
 const lines = (page) => page.$$eval('#messages li:not(.notice)', (items) => items.map((li) => li.textContent));
 
 test('two pages chat through the example page: each message once, in order, on both', async () => {
   const room = 'chat:a1-' + Date.now();
   const open = (name) =>
-    browser.page(`${CHAT_PAGE}?server=${encodeURIComponent(server.url)}&room=${room}&name=${name}`);
+    fixture.browser.page(`${CHAT_PAGE}?server=${encodeURIComponent(fixture.server.url)}&room=${room}&name=${name}`);
   const [ann, bob] = await Promise.all([open('ann'), open('bob')]);
   for (const page of [ann, bob]) {
     await until(() => page.$eval('#status', (s) => s.className === 'connected'), 'the chat page to connect');
@@ -41,5 +32,5 @@ test('two pages chat through the example page: each message once, in order, on b
   await ann.reload();
   await until(async () => (await lines(ann)).length >= 10, 'history after a reload');
   assert.deepEqual(await lines(ann), sent);
-  assert.deepEqual(browser.errors, []);
+  assert.deepEqual(fixture.browser.errors, []);
 });

@@ -2,45 +2,37 @@
 // (RST, no close frame) and drops a server reply; every publication still arrives once, in
 // order, and every publish lands once.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launch, until } from '../lib/browser.mjs';
+import { test } from 'node:test';
+import { until } from '../lib/browser.mjs';
 import { startProxy } from '../lib/proxy.mjs';
-import { api, startServer } from '../lib/server.mjs';
+import { api } from '../lib/server.mjs';
+import { serverAndBrowser } from '../lib/setup.mjs';
 
 const TOTAL = 5000;
 const CUTS = 20;
-let server;
-let proxy;
-let browser;
-
-before(async () => {
-  server = await startServer({
-    args: [
-      '--set', 'channels.default.history_size=20000',
-      '--set', 'client.publish_rate=1000000',
-      '--set', 'client.publish_burst=1000000',
-    ],
-  });
+const fixture = serverAndBrowser({
+  args: [
+    '--set', 'channels.default.history_size=20000',
+    '--set', 'client.publish_rate=1000000',
+    '--set', 'client.publish_burst=1000000',
+  ],
+}, async ({ server }) => {
   proxy = await startProxy(server.port);
-  browser = await launch();
+  return () => proxy.close();
 });
-after(async () => {
-  await browser?.close();
-  await proxy?.close();
-  await server?.stop();
-});
+let proxy;
 
 /** Fast reconnects: the test cuts twenty times. */
 const options = { backoff: { min: 20, max: 300 }, queueLimit: TOTAL };
 
 async function historyOf(channel) {
-  const h = await api(server, 'history', { channel });
+  const h = await api(fixture.server, 'history', { channel });
   return h.publications.map((p) => p.data.n);
 }
 
 test(`${CUTS} connection resets while ${TOTAL} publications flow: each once, in order, no gap; every publish acknowledged`, async () => {
   const channel = 'flow-' + Date.now();
-  const [reader, writer] = [await browser.page(), await browser.page()];
+  const [reader, writer] = [await fixture.browser.page(), await fixture.browser.page()];
   await reader.evaluate(([url, o]) => T.connect('reader', url, o), [proxy.url, options]);
   await reader.evaluate((c) => T.subscribe('reader', c), channel);
   await writer.evaluate(([url, o]) => T.connect('writer', url, o), [proxy.url, options]);
@@ -82,7 +74,7 @@ test(`${CUTS} connection resets while ${TOTAL} publications flow: each once, in 
 
 test('a publish whose reply the proxy drops lands once (resent with the same key after the ack timeout)', async () => {
   const channel = 'lost-reply-' + Date.now();
-  const page = await browser.page();
+  const page = await fixture.browser.page();
   await page.evaluate((url) => T.connect('p', url, { ackTimeout: 500 }), proxy.url);
   await until(() => page.evaluate(() => T.summary('p').state.type === 'connected'), 'connected');
   const dropped = proxy.dropReply(/"publish":\{[^}]*"offset"/);
@@ -90,12 +82,12 @@ test('a publish whose reply the proxy drops lands once (resent with the same key
   const frame = await dropped;
   assert.match(frame, /"publish":\{/, 'the first reply was dropped');
   assert.equal(ack.duplicate, true, 'the resend was answered as a duplicate: the first attempt had landed');
-  assert.deepEqual((await api(server, 'history', { channel })).publications.map((p) => p.data), [{ text: 'once' }]);
+  assert.deepEqual((await api(fixture.server, 'history', { channel })).publications.map((p) => p.data), [{ text: 'once' }]);
 });
 
 test('a publish whose reply is lost to a reset lands once (resent after the reconnect)', async () => {
   const channel = 'lost-reply-cut-' + Date.now();
-  const page = await browser.page();
+  const page = await fixture.browser.page();
   await page.evaluate((url) => T.connect('q', url, { backoff: { min: 20, max: 100 } }), proxy.url);
   await until(() => page.evaluate(() => T.summary('q').state.type === 'connected'), 'connected');
   const dropped = proxy.dropReply(/"publish":\{[^}]*"offset"/);
@@ -104,5 +96,5 @@ test('a publish whose reply is lost to a reset lands once (resent after the reco
   proxy.cut();
   const ack = await acked;
   assert.equal(ack.duplicate, true);
-  assert.deepEqual((await api(server, 'history', { channel })).publications.map((p) => p.data), [{ text: 'once' }]);
+  assert.deepEqual((await api(fixture.server, 'history', { channel })).publications.map((p) => p.data), [{ text: 'once' }]);
 });

@@ -1,36 +1,28 @@
 // Acceptance 3: the server is restarted (memory broker, history lost): every page gets a
 // `reset` event and keeps working without a reload.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launch, until } from '../lib/browser.mjs';
+import { test } from 'node:test';
+import { until } from '../lib/browser.mjs';
 import { startServer } from '../lib/server.mjs';
+import { serverAndBrowser } from '../lib/setup.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const fixture = serverAndBrowser();
 
 test('after a server restart every page gets reset and goes on without a reload', async () => {
   const channel = 'restart-' + Date.now();
   const names = ['a', 'b', 'c'];
-  const pages = await Promise.all(names.map(() => browser.page()));
+  const pages = await Promise.all(names.map(() => fixture.browser.page()));
   for (const [i, page] of pages.entries()) {
-    await page.evaluate(([n, url]) => T.connect(n, url, { backoff: { min: 50, max: 500 } }), [names[i], server.url]);
+    await page.evaluate(([n, url]) => T.connect(n, url, { backoff: { min: 50, max: 500 } }), [names[i], fixture.server.url]);
     await page.evaluate(([n, c]) => T.subscribe(n, c), [names[i], channel]);
   }
   const received = (i) => pages[i].evaluate(([n, c]) => T.summary(n, c), [names[i], channel]);
   await pages[0].evaluate((c) => T.publishMany('a', c, 1, 3), channel);
   for (const i of pages.keys()) await until(async () => (await received(i)).received === 3, `page ${i} got 3`);
 
-  const port = server.port;
-  await server.stop();
-  server = await startServer({ port });
+  const port = fixture.server.port;
+  await fixture.server.stop();
+  fixture.server = await startServer({ port });
 
   for (const i of pages.keys()) {
     await until(async () => (await received(i)).resets.length === 1, `page ${names[i]} reset`);
@@ -50,5 +42,5 @@ test('after a server restart every page gets reset and goes on without a reload'
   }
   const data = await pages[2].evaluate((c) => T.log.c.subs[c].publications.map((d) => d.n), channel);
   assert.deepEqual(data, [1, 2, 3, 4]);
-  assert.deepEqual(browser.errors, []);
+  assert.deepEqual(fixture.browser.errors, []);
 });

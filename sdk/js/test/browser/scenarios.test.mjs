@@ -1,26 +1,18 @@
 // Acceptance 7: the shared scenarios in Chromium, the same as under Node (test/node).
-import { after, before, describe, test } from 'node:test';
-import { launch } from '../lib/browser.mjs';
-import { startServer } from '../lib/server.mjs';
+import { describe, test } from 'node:test';
+import { serverAndBrowser } from '../lib/setup.mjs';
 import { SCENARIOS, runScenario } from '../shared/scenarios.mjs';
 
-let server;
-let browser;
+const fixture = serverAndBrowser({ args: ['--set', 'channels.default.history_size=1000'] });
+// One page for all (made by the first test: Node runs a file's `before` hooks concurrently
+// with each other, so a second hook cannot wait for the fixture's).
 let page;
-before(async () => {
-  server = await startServer({ args: ['--set', 'channels.default.history_size=1000'] });
-  browser = await launch();
-  page = await browser.page();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const thePage = async () => (page ??= await fixture.browser.page());
 
 for (const codec of ['json', 'msgpack']) {
   describe(`chromium, ${codec}`, () => {
     for (const [key, title] of Object.entries(SCENARIOS)) {
-      test(title, () => page.evaluate(runScenario, { name: key, url: server.url, codec }));
+      test(title, async () => (await thePage()).evaluate(runScenario, { name: key, url: fixture.server.url, codec }));
     }
   });
 }

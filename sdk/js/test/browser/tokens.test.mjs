@@ -2,21 +2,12 @@
 // expired token with no provider stops with the reason instead of a reconnect loop.
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { after, before, test } from 'node:test';
-import { launch, until } from '../lib/browser.mjs';
-import { startServer } from '../lib/server.mjs';
+import { test } from 'node:test';
+import { until } from '../lib/browser.mjs';
+import { serverAndBrowser } from '../lib/setup.mjs';
 
 const SECRET = 'js-sdk-test-secret-' + process.pid;
-let server;
-let browser;
-before(async () => {
-  server = await startServer({ args: ['--token-hmac-secret', SECRET] });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const fixture = serverAndBrowser({ args: ['--token-hmac-secret', SECRET] });
 
 const b64url = (s) => Buffer.from(s).toString('base64url');
 function sign(claims) {
@@ -26,14 +17,14 @@ function sign(claims) {
 const expiringIn = (seconds) => sign({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + seconds });
 
 test('a token provider keeps one connection past the first token\'s expiry', async () => {
-  const page = await browser.page();
+  const page = await fixture.browser.page();
   let minted = 0;
   await page.exposeFunction('mintToken', (ttl) => {
     minted++;
     return expiringIn(ttl);
   });
   const channel = 'tokens-' + Date.now();
-  await page.evaluate(([url, c]) => T.connect('t', url, { getToken: 'mint:3' }) && T.subscribe('t', c), [server.url, channel]);
+  await page.evaluate(([url, c]) => T.connect('t', url, { getToken: 'mint:3' }) && T.subscribe('t', c), [fixture.server.url, channel]);
   const first = await page.evaluate(() => T.clients.t.state);
   assert.equal(first.type, 'connected');
   // The first token expires after at most 3 s; the server would close with 3005 then.
@@ -48,8 +39,8 @@ test('a token provider keeps one connection past the first token\'s expiry', asy
 });
 
 test('an expired token without a provider closes with the reason, no reconnect loop', async () => {
-  const page = await browser.page();
-  await page.evaluate(([url, token]) => T.connect('x', url, { token, backoff: { min: 10, max: 50 } }), [server.url, expiringIn(-60)]);
+  const page = await fixture.browser.page();
+  await page.evaluate(([url, token]) => T.connect('x', url, { token, backoff: { min: 10, max: 50 } }), [fixture.server.url, expiringIn(-60)]);
   const closed = await until(() => page.evaluate(() => T.clients.x.state.type === 'closed' && T.clients.x.state), 'closed');
   assert.match(closed.reason, /expired/i);
   assert.match(closed.reason, /getToken/);
