@@ -22,10 +22,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const TEST_PAGE = pathToFileURL(path.join(here, 'page.html')).href;
 export const CHAT_PAGE = pathToFileURL(path.join(here, '../../examples/chat/index.html')).href;
 
-export async function launch() {
+/** `executablePath`: another binary or a wrapper (the benchmark pins Chromium to a core). */
+export async function launch({ executablePath = CHROMIUM } = {}) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'peregrine-js-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: FLAGS,
     timeout: 60000,

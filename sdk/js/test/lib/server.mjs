@@ -26,10 +26,12 @@ export function freePort() {
  * Starts `peregrine serve` in development mode with `args` (e.g. --set k=v) on `port`
  * (free one by default). Resolves once it listens.
  */
-export async function startServer({ port, args = [] } = {}) {
+export async function startServer({ port, args = [], prefix = [] } = {}) {
   port ??= await freePort();
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^PEREGRINE_/i.test(k)));
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  // `prefix`: a command to run it under, e.g. ['taskset', '-c', '0'] in benchmarks.
+  const command = [...prefix, BIN, 'serve', '--listen', `127.0.0.1:${port}`, ...args];
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let log = '';
   const collect = (chunk) => (log += chunk);
   child.stdout.on('data', collect);
