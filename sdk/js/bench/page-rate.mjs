@@ -3,7 +3,8 @@
 // the publications delivered to its handler, and Chromium's main-thread busy time (CDP
 // Performance.getMetrics TaskDuration) gives the CPU per message. The rate rises by half
 // from --start until the page falls behind (gets less than 97% of what was sent, or is
-// disconnected as slow); the last rate it kept up with is its result. Targets: this SDK on
+// disconnected as slow), then two halvings narrow it; the highest rate kept up with is the
+// result. Targets: this SDK on
 // `peregrine serve`, socket.io-client on the Socket.IO server of bench/peers/node, and a
 // bare WebSocket on `peregrine serve` (no SDK: the ceiling). Servers run on core 0
 // (taskset); the publisher and Chromium wherever the scheduler puts them.
@@ -152,14 +153,32 @@ async function step(browser, makeTarget, rate) {
   };
 }
 
-/** The highest rate a page keeps up with: rates rising by half until it falls behind. */
+/**
+ * The highest rate a page keeps up with: rates rising by half until it falls behind, then
+ * two halvings of the interval between the last rate kept up with and the first missed.
+ */
 async function highest(browser, makeTarget, name) {
-  let best = null;
-  for (let rate = START_RATE; rate <= MAX_RATE; rate = Math.round(rate * 1.5)) {
+  const attempt = async (rate) => {
     const r = await step(browser, makeTarget, rate);
     console.error(`${name} at ${rate}/s: ${r.rate.toFixed(0)}/s delivered, ${r.cpuUs.toFixed(1)} µs main thread per message, main thread ${(r.busy * 100).toFixed(0)}% busy${r.keptUp ? '' : ': fell behind'}`);
-    if (!r.keptUp) break;
-    best = r;
+    return r;
+  };
+  let best = null;
+  let low = 0;
+  let high = 0;
+  for (let rate = START_RATE; rate <= MAX_RATE; rate = Math.round(rate * 1.5)) {
+    const r = await attempt(rate);
+    if (!r.keptUp) {
+      high = rate;
+      break;
+    }
+    [best, low] = [r, rate];
+  }
+  for (let i = 0; i < 2 && low && high; i++) {
+    const rate = Math.round((low + high) / 2);
+    const r = await attempt(rate);
+    if (r.keptUp) [best, low] = [r, rate];
+    else high = rate;
   }
   return best || { rate: 0, offered: 0, cpuUs: NaN, busy: NaN };
 }
@@ -204,8 +223,8 @@ if (!process.argv.includes('--no-docs')) {
 The highest rate one headless Chromium page keeps up with on a busy channel: a Node
 publisher sends 200-byte JSON publications at a paced rate for ${DURATION} s (after ${WARMUP} s of
 warm-up), rising by half from ${START_RATE}/s until the page falls behind (gets less than 97%
-of what was sent in the window, or is disconnected as slow); the last rate kept up with is
-the result. The page counts the publications decoded and delivered to its handler, and
+of what was sent in the window, or is disconnected as slow), then narrowed by two halvings;
+the highest rate kept up with is the result. The page counts the publications decoded and delivered to its handler, and
 Chromium's main-thread busy time (CDP \`Performance.getMetrics\` TaskDuration: wall time of
 its tasks) over that count gives the CPU per message. This SDK against \`peregrine serve\`
 (one worker, development mode, rate limits lifted), socket.io-client 4.8 against the

@@ -159,16 +159,19 @@ export class Session {
   /** The network is back, or a sleeping tab woke up: skip the backoff wait. */
   reconnectNow(): void {
     if (this.phase === 'waiting') this.connect();
+    this.host.wake();
   }
 
   /** The browser went offline: the connection cannot work, end it now. */
   goOffline(reason: string): void {
     if (this.phase === 'connecting' || this.phase === 'online') this.end(retry(reason));
+    this.host.wake();
   }
 
   /** Checks the connection at once (after a long sleep): a ping, answered within pongTimeout. */
   checkAlive(): void {
     if (this.phase === 'online' && this.pingSent === undefined) this.ping();
+    this.host.wake();
   }
 
   // ---- inputs: transport ---------------------------------------------------------------
