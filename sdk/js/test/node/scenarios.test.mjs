@@ -5,11 +5,11 @@ import WebSocket from 'ws';
 import { Client, json } from '../../dist/index.js';
 import { msgpack } from '../../dist/msgpack.js';
 import { startServer } from '../lib/server.mjs';
-import { SCENARIOS, runScenario } from '../shared/scenarios.mjs';
+import { SCENARIOS, SCENARIO_SERVER_ARGS, runScenario } from '../shared/scenarios.mjs';
 
 let server;
 before(async () => {
-  server = await startServer({ args: ['--set', 'channels.default.history_size=1000'] });
+  server = await startServer({ args: SCENARIO_SERVER_ARGS });
 });
 after(() => server?.stop());
 

@@ -2,6 +2,17 @@
 // Chromium (test/browser/scenarios.test.mjs). `runScenario` is self-contained: Playwright
 // sends its source to the page, where the SDK comes from the bundle's globals.
 
+/**
+ * The server for the scenarios: history for 300 publications, and the publish rate limit
+ * lifted (a rate-limited publish is sent again later, and ones already in flight behind it
+ * may land first: docs/js-client.md, "Choices worth knowing").
+ */
+export const SCENARIO_SERVER_ARGS = [
+  '--set', 'channels.default.history_size=1000',
+  '--set', 'client.publish_rate=100000',
+  '--set', 'client.publish_burst=100000',
+];
+
 /** Scenario key -> title. */
 export const SCENARIOS = {
   payloads: 'publish and subscribe: JSON and binary payloads arrive as published, in order',
