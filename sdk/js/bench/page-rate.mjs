@@ -116,8 +116,10 @@ async function socketioTarget() {
  * One step: publishes at `rate` per second (paced every 10 ms, acks not awaited) for
  * DURATION s after WARMUP s, and reads what the page got meanwhile.
  */
-async function step(browser, makeTarget, rate) {
+async function step(makeTarget, rate) {
   const target = await makeTarget();
+  // A fresh browser each step: one that suffered in the previous step does not carry it over.
+  const browser = await launch();
   const page = await browser.page(TEST_PAGE);
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
@@ -137,7 +139,7 @@ async function step(browser, makeTarget, rate) {
   clearInterval(pacer);
   const trouble = await page.evaluate(() => (B.disconnects || 0) + (B.gaps || 0));
   publisher.close();
-  await page.close();
+  await browser.close();
   await target.stop();
   const seconds = (t1 - t0) / 1000;
   const delivered = count1 - count0;
@@ -157,9 +159,9 @@ async function step(browser, makeTarget, rate) {
  * The highest rate a page keeps up with: rates rising by half until it falls behind, then
  * two halvings of the interval between the last rate kept up with and the first missed.
  */
-async function highest(browser, makeTarget, name) {
+async function highest(makeTarget, name) {
   const attempt = async (rate) => {
-    const r = await step(browser, makeTarget, rate);
+    const r = await step(makeTarget, rate);
     console.error(`${name} at ${rate}/s: ${r.rate.toFixed(0)}/s delivered, ${r.cpuUs.toFixed(1)} µs main thread per message, main thread ${(r.busy * 100).toFixed(0)}% busy${r.keptUp ? '' : ': fell behind'}`);
     return r;
   };
@@ -189,13 +191,8 @@ const targets = {
   'bare WebSocket, no SDK (peregrine serve)': rawTarget,
 };
 const results = Object.fromEntries(Object.keys(targets).map((k) => [k, []]));
-const browser = await launch();
-try {
-  for (let rep = 0; rep < REPS; rep++) {
-    for (const [name, make] of Object.entries(targets)) results[name].push(await highest(browser, make, name));
-  }
-} finally {
-  await browser.close();
+for (let rep = 0; rep < REPS; rep++) {
+  for (const [name, make] of Object.entries(targets)) results[name].push(await highest(make, name));
 }
 
 const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -2,7 +2,7 @@
 // send, transport opens and closes, token fetches, deadlines and application events out
 // (through Host). The Client drives it over a WebSocket; tests drive it by hand. Behaviour
 // mirrors the Rust SDK (crates/peregrine-client/src/session): docs/client.md is the contract.
-import { type Backoff, backoffCeiling, backoffDelay } from './backoff.js';
+import { backoffCeiling, backoffDelay } from './backoff.js';
 import { DISCONNECT, ERROR, UNSUBSCRIBE_EXPIRED, isTemporary, shouldReconnect, shouldResubscribe } from './codes.js';
 import { Emitter } from './emitter.js';
 import { PeregrineError } from './errors.js';
@@ -10,54 +10,10 @@ import { type Payload, utf8Length } from './payload.js';
 import { PublishQueue, type Queued, type QueueStore } from './queue.js';
 import { ACTIVE, type SubscribeOptions, Subscription, WAITING } from './subscription.js';
 import { JUMP, type SubscriptionEvent } from './tracker.js';
+import type { ClientEvents, Host, Settings, State } from './session-api.js';
 import type { Codec, Command, PublishResult, ReplyError, ServerMessage, SubscribeResult } from './wire.js';
 
-export interface Settings {
-  name: string;
-  backoff: Backoff;
-  /** ms; absent: the server's `ping_interval_ms`. */
-  pingInterval?: number;
-  pongTimeout: number;
-  connectTimeout: number;
-  ackTimeout: number;
-  publishRetries: number;
-  queueLimit: number;
-  maxInFlight: number;
-  requestTimeout: number;
-  /** Largest frame sent, bytes (the server's default `client.max_message_size` is 64 KiB). */
-  frameLimit: number;
-}
-
-/** What the core asks of its driver. */
-export interface Host {
-  /** Open a transport; report it with opened / frame / closed. */
-  open(): void;
-  send(frame: string | Uint8Array): void;
-  /** Close the current transport; its later events are not reported. */
-  close(code: number, reason: string): void;
-  /** Ask the token provider; answer with `token`. */
-  fetchToken(): void;
-  /** Ask a subscription's token provider; answer with `subscriptionToken`. */
-  fetchSubscriptionToken(sub: Subscription): void;
-  /** Output or deadlines changed: call `flush`, then re-arm a timer at `deadline()`. */
-  wake(): void;
-}
-
-export type State =
-  | { type: 'connecting'; attempt: number }
-  | { type: 'connected'; clientId: string }
-  | { type: 'disconnected'; code?: number; reason: string; retryIn: number }
-  | { type: 'closed'; code?: number; reason: string };
-
-export interface ClientEvents {
-  state: State;
-  connecting: State & { type: 'connecting' };
-  connected: State & { type: 'connected' };
-  disconnected: State & { type: 'disconnected' };
-  closed: State & { type: 'closed' };
-  /** A `message` push from the server. */
-  message: unknown;
-}
+export type { ClientEvents, Host, Settings, State } from './session-api.js';
 
 /** Why a connection ended, and what comes next. */
 interface Ending {
