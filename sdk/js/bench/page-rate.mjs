@@ -14,12 +14,13 @@
 // Needs the release `peregrine` binary (SDK_TEST_SERVER_BIN, or CARGO_TARGET_DIR/target)
 // and `npm ci` in bench/peers/node. Writes docs/benchmarks.md "TypeScript SDK in a page".
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { Client } from '../dist/index.js';
+import { writeSection } from '../scripts/docs-section.mjs';
 import { launch, TEST_PAGE } from '../test/lib/browser.mjs';
 import { freePort, startServer } from '../test/lib/server.mjs';
 
@@ -237,13 +238,5 @@ ${table}
 This SDK keeps up with **${ratio.toFixed(1)}x** socket.io-client's rate (medians of ${REPS} run${REPS > 1 ? 's' : ''}; load
 average at the end ${load}: other work on the machine moves these figures).
 `;
-  const text = readFileSync(docs, 'utf8');
-  const start = text.indexOf('## TypeScript SDK in a page');
-  let updated;
-  if (start < 0) updated = text.trimEnd() + '\n\n' + section;
-  else {
-    const next = text.indexOf('\n## ', start + 1);
-    updated = text.slice(0, start) + section + (next < 0 ? '' : text.slice(next));
-  }
-  writeFileSync(docs, updated);
+  writeSection(docs, section);
 }

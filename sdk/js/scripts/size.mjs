@@ -4,12 +4,13 @@
 // docs/benchmarks.md ("TypeScript SDK size") and fails if the JSON core is over 8 KB.
 //
 //   node scripts/size.mjs [--no-docs]
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import * as esbuild from 'esbuild';
 import { bundle } from './bundle-options.mjs';
+import { writeSection } from './docs-section.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const docs = join(root, '../../docs/benchmarks.md');
@@ -56,15 +57,7 @@ localStorage and IndexedDB stores, tokens, presence, history and browser manners
 ${table}
 `;
 if (!process.argv.includes('--no-docs')) {
-  const text = readFileSync(docs, 'utf8');
-  const start = text.indexOf('## TypeScript SDK size');
-  let updated;
-  if (start < 0) updated = text.trimEnd() + '\n\n' + section;
-  else {
-    const next = text.indexOf('\n## ', start + 1);
-    updated = text.slice(0, start) + section + (next < 0 ? '' : text.slice(next));
-  }
-  writeFileSync(docs, updated);
+  writeSection(docs, section);
 }
 const core = rows[0].gzipped;
 if (core > LIMIT) {
