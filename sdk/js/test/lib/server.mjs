@@ -37,7 +37,10 @@ export async function startServer({ port, args = [], prefix = [] } = {}) {
   child.stdout.on('data', collect);
   child.stderr.on('data', collect);
   await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`peregrine serve did not listen within 20 s:\n${log}`)), 20000);
+    const timer = setTimeout(() => {
+      child.kill(); // not left running after a failed start
+      reject(new Error(`peregrine serve did not listen within 20 s:\n${log}`));
+    }, 20000);
     const check = () => {
       if (log.includes('listening on')) {
         clearTimeout(timer);
