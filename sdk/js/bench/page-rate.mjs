@@ -120,40 +120,48 @@ async function socketioTarget() {
 async function step(makeTarget, rate) {
   const target = await makeTarget();
   // A fresh browser each step: one that suffered in the previous step does not carry it over.
-  const browser = await launch();
-  const page = await browser.page(TEST_PAGE);
-  const cdp = await page.context().newCDPSession(page);
-  await cdp.send('Performance.enable');
-  const busy = async () => (await cdp.send('Performance.getMetrics')).metrics.find((m) => m.name === 'TaskDuration').value;
-  await target.subscribe(page);
-  const publisher = target.publisher();
-  let sent = 0;
-  const started = performance.now();
-  const pacer = setInterval(() => {
-    const due = Math.floor(((performance.now() - started) / 1000) * rate);
-    for (; sent < due; ) publisher.send({ seq: ++sent, pad: PAD }).catch(() => {});
-  }, 10);
-  await new Promise((r) => setTimeout(r, WARMUP * 1000));
-  const [count0, busy0, sent0, t0] = [await page.evaluate(() => B.count), await busy(), sent, performance.now()];
-  await new Promise((r) => setTimeout(r, DURATION * 1000));
-  const [count1, busy1, sent1, t1] = [await page.evaluate(() => B.count), await busy(), sent, performance.now()];
-  clearInterval(pacer);
-  const trouble = await page.evaluate(() => (B.disconnects || 0) + (B.gaps || 0));
-  publisher.close();
-  await browser.close();
-  await target.stop();
-  const seconds = (t1 - t0) / 1000;
-  const delivered = count1 - count0;
-  const offered = sent1 - sent0;
-  return {
-    rate: delivered / seconds,
-    offered: offered / seconds,
-    // Kept up: got (nearly) all that was sent in the window, and never fell so far behind
-    // that the server dropped the connection.
-    keptUp: delivered >= offered * 0.97 && trouble === 0,
-    cpuUs: ((busy1 - busy0) * 1e6) / delivered,
-    busy: (busy1 - busy0) / seconds,
-  };
+  const browser = await launch().catch(async (e) => {
+    await target.stop();
+    throw e;
+  });
+  let publisher;
+  let pacer;
+  try {
+    const page = await browser.page(TEST_PAGE);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Performance.enable');
+    const busy = async () => (await cdp.send('Performance.getMetrics')).metrics.find((m) => m.name === 'TaskDuration').value;
+    await target.subscribe(page);
+    publisher = target.publisher();
+    let sent = 0;
+    const started = performance.now();
+    pacer = setInterval(() => {
+      const due = Math.floor(((performance.now() - started) / 1000) * rate);
+      for (; sent < due; ) publisher.send({ seq: ++sent, pad: PAD }).catch(() => {});
+    }, 10);
+    await new Promise((r) => setTimeout(r, WARMUP * 1000));
+    const [count0, busy0, sent0, t0] = [await page.evaluate(() => B.count), await busy(), sent, performance.now()];
+    await new Promise((r) => setTimeout(r, DURATION * 1000));
+    const [count1, busy1, sent1, t1] = [await page.evaluate(() => B.count), await busy(), sent, performance.now()];
+    const trouble = await page.evaluate(() => (B.disconnects || 0) + (B.gaps || 0));
+    const seconds = (t1 - t0) / 1000;
+    const delivered = count1 - count0;
+    const offered = sent1 - sent0;
+    return {
+      rate: delivered / seconds,
+      offered: offered / seconds,
+      // Kept up: got (nearly) all that was sent in the window, and never fell so far behind
+      // that the server dropped the connection.
+      keptUp: delivered >= offered * 0.97 && trouble === 0,
+      cpuUs: ((busy1 - busy0) * 1e6) / delivered,
+      busy: (busy1 - busy0) / seconds,
+    };
+  } finally {
+    clearInterval(pacer);
+    publisher?.close();
+    await browser.close();
+    await target.stop();
+  }
 }
 
 /**
