@@ -460,6 +460,21 @@ async fn a_killed_node_s_clients_recover_through_the_others() {
 // 4: Redis killed and restarted empty; Pub/Sub connections cut
 // ---------------------------------------------------------------------------------------
 
+/// A client connected straight to each node (no nginx), subscribed to `channel`.
+async fn one_subscriber_per_node(
+    nodes: &[PeregrineNode],
+    channel: &str,
+) -> (Vec<Client>, Vec<(Subscription, String, u64)>) {
+    let mut clients = Vec::new();
+    let mut subs = Vec::new();
+    for node in nodes {
+        let c = client(&node.ws_url(), 10);
+        subs.push(subscribe(&c, channel).await);
+        clients.push(c);
+    }
+    (clients, subs)
+}
+
 /// Whether any of `events` said the connection was lost.
 fn disconnected(events: &mut tokio::sync::broadcast::Receiver<State>) -> Option<State> {
     std::iter::from_fn(|| events.try_recv().ok()).find(|s| matches!(s, State::Disconnected { .. }))
@@ -475,13 +490,8 @@ async fn redis_restarted_empty_mid_stream_gives_temporary_errors_then_a_reset() 
     }
     let Some(mut redis) = Redis::one(TEST) else { return };
     let nodes = three_nodes(&redis, TEST);
-    let mut clients = Vec::new();
-    let mut subs = Vec::new();
-    for node in &nodes {
-        let c = client(&node.ws_url(), 10);
-        subs.push(subscribe(&c, CHANNEL).await);
-        clients.push((c.events(), c));
-    }
+    let (clients, mut subs) = one_subscriber_per_node(&nodes, CHANNEL).await;
+    let mut clients: Vec<_> = clients.into_iter().map(|c| (c.events(), c)).collect();
     let (queued, publishing) =
         publish_paced(client(&nodes[0].ws_url(), TOTAL), CHANNEL, TOTAL, 20, Duration::from_millis(10));
 
@@ -555,13 +565,7 @@ async fn pubsub_connections_cut_mid_stream_recover_from_history() {
     }
     let Some(mut redis) = Redis::one(TEST) else { return };
     let nodes = three_nodes(&redis, TEST);
-    let mut clients = Vec::new();
-    let mut subs = Vec::new();
-    for node in &nodes {
-        let c = client(&node.ws_url(), 10);
-        subs.push(subscribe(&c, CHANNEL).await);
-        clients.push(c);
-    }
+    let (clients, mut subs) = one_subscriber_per_node(&nodes, CHANNEL).await;
     let (queued, publishing) =
         publish_paced(client(&nodes[0].ws_url(), TOTAL), CHANNEL, TOTAL, 30, Duration::from_millis(10));
 
