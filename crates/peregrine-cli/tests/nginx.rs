@@ -52,7 +52,9 @@ fn rendering_keeps_everything_but_the_addresses() {
     assert!(rendered.contains("server 127.0.0.1:1002 max_fails=1 fail_timeout=5s;"), "{rendered}");
     assert!(rendered.contains("listen 127.0.0.1:9999;"));
     assert!(!rendered.contains(":8081") && !rendered.contains("listen 80;"));
-    for kept in ["proxy_http_version 1.1;", "$connection_upgrade", "proxy_next_upstream error timeout;"] {
+    for kept in
+        ["proxy_http_version 1.1;", "$connection_upgrade", "proxy_next_upstream error timeout http_503;"]
+    {
         assert!(rendered.contains(kept), "{kept} kept");
     }
     let directives: Vec<&str> = rendered.lines().map(|l| l.split('#').next().unwrap().trim()).collect();
@@ -123,4 +125,48 @@ async fn round_robin_without_stickiness_then_a_killed_node_is_skipped() {
     for client in clients {
         client.close().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_s_503_sends_new_connections_to_the_others() {
+    use peregrine_wire::{Command, CommandKind, Encoding, SUBPROTOCOL_JSON, encode_commands};
+    let mut nodes: Vec<PeregrineNode> = ["a", "b", "c"]
+        .iter()
+        .map(|n| PeregrineNode::start(n, &Backend::Memory, "shutdown_timeout = \"8s\""))
+        .collect();
+    let upstreams: Vec<String> = nodes.iter().map(PeregrineNode::address).collect();
+    let Some(nginx) = Nginx::start("a_draining_node_s_503", &upstreams) else { return };
+
+    // A session on c that never answers the close: c keeps draining (and listening) for
+    // its shutdown_timeout after SIGTERM, answering upgrades with 503.
+    let (mut stuck, _) =
+        peregrine::ClientBuilder::new(nodes[2].ws_url()).protocol(SUBPROTOCOL_JSON).connect().await.unwrap();
+    let connect =
+        encode_commands(&[Command { id: 1, kind: CommandKind::Connect(Default::default()) }], Encoding::Json);
+    stuck.send(peregrine::Message::text(String::from_utf8(connect).unwrap())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nodes[2].pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes[2].get("/health").0 != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "c never started draining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Every upgrade through nginx succeeds at the first try: the ones round robin gives
+    // to c come back 503 and nginx passes them on (proxy_next_upstream http_503).
+    let mut opened = Vec::new();
+    for i in 0..6 {
+        let attempt =
+            peregrine::ClientBuilder::new(nginx.ws_url()).protocol(SUBPROTOCOL_JSON).connect().await;
+        let (ws, _) =
+            attempt.unwrap_or_else(|e| panic!("upgrade {i} through nginx: {e}\n{}", nginx.error_log()));
+        opened.push(ws);
+    }
+    assert_eq!(nodes[2].get("/health").0, 503, "c was still draining all along");
+    drop(stuck);
+    nodes[2].kill9();
 }

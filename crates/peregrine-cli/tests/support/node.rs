@@ -58,7 +58,9 @@ impl Backend {
 
 /// The configuration file of a test node: development mode (anonymous clients, open API,
 /// presence and join/leave everywhere), a fixed port and name, history deep enough for
-/// every test, no publish rate limit in the way, then `backend` and `extra` TOML.
+/// every test, no publish rate limit in the way, and `backend`. `extra` is TOML put before
+/// the file's sections: top-level keys, or sections other than `[client]`,
+/// `[channels.default]` and `[broker]`.
 pub fn node_toml(name: &str, port: u16, backend: &Backend, extra: &str) -> String {
     // `name` is a key of the multi-node configuration: the memory broker's nodes go without.
     let name = match backend {
@@ -66,9 +68,9 @@ pub fn node_toml(name: &str, port: u16, backend: &Backend, extra: &str) -> Strin
         Backend::Redis { .. } => format!("name = {name:?}\n"),
     };
     format!(
-        "development = true\n{name}listen = \"127.0.0.1:{port}\"\n\n\
+        "development = true\n{name}listen = \"127.0.0.1:{port}\"\n{extra}\n\n\
          [client]\npublish_rate = 1000000.0\npublish_burst = 1000000\n\n\
-         [channels.default]\nhistory_size = 20000\nhistory_ttl = \"10m\"\n\n{}\n{extra}\n",
+         [channels.default]\nhistory_size = 20000\nhistory_ttl = \"10m\"\n\n{}\n",
         backend.toml()
     )
 }
@@ -168,6 +170,11 @@ impl PeregrineNode {
     /// What it wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The process id (none once stopped or killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("the node is running")
     }
 
     /// `kill -9`: no goodbye to its clients, its TCP connections reset.
