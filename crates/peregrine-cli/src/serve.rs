@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use peregrine_server::app::config::{Config, Sources};
+use peregrine_server::config::{Config, Sources};
 
 /// Arguments of `peregrine serve`.
 #[derive(Debug, Args)]

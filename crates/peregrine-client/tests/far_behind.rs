@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use peregrine_client::{Client, StreamPosition, SubscribeOptions, SubscriptionEvent};
 use peregrine_server::app::Server;
-use peregrine_server::app::config::Config;
 use peregrine_server::channel::ChannelOptions;
+use peregrine_server::config::Config;
 use serde_json::json;
 use tokio::sync::oneshot;
 

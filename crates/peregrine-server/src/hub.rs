@@ -17,10 +17,16 @@
 //! use peregrine_server::hub::Hub;
 //! let hub = Arc::new(Hub::new());
 //! let broker = MemoryBroker::new();
-//! broker.set_handler(hub.handler(|slow| {
-//!     // disconnect each session in `slow` with codes::disconnect::SLOW
-//!     let _ = slow;
-//! }));
+//! broker.set_handler(hub.handler(
+//!     |slow| {
+//!         // disconnect each session in `slow` with codes::disconnect::SLOW
+//!         let _ = slow;
+//!     },
+//!     |channel, lost| {
+//!         // ask each session in `lost` to leave `channel` and recover (unsubscribe 2500)
+//!         let _ = (channel, lost);
+//!     },
+//! ));
 //! ```
 
 use std::collections::hash_map::RandomState;
@@ -50,6 +56,9 @@ struct Subscriber {
     pending: Option<Vec<Publication>>,
     /// Payload bytes in `pending`.
     pending_bytes: usize,
+    /// The broker reported publications missed: nothing more is delivered, and the session
+    /// is asked to send the client back to recover from its position.
+    lost: bool,
 }
 
 /// Publications held for one subscription while it is set up (its recovery streamed),
@@ -137,7 +146,11 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        self.insert(channel, session, Subscriber { outbox, encoding, pending: None, pending_bytes: 0 })
+        self.insert(
+            channel,
+            session,
+            Subscriber { outbox, encoding, pending: None, pending_bytes: 0, lost: false },
+        )
     }
 
     /// Like [`subscribe`](Hub::subscribe), but publications are held back until
@@ -151,7 +164,7 @@ impl Hub {
         encoding: Encoding,
     ) -> bool {
         let pending = Some(Vec::new());
-        self.insert(channel, session, Subscriber { outbox, encoding, pending, pending_bytes: 0 })
+        self.insert(channel, session, Subscriber { outbox, encoding, pending, pending_bytes: 0, lost: false })
     }
 
     /// Ends the set-up of a [`subscribe_pending`](Hub::subscribe_pending) subscription:
@@ -266,6 +279,9 @@ impl Hub {
         let frames: [Option<Frame>; Encoding::COUNT] = Encoding::ALL
             .map(|e| (ch.encodings[e.index()] > 0).then(|| Frame::from(encode_server_messages(&message, e))));
         for (&session, sub) in &mut ch.subscribers {
+            if sub.lost {
+                continue;
+            }
             if let Some(pending) = &mut sub.pending {
                 // Join/leave events during set-up are not held: presence in the reply-to-be
                 // is read after this point anyway.
@@ -291,16 +307,38 @@ impl Hub {
         slow
     }
 
-    /// A broker [`PublicationHandler`] that broadcasts every publication through this hub and
+    /// Marks every subscriber `channel` has now as lost (nothing more is delivered to them)
+    /// and returns them: each must leave and recover from its position.
+    pub fn lose(&self, channel: &str) -> Vec<SessionId> {
+        let mut shard = self.channel_shard(channel);
+        let Some(ch) = shard.get_mut(channel) else { return Vec::new() };
+        let lost = ch.subscribers.iter_mut().filter(|(_, sub)| !sub.lost);
+        lost.map(|(&session, sub)| {
+            sub.lost = true;
+            session
+        })
+        .collect()
+    }
+
+    /// A broker [`PublicationHandler`] that broadcasts every publication through this hub,
     /// hands each non-empty list of overflowed sessions to `on_slow` (which must not block:
-    /// e.g. close those sessions' outboxes or signal their tasks to disconnect with SLOW).
-    pub fn handler<F>(self: &Arc<Self>, on_slow: F) -> PublicationHandler
+    /// e.g. close those sessions' outboxes or signal their tasks to disconnect with SLOW),
+    /// and the subscribers of a channel whose publications were missed to `on_lost`.
+    pub fn handler<F, L>(self: &Arc<Self>, on_slow: F, on_lost: L) -> PublicationHandler
     where
         F: Fn(&[SessionId]) + Send + Sync + 'static,
+        L: Fn(&str, &[SessionId]) + Send + Sync + 'static,
     {
         let hub = Arc::clone(self);
         Arc::new(move |channel: &str, event: ChannelEvent<'_>| {
             let slow = match event {
+                ChannelEvent::Lost => {
+                    let lost = hub.lose(channel);
+                    if !lost.is_empty() {
+                        on_lost(channel, &lost);
+                    }
+                    return;
+                }
                 ChannelEvent::Publication(p) => hub.broadcast(channel, p),
                 ChannelEvent::Join(info) => hub
                     .broadcast_push(channel, &Push::Join { channel: channel.to_owned(), info: info.clone() }),

@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod channel;
+pub mod config;
 pub mod disconnect;
 pub mod hub;
 pub mod metrics;

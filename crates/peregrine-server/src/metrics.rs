@@ -76,6 +76,13 @@ pub struct Metrics {
     pub recoveries: Family<OutcomeLabel, Counter>,
     /// Publications of recoveries too big for their reply, streamed after it.
     pub recovery_streamed: Counter,
+    /// 1 while the broker's backend is usable, 0 while it is not (Redis unreachable).
+    pub broker_up: Gauge,
+    /// Subscriptions sent back to recover from history because the broker may have missed
+    /// publications of their channel (a Pub/Sub connection dropped).
+    pub broker_lost: Counter,
+    /// Live nodes sharing the broker, this one included.
+    pub nodes: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -111,6 +118,9 @@ impl Metrics {
             handshake_rejections: Family::default(),
             recoveries: Family::default(),
             recovery_streamed: Counter::default(),
+            broker_up: Gauge::default(),
+            broker_lost: Counter::default(),
+            nodes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open client connections", m.connections.clone());
@@ -140,6 +150,14 @@ impl Metrics {
             "Publications of recoveries too big for their reply, streamed after it",
             m.recovery_streamed.clone(),
         );
+        registry.register("broker_up", "1 while the broker backend is usable", m.broker_up.clone());
+        registry.register(
+            "broker_lost_subscriptions",
+            "Subscriptions sent to recover from history because the broker missed publications",
+            m.broker_lost.clone(),
+        );
+        registry.register("nodes", "Live nodes sharing the broker", m.nodes.clone());
+        m.broker_up.set(1);
         Metrics { registry, ..m }
     }
 

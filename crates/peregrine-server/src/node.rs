@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peregrine_wire::codes::error as err;
+use peregrine_wire::codes::unsubscribe as unsub;
 use peregrine_wire::{ClientInfo, Payload, ReplyError, StreamPosition};
 use tokio::sync::Notify;
 
-use crate::app::config::{Config, ConfigError};
 use crate::auth::{OriginPolicy, TokenVerifier};
-use crate::broker::{Broker, HistoryQuery, HistoryResult, MemoryBroker, PublishOptions, PublishResult};
+use crate::broker::{
+    Broker, HistoryQuery, HistoryResult, MemoryBroker, NodeInfo, PublishOptions, PublishResult,
+};
 use crate::channel::ChannelOptions;
+use crate::config::{Config, ConfigError};
 use crate::disconnect::Disconnect;
 use crate::hub::{Hub, SessionId};
 use crate::metrics::Metrics;
@@ -25,7 +28,7 @@ use crate::presence::{MemoryPresence, PresenceStore};
 #[derive(Debug)]
 pub struct SessionControl {
     disconnect: Mutex<Option<Disconnect>>,
-    unsubscribe: Mutex<Vec<String>>,
+    unsubscribe: Mutex<Vec<ServerUnsubscribe>>,
     notify: Notify,
     writer_notify: Notify,
     /// The session's outbound queue.
@@ -55,14 +58,28 @@ impl SessionControl {
         lock(&self.disconnect).clone()
     }
 
-    /// Asks the session to leave `channel` (server-side unsubscribe).
+    /// Asks the session to leave `channel` (server-side unsubscribe, `2000`: the client does
+    /// not come back).
     pub fn unsubscribe(&self, channel: &str) {
-        lock(&self.unsubscribe).push(channel.to_owned());
+        self.ask_to_leave(channel, unsub::SERVER, "unsubscribed by the server");
+    }
+
+    /// Asks the session to leave `channel` with `2500`: the node missed publications of it,
+    /// and the client subscribes again from its position, which recovers them from history
+    /// (or names the gap).
+    pub fn resubscribe(&self, channel: &str) {
+        let reason = "publications may have been missed: subscribe again with `since` to recover them";
+        self.ask_to_leave(channel, unsub::INSUFFICIENT_STATE, reason);
+    }
+
+    fn ask_to_leave(&self, channel: &str, code: u32, reason: &str) {
+        let leave = ServerUnsubscribe { channel: channel.to_owned(), code, reason: reason.to_owned() };
+        lock(&self.unsubscribe).push(leave);
         self.notify.notify_one();
     }
 
     /// Channels the node asked the session to leave since the last call.
-    pub fn take_unsubscribes(&self) -> Vec<String> {
+    pub fn take_unsubscribes(&self) -> Vec<ServerUnsubscribe> {
         std::mem::take(&mut *lock(&self.unsubscribe))
     }
 
@@ -76,6 +93,17 @@ impl SessionControl {
     pub async fn writer_notified(&self) {
         self.writer_notify.notified().await
     }
+}
+
+/// A channel the node asks a session to leave, and the `unsubscribe` push to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUnsubscribe {
+    /// The channel.
+    pub channel: String,
+    /// `codes::unsubscribe::SERVER` or `INSUFFICIENT_STATE`.
+    pub code: u32,
+    /// Why, for the client.
+    pub reason: String,
 }
 
 #[derive(Debug)]
@@ -110,6 +138,8 @@ pub struct Node {
     next_session: AtomicU64,
     shutting_down: AtomicBool,
     started: std::time::Instant,
+    /// Unique per process start: tells this node from the others in `/api/info`.
+    id: String,
 }
 
 impl Node {
@@ -141,14 +171,26 @@ impl Node {
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             started: std::time::Instant::now(),
+            id: random_id(),
         });
         // The handler holds the node weakly: the broker (owned by the node) must not keep
         // the node alive.
-        let weak = Arc::downgrade(&node);
-        node.broker.set_handler(node.hub.handler(move |slow| {
-            if let Some(node) = weak.upgrade() {
-                node.disconnect_slow(slow);
-            }
+        let (weak, weak_lost) = (Arc::downgrade(&node), Arc::downgrade(&node));
+        node.broker.set_handler(node.hub.handler(
+            move |slow| {
+                if let Some(node) = weak.upgrade() {
+                    node.disconnect_slow(slow);
+                }
+            },
+            move |channel, lost| {
+                if let Some(node) = weak_lost.upgrade() {
+                    node.resubscribe(channel, lost);
+                }
+            },
+        ));
+        let hub = Arc::downgrade(&node.hub);
+        node.broker.set_interest(Arc::new(move |channel| {
+            hub.upgrade().is_some_and(|hub| hub.subscriber_count(channel) > 0)
         }));
         Ok(node)
     }
@@ -288,6 +330,16 @@ impl Node {
         sessions.len()
     }
 
+    fn resubscribe(&self, channel: &str, sessions: &[SessionId]) {
+        self.metrics.broker_lost.inc_by(sessions.len() as u64);
+        let reg = lock(&self.registry);
+        for id in sessions {
+            if let Some(entry) = reg.sessions.get(id) {
+                entry.control.resubscribe(channel);
+            }
+        }
+    }
+
     fn disconnect_slow(&self, slow: &[SessionId]) {
         let reg = lock(&self.registry);
         for id in slow {
@@ -377,6 +429,76 @@ impl Node {
         let _ = tokio::time::timeout(deadline, wait).await;
         self.session_count()
     }
+}
+
+/// How often a node tells the others it is alive, and refreshes its health metrics.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long a node that stopped announcing itself is still listed.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+
+/// The node among the others, and its health.
+impl Node {
+    /// What this node tells the others about itself.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id.clone(),
+            name: self.config.name.clone().unwrap_or_else(|| self.config.listen.to_string()),
+            connections: self.session_count() as u64,
+            subscriptions: u64::try_from(self.metrics.subscriptions.get()).unwrap_or(0),
+            channels: self.hub.channels().len() as u64,
+            uptime: self.uptime().as_secs(),
+        }
+    }
+
+    /// Every live node sharing the broker (this one alone with the memory broker, or when
+    /// the broker cannot say).
+    pub async fn nodes(&self) -> Vec<NodeInfo> {
+        match self.broker.nodes().await {
+            Ok(nodes) if nodes.iter().any(|n| n.id == self.id) => nodes,
+            _ => vec![self.info()],
+        }
+    }
+
+    /// `Err` with the reason while the broker cannot be used.
+    pub fn broker_health(&self) -> Result<(), String> {
+        self.broker.health()
+    }
+
+    /// Announces the node every [`HEARTBEAT`] and keeps the broker's health in the metrics
+    /// and the log, until the node is dropped.
+    pub async fn heartbeat(self: Arc<Node>) {
+        let node = Arc::downgrade(&self);
+        drop(self);
+        let mut healthy = true;
+        loop {
+            let Some(node) = node.upgrade() else { return };
+            let health = node.broker.health();
+            match (&health, healthy) {
+                (Err(problem), true) => {
+                    tracing::warn!(%problem, "broker unavailable: publishes fail with temporary errors")
+                }
+                (Ok(()), false) => tracing::info!("broker available again"),
+                _ => {}
+            }
+            healthy = health.is_ok();
+            node.metrics.broker_up.set(i64::from(healthy));
+            if let Err(e) = node.broker.announce(&node.info(), NODE_TTL).await {
+                tracing::debug!(error = %e, "node announce failed");
+            }
+            if let Ok(nodes) = node.broker.nodes().await {
+                node.metrics.nodes.set(nodes.len().max(1) as i64);
+            }
+            drop(node);
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    }
+}
+
+fn random_id() -> String {
+    let mut buf = [0u8; 8];
+    let _ = getrandom::fill(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A non-temporary reply error.

@@ -363,14 +363,11 @@ impl Session {
 
     /// Server-side unsubscribes the node asked for: leave and tell the client.
     pub async fn apply_unsubscribes(&mut self) -> Result<(), Disconnect> {
-        for channel in self.control.take_unsubscribes() {
-            if self.is_subscribed(&channel) {
-                self.unsubscribe(&channel).await;
-                let push = Push::Unsubscribe {
-                    channel,
-                    code: unsub::SERVER,
-                    reason: "unsubscribed by the server".into(),
-                };
+        for leave in self.control.take_unsubscribes() {
+            if self.is_subscribed(&leave.channel) {
+                self.unsubscribe(&leave.channel).await;
+                let push =
+                    Push::Unsubscribe { channel: leave.channel, code: leave.code, reason: leave.reason };
                 self.replies.push(ServerMessage::Push(push));
             }
         }

@@ -6,8 +6,8 @@ mod common;
 
 use common::{Client, TestServer, http};
 use jsonwebtoken::{EncodingKey, Header, encode};
-use peregrine_server::app::config::{Config, Secret};
 use peregrine_server::channel::ChannelOptions;
+use peregrine_server::config::{Config, Secret};
 use peregrine_wire::codes::disconnect as dc;
 use peregrine_wire::*;
 use serde_json::{Value, json};

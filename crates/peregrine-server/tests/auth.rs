@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use common::{Client, TestServer, http};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use peregrine_server::app::config::{Config, Secret};
 use peregrine_server::channel::ChannelOptions;
+use peregrine_server::config::{Config, Secret};
 use peregrine_wire::codes::{disconnect as dc, error as err};
 use peregrine_wire::*;
 use serde_json::{Value, json};

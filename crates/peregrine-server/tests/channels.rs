@@ -102,7 +102,7 @@ async fn presence_lists_subscribers_and_join_leave_events_flow() {
 
 #[tokio::test]
 async fn unknown_namespace_and_forbidden_publish_are_refused_with_codes() {
-    let mut config = peregrine_server::app::config::Config::default();
+    let mut config = peregrine_server::config::Config::default();
     config.token.allow_anonymous = true;
     config.channels.named.insert("feed".into(), Default::default());
     let server = TestServer::start(config).await;

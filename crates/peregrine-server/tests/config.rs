@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use peregrine_server::app::config::{Config, Sources};
+use peregrine_server::config::{Config, Sources};
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -94,8 +94,11 @@ fn cross_key_rules_name_the_fix() {
     let e = Config::load(&Sources { overrides, ..Sources::default() }).unwrap_err().to_string();
     assert!(e.contains("channels.named.chat.presence = true"), "{e}");
 
+    // Origin patterns are parsed where they are used, when the node is built (the
+    // configuration imports nothing above it): `peregrine serve` stops there with the key.
     let overrides = vec!["allowed_origins=[\"example.com\"]".into()];
-    let e = Config::load(&Sources { overrides, ..Sources::default() }).unwrap_err().to_string();
+    let config = Config::load(&Sources { overrides, ..Sources::default() }).unwrap();
+    let e = peregrine_server::node::Node::new(config).unwrap_err().to_string();
     assert!(e.contains("allowed_origins") && e.contains("example.com"), "{e}");
 
     let overrides = vec!["client.queue_max_bytes=10".into()];

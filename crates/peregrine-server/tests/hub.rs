@@ -176,7 +176,7 @@ async fn broker_handler_fans_out_and_reports_slow() {
     let slow_seen = Arc::new(Mutex::new(Vec::new()));
     let broker = MemoryBroker::new();
     let seen = slow_seen.clone();
-    broker.set_handler(hub.handler(move |s| seen.lock().unwrap().extend_from_slice(s)));
+    broker.set_handler(hub.handler(move |s| seen.lock().unwrap().extend_from_slice(s), |_, _| {}));
     let ok = Outbox::new(1 << 20);
     let tiny = Outbox::new(10);
     hub.subscribe("c", 1, ok.clone(), Encoding::MsgPack);
@@ -191,4 +191,39 @@ async fn broker_handler_fans_out_and_reports_slow() {
     let offsets: Vec<u64> = received(&ok, Encoding::MsgPack).into_iter().map(|(_, o)| o).collect();
     assert_eq!(offsets, vec![1, 2, 3]);
     assert_eq!(*slow_seen.lock().unwrap(), vec![2]);
+}
+
+#[test]
+fn a_lost_channel_stops_delivery_to_its_subscribers_and_names_them_once() {
+    let hub = Arc::new(Hub::new());
+    let (a, b, later) = (Outbox::new(1 << 20), Outbox::new(1 << 20), Outbox::new(1 << 20));
+    hub.subscribe("chat", 1, a.clone(), Encoding::Json);
+    hub.subscribe_pending("chat", 2, b.clone(), Encoding::Json);
+    hub.subscribe("other", 1, a.clone(), Encoding::Json);
+    let lost = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&lost);
+    let handler = hub.handler(
+        |_| {},
+        move |channel, sessions| seen.lock().unwrap().push((channel.to_owned(), sessions.to_vec())),
+    );
+    handler("chat", peregrine_server::broker::ChannelEvent::Publication(&publication(1)));
+    handler("chat", peregrine_server::broker::ChannelEvent::Lost);
+    handler("chat", peregrine_server::broker::ChannelEvent::Lost);
+    let mut reported = lost.lock().unwrap().clone();
+    reported[0].1.sort_unstable();
+    // Live and pending subscribers alike, each reported once.
+    assert_eq!(reported, vec![("chat".to_owned(), vec![1, 2])]);
+    // A subscriber that arrives after the loss read history after it: it is not lost.
+    hub.subscribe("chat", 3, later.clone(), Encoding::Json);
+    handler("chat", peregrine_server::broker::ChannelEvent::Publication(&publication(2)));
+    handler("other", peregrine_server::broker::ChannelEvent::Publication(&publication(7)));
+    assert_eq!(received(&a, Encoding::Json), vec![("chat".into(), 1), ("other".into(), 7)]);
+    assert_eq!(received(&later, Encoding::Json), vec![("chat".into(), 2)]);
+    let mut held = Vec::new();
+    hub.go_live("chat", 2, |pending| {
+        held = pending;
+        Vec::new()
+    })
+    .unwrap();
+    assert_eq!(held.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1], "nothing held after the loss");
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, TestServer};
-use peregrine_server::app::config::Config;
+use peregrine_server::config::Config;
 use peregrine_wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Client, TestServer, WAIT};
-use peregrine_server::app::config::{Config, TlsFiles};
+use peregrine_server::config::{Config, TlsFiles};
 use peregrine_wire::codes::disconnect as dc;
 use peregrine_wire::*;
 use serde_json::json;

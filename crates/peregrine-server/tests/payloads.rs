@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Client, TestServer};
-use peregrine_server::app::config::Config;
+use peregrine_server::config::Config;
 use peregrine_wire::*;
 use serde_json::json;
 

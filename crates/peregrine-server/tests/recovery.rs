@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, TestServer};
-use peregrine_server::app::config::Config;
 use peregrine_server::channel::ChannelOptions;
+use peregrine_server::config::Config;
 use peregrine_wire::*;
 use serde_json::json;
 

@@ -53,6 +53,31 @@ pub(crate) fn decode<T, P: prost::Message + Default>(
     Ok(out)
 }
 
+/// A publication as a broker stores it and forwards it between nodes: one Protobuf
+/// `Publication` (not length-delimited), its payload's bytes kept as they are.
+pub fn publication_to_bytes(p: &Publication) -> Vec<u8> {
+    prost::Message::encode_to_vec(&publication(p))
+}
+
+/// Reads what [`publication_to_bytes`] wrote.
+pub fn publication_from_bytes(bytes: &[u8]) -> Result<Publication, WireError> {
+    let message = |message: String| WireError::Message { index: 0, message };
+    let p = <pb::Publication as prost::Message>::decode(bytes).map_err(|e| message(e.to_string()))?;
+    from_publication(p).map_err(message)
+}
+
+/// A client's info as a broker stores it (presence) and forwards it (join and leave).
+pub fn client_info_to_bytes(i: &ClientInfo) -> Vec<u8> {
+    prost::Message::encode_to_vec(&client_info(i))
+}
+
+/// Reads what [`client_info_to_bytes`] wrote.
+pub fn client_info_from_bytes(bytes: &[u8]) -> Result<ClientInfo, WireError> {
+    let message = |message: String| WireError::Message { index: 0, message };
+    let i = <pb::ClientInfo as prost::Message>::decode(bytes).map_err(|e| message(e.to_string()))?;
+    from_client_info(i).map_err(message)
+}
+
 // ---- to Protobuf ----
 
 fn position(p: &StreamPosition) -> pb::StreamPosition {

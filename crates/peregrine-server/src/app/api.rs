@@ -74,7 +74,7 @@ fn check_key(node: &Node, request: &Request) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("apikey "))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    match (node.config().api_key.as_ref().map(crate::app::config::Secret::expose), given) {
+    match (node.config().api_key.as_ref().map(crate::config::Secret::expose), given) {
         (Some(key), Some(given)) if constant_time_eq(key.as_bytes(), given.trim().as_bytes()) => Ok(()),
         (Some(_), Some(_)) => Err(api_error(StatusCode::UNAUTHORIZED, err::UNAUTHORIZED, "wrong API key")),
         (Some(_), None) => Err(api_error(
@@ -254,5 +254,9 @@ async fn info(State(node): State<Arc<Node>>) -> ApiResult {
         "users": node.user_count(),
         "channels": node.channels().len(),
         "uptime_seconds": node.uptime().as_secs(),
+        "node": node.info(),
+        "nodes": node.nodes().await,
+        "broker": node.config().broker.kind,
+        "broker_problem": node.broker_health().err(),
     })))
 }

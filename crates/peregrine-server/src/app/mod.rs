@@ -1,7 +1,6 @@
 //! The application behind `peregrine serve`: configuration, router, HTTP API, run loop.
 
 pub mod api;
-pub mod config;
 pub mod router;
 mod serve;
 

@@ -87,6 +87,14 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         let body = serde_json::json!({"status": "shutting down", "connections": node.session_count()});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
+    if let Err(problem) = node.broker_health() {
+        // Connections stay up, but publishes fail: a readiness check should route new
+        // clients elsewhere if another node can still reach the broker.
+        let body = serde_json::json!({
+            "status": "degraded", "problem": problem, "connections": node.session_count()
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     axum::Json(serde_json::json!({"status": "ok", "connections": node.session_count()})).into_response()
 }
 

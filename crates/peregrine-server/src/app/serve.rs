@@ -15,8 +15,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use super::config::{Config, LogFormat};
 use super::router::router;
+use crate::broker::BrokerError;
+use crate::config::{BrokerKind, Config, LogFormat};
 use crate::node::Node;
 
 /// The server could not start or failed.
@@ -29,7 +30,9 @@ pub enum ServeError {
     /// The runtime could not start.
     Runtime(std::io::Error),
     /// The configuration is unusable (names the key).
-    Config(super::config::ConfigError),
+    Config(crate::config::ConfigError),
+    /// The broker's backend could not be used (names the key and the fix).
+    Broker(String),
 }
 
 impl fmt::Display for ServeError {
@@ -43,6 +46,7 @@ impl fmt::Display for ServeError {
             ServeError::Tls(m) => f.write_str(m),
             ServeError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             ServeError::Config(e) => write!(f, "{e}"),
+            ServeError::Broker(m) => f.write_str(m),
         }
     }
 }
@@ -58,7 +62,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` and builds the node (in-memory broker and presence).
+    /// Binds `config.listen` and builds the node on the broker `config.broker` names.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
         let tls = match &config.tls {
             None => None,
@@ -75,7 +79,17 @@ impl Server {
             }
         };
         let listen = config.listen;
-        let node = Node::new(config).map_err(ServeError::Config)?;
+        config.validate().map_err(ServeError::Config)?;
+        let node = match config.broker.kind {
+            BrokerKind::Memory => Node::new(config).map_err(ServeError::Config)?,
+            BrokerKind::Redis => {
+                let (broker, presence) =
+                    crate::broker::redis::connect(&config.broker.redis).await.map_err(|e| match e {
+                        BrokerError::Invalid(m) | BrokerError::Unavailable(m) => ServeError::Broker(m),
+                    })?;
+                Node::with_backends(config, broker, presence).map_err(ServeError::Config)?
+            }
+        };
         let listener = TcpListener::bind(listen).await.map_err(|e| ServeError::Bind(listen, e))?;
         Ok(Server { node, listener, tls })
     }
@@ -94,6 +108,7 @@ impl Server {
     /// Returns how many sessions were still open at the deadline.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> usize {
         let Server { node, listener, tls } = self;
+        let heartbeat = tokio::spawn(Arc::clone(&node).heartbeat());
         let app = router(Arc::clone(&node));
         let accept = |accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>| {
             let Ok((tcp, peer)) = accepted else { return };
@@ -136,6 +151,7 @@ impl Server {
             }
         };
         drop(listener);
+        heartbeat.abort();
         if left > 0 {
             tracing::warn!(left, "shutdown deadline passed with sessions still open");
         }

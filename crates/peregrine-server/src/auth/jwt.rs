@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, er
 use peregrine_wire::codes::{disconnect as dc, error as err};
 use serde::Deserialize;
 
-use crate::app::config::TokenConfig;
+use crate::config::TokenConfig;
 
 /// What a connection token says.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -184,7 +184,7 @@ impl TokenVerifier {
     /// Checks a connection token.
     ///
     /// ```
-    /// use peregrine_server::app::config::{Secret, TokenConfig};
+    /// use peregrine_server::config::{Secret, TokenConfig};
     /// use peregrine_server::auth::{TokenError, TokenVerifier};
     /// let config = TokenConfig { hmac_secret: Some(Secret::new("s3cret")), ..Default::default() };
     /// let verifier = TokenVerifier::from_config(&config).unwrap();

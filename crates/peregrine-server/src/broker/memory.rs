@@ -12,8 +12,8 @@ use peregrine_wire::{ClientInfo, Payload, Publication};
 use tokio::time::Instant;
 
 use super::{
-    Broker, BrokerFuture, ChannelEvent, HistoryQuery, HistoryResult, PublicationHandler, PublishOptions,
-    PublishResult,
+    Broker, BrokerFuture, ChannelEvent, HistoryQuery, HistoryResult, Interest, PublicationHandler,
+    PublishOptions, PublishResult,
 };
 
 /// Number of shards; channels are spread over them by hash.
@@ -36,6 +36,7 @@ pub const MAX_IDEMPOTENCY_KEYS: usize = 4096;
 pub struct MemoryBroker {
     shards: Vec<Mutex<Shard>>,
     handler: RwLock<Option<PublicationHandler>>,
+    interest: RwLock<Option<Interest>>,
 }
 
 #[derive(Default)]
@@ -79,6 +80,7 @@ impl MemoryBroker {
         MemoryBroker {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             handler: RwLock::new(None),
+            interest: RwLock::new(None),
         }
     }
 
@@ -213,6 +215,10 @@ impl Broker for MemoryBroker {
         *self.handler.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
     }
 
+    fn set_interest(&self, interest: Interest) {
+        *self.interest.write().unwrap_or_else(|e| e.into_inner()) = Some(interest);
+    }
+
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -257,7 +263,13 @@ impl Broker for MemoryBroker {
 
     fn unsubscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
         Box::pin(async move {
-            self.shard(channel).subscribed.remove(channel);
+            let interest = self.interest.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut shard = self.shard(channel);
+            // Checked under the shard lock: a subscriber arriving after this sees the channel
+            // unsubscribed and subscribes it again.
+            if !interest.is_some_and(|wanted| wanted(channel)) {
+                shard.subscribed.remove(channel);
+            }
             Ok(())
         })
     }

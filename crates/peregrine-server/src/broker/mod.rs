@@ -25,6 +25,7 @@
 //! handled by disconnecting the slow session with a code, never by dropping.
 
 mod memory;
+pub mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -48,6 +49,32 @@ pub enum ChannelEvent<'a> {
     Join(&'a ClientInfo),
     /// A client unsubscribed or went away (channels with join/leave events).
     Leave(&'a ClientInfo),
+    /// Publications of the channel may have been missed (the connection to the backend
+    /// dropped, or the stream jumped): every local subscriber must recover from history.
+    /// Nothing more is delivered to the subscribers the node had at this point.
+    Lost,
+}
+
+/// Whether this node still has local subscribers for a channel: the broker checks it when it
+/// carries out [`Broker::unsubscribe_node`], so that a subscribe and an unsubscribe racing
+/// from two sessions leave the node subscribed exactly when it has subscribers.
+pub type Interest = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a node tells the others about itself ([`Broker::announce`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Unique per process start.
+    pub id: String,
+    /// The configured name (or the listen address).
+    pub name: String,
+    /// Open client connections.
+    pub connections: u64,
+    /// Client subscriptions.
+    pub subscriptions: u64,
+    /// Channels with at least one local subscriber.
+    pub channels: u64,
+    /// Seconds since the node started.
+    pub uptime: u64,
 }
 
 /// Receives every event of the channels this node subscribed to, publications in offset
@@ -143,6 +170,10 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// Sets the node's publication handler, replacing any previous one.
     fn set_handler(&self, handler: PublicationHandler);
 
+    /// Sets how the broker asks whether the node still wants a channel (see [`Interest`]).
+    /// Without one, [`unsubscribe_node`](Broker::unsubscribe_node) always unsubscribes.
+    fn set_interest(&self, interest: Interest);
+
     /// Publishes `data` to `channel`: assigns the next offset, appends to history (bounded by
     /// `opts`), and delivers to every node subscribed to the channel.
     fn publish<'a>(
@@ -165,9 +196,28 @@ pub trait Broker: Send + Sync + fmt::Debug {
         joined: bool,
     ) -> BrokerFuture<'a, ()>;
 
-    /// This node now wants publications of `channel` (idempotent).
+    /// This node now wants publications of `channel` (idempotent). Resolves once every
+    /// publication made after it will be delivered: each new local subscriber awaits it
+    /// before reading history, so nothing falls between the history read and live delivery.
     fn subscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
-    /// This node no longer wants publications of `channel` (idempotent).
+    /// This node may no longer want publications of `channel` (idempotent): carried out
+    /// only if the [`Interest`] says no local subscriber is left by then.
     fn unsubscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// Tells the other nodes this node is alive, for `ttl` ([`nodes`](Broker::nodes)).
+    fn announce<'a>(&'a self, _node: &'a NodeInfo, _ttl: Duration) -> BrokerFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Every node that announced itself and has not expired (empty for a one-node broker).
+    fn nodes(&self) -> BrokerFuture<'_, Vec<NodeInfo>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// `Err` with what is wrong while the backend cannot be used (for `/health`, metrics
+    /// and logs); publishes fail meanwhile with temporary errors.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

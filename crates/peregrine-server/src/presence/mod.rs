@@ -4,12 +4,14 @@
 //! per channel with a per-entry expiry refreshed by each node) fits behind it.
 
 mod memory;
+mod redis;
 
 use std::collections::BTreeMap;
 
 use peregrine_wire::ClientInfo;
 
 pub use memory::MemoryPresence;
+pub use redis::RedisPresence;
 
 use crate::broker::BrokerFuture;
 

@@ -155,9 +155,10 @@ impl Session {
             ));
         }
         let outbox = self.control.outbox.clone();
-        if hub.subscribe_pending(&channel, self.id, outbox, self.encoding)
-            && let Err(e) = self.node.broker().subscribe_node(&channel).await
-        {
+        hub.subscribe_pending(&channel, self.id, outbox, self.encoding);
+        // Every new subscriber waits for the node's subscription, not only the first: it may
+        // still be on its way for the one before, and history must be read only after it.
+        if let Err(e) = self.node.broker().subscribe_node(&channel).await {
             self.leave_hub(&channel).await;
             return Err(ReplyError { code: err::INTERNAL, message: e.to_string(), temporary: true });
         }

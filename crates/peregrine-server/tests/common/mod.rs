@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use peregrine::{Message, WebSocket};
 use peregrine_server::app::Server;
-use peregrine_server::app::config::Config;
+use peregrine_server::config::Config;
 use peregrine_server::node::Node;
 use peregrine_wire::*;
 use serde_json::Value;

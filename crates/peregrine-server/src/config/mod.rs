@@ -53,6 +53,78 @@ pub struct Config {
     pub workers: usize,
     /// Development mode: permissive defaults, printed with a warning at start.
     pub development: bool,
+    /// This node's name, shown by `/api/info` beside the other nodes (default: the listen
+    /// address).
+    pub name: Option<String>,
+    /// Where streams (history, offsets), fan-out between nodes and presence live.
+    pub broker: BrokerConfig,
+}
+
+/// Which broker a node uses; presence lives in the same backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `memory` (one node, nothing to install) or `redis` (several nodes sharing Redis).
+    #[serde(rename = "type")]
+    pub kind: BrokerKind,
+    /// The Redis connection, for `type = "redis"`.
+    pub redis: RedisConfig,
+}
+
+/// The broker backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// In this process: one node.
+    #[default]
+    Memory,
+    /// Redis (standalone, several standalone shards, or a Redis Cluster).
+    Redis,
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `host:port` of each Redis server. Several standalone servers: channels are sharded
+    /// over them by consistent hashing. With `cluster = true`: seed nodes of one cluster.
+    pub addresses: Vec<String>,
+    /// The addresses are nodes of a Redis Cluster (sharded Pub/Sub, keys hash-tagged by
+    /// channel).
+    pub cluster: bool,
+    /// ACL user name (Redis 6+); `None`: the default user.
+    pub user: Option<String>,
+    /// Password (of `user`, or of the default user).
+    pub password: Option<Secret>,
+    /// Database number (standalone only; a cluster has only 0).
+    pub db: i64,
+    /// Connect with TLS (`rediss://`).
+    pub tls: bool,
+    /// Prefix of every key and Pub/Sub channel, so deployments can share one Redis.
+    pub prefix: String,
+    /// How long to wait for Redis when connecting or for one command.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a channel's position (epoch and offset) outlives its last publication.
+    /// After that, a new publication starts a new epoch: clients recovering see `reset`.
+    #[serde(with = "humantime_serde")]
+    pub stream_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            addresses: vec!["127.0.0.1:6379".into()],
+            cluster: false,
+            user: None,
+            password: None,
+            db: 0,
+            tls: false,
+            prefix: "peregrine".into(),
+            timeout: Duration::from_secs(5),
+            stream_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// Certificate chain and private key, PEM.
@@ -174,6 +246,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             workers: 0,
             development: false,
+            name: None,
+            broker: BrokerConfig::default(),
         }
     }
 }

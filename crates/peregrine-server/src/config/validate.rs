@@ -1,21 +1,26 @@
 //! Rules across keys, checked after loading; each error names the key and the fix.
+//!
+//! Only rules on the values themselves live here: the configuration is the ground floor and
+//! imports nothing above it. Whether key files parse and Origin patterns are well formed is
+//! checked where they are used, when the node is built (`Node::with_backends`), with errors
+//! that name the key just the same.
 
 use super::{Config, ConfigError};
-use crate::auth::{OriginPolicy, TokenVerifier};
 
 impl Config {
     /// Checks the rules that types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: String| Err(ConfigError(m));
-        let verifier = TokenVerifier::from_config(&self.token).map_err(ConfigError)?;
-        if !self.token.allow_anonymous && !verifier.has_key() {
+        let token = &self.token;
+        let has_key =
+            token.hmac_secret.is_some() || token.rsa_public_key.is_some() || token.ecdsa_public_key.is_some();
+        if !token.allow_anonymous && !has_key {
             return fail(
                 "no way to authenticate clients: set token.hmac_secret, token.rsa_public_key or \
                  token.ecdsa_public_key, or token.allow_anonymous = true"
                     .into(),
             );
         }
-        OriginPolicy::new(&self.allowed_origins).map_err(ConfigError)?;
         if let Some(tls) = &self.tls {
             for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !path.exists() {
@@ -49,6 +54,42 @@ impl Config {
                 return fail(format!("`{key}.join_leave` needs `{key}.presence = true`"));
             }
         }
+        self.validate_redis()
+    }
+
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let redis = &self.broker.redis;
+        if self.broker.kind != super::BrokerKind::Redis {
+            return Ok(());
+        }
+        let fail = |m: String| Err(ConfigError(m));
+        if redis.addresses.is_empty() {
+            return fail("`broker.redis.addresses` is empty: give at least one \"host:port\"".into());
+        }
+        for address in &redis.addresses {
+            let port = address
+                .rsplit_once(':')
+                .and_then(|(host, port)| (!host.is_empty()).then_some(port.parse::<u16>().ok()).flatten());
+            if port.is_none() {
+                return fail(format!(
+                    "`broker.redis.addresses`: {address:?} is not \"host:port\" (e.g. \"127.0.0.1:6379\")"
+                ));
+            }
+        }
+        if redis.cluster && redis.db != 0 {
+            return fail(
+                "`broker.redis.db` must be 0 with `broker.redis.cluster = true`: a cluster has one database"
+                    .into(),
+            );
+        }
+        if redis.prefix.is_empty() || redis.prefix.contains(['{', '}']) {
+            return fail(
+                "`broker.redis.prefix` must be non-empty and without braces (they are hash tags)".into(),
+            );
+        }
+        if redis.timeout.is_zero() || redis.stream_ttl.is_zero() {
+            return fail("`broker.redis.timeout` and `broker.redis.stream_ttl` must be more than 0".into());
+        }
         Ok(())
     }
 
@@ -62,6 +103,7 @@ impl Config {
         };
         redact(&mut shown.api_key);
         redact(&mut shown.token.hmac_secret);
+        redact(&mut shown.broker.redis.password);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
 }

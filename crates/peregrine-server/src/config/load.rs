@@ -104,7 +104,7 @@ impl Config {
     /// Loads the configuration from `sources` and checks it.
     ///
     /// ```
-    /// use peregrine_server::app::config::{Config, Sources};
+    /// use peregrine_server::config::{Config, Sources};
     /// let sources = Sources {
     ///     env: vec![("PEREGRINE_CLIENT__PING_INTERVAL".into(), "30s".into())],
     ///     overrides: vec!["listen=127.0.0.1:9000".into()],
