@@ -7,13 +7,14 @@
 //! through Pub/Sub, a moment after the publish returns. So the very same cases hold for
 //! the memory broker and for Redis.
 //!
-//! Backends: `memory` now; the Redis hook is at the end of this file.
+//! Backends: `memory`, and `redis` on a real redis-server per case.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peregrine_server::broker::{Broker, ChannelEvent, HistoryQuery, MemoryBroker, PublishOptions};
+use peregrine_server::config::RedisConfig;
 use peregrine_server::recovery;
 use peregrine_wire::{Gap, Publication, StreamPosition};
 use serde_json::json;
@@ -311,18 +312,16 @@ async fn memory(_prefix: &str) -> Option<Subject> {
 
 contract!(memory, super::memory);
 
-// ---------------------------------------------------------------------------------------
-// REDIS BROKER HOOK. When `RedisBroker` lands on main, uncomment and fill in the connect
-// call; every case above then runs on a real redis-server (its own per case, killed on
-// drop), skipped with a note where Redis is not installed unless
-// PEREGRINE_REQUIRE_SERVICES=1.
-//
-// async fn redis(prefix: &str) -> Option<Subject> {
-//     let server = services::RedisServer::start(&format!("broker contract ({prefix})"))?;
-//     let config = /* broker.redis: addresses = [server.address()], prefix = prefix */;
-//     let broker = peregrine_server::broker::RedisBroker::connect(config).await.expect("connect");
-//     Some(Subject { broker: Arc::new(broker), _services: vec![server] })
-// }
-//
-// contract!(redis, super::redis);
-// ---------------------------------------------------------------------------------------
+/// A `RedisBroker` on a redis-server of its own (started for the case, killed on drop);
+/// `None` where Redis is not installed (the case is skipped with a note, or fails under
+/// `PEREGRINE_REQUIRE_SERVICES=1`).
+async fn redis(prefix: &str) -> Option<Subject> {
+    let server = services::RedisServer::start(&format!("broker contract on Redis ({prefix})"))?;
+    let config =
+        RedisConfig { addresses: vec![server.address()], prefix: prefix.to_owned(), ..Default::default() };
+    let (broker, _presence) =
+        peregrine_server::broker::redis::connect(&config).await.expect("connect to Redis");
+    Some(Subject { broker, _services: vec![server] })
+}
+
+contract!(redis, super::redis);
