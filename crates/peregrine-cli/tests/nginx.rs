@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use peregrine_client::{Backoff, Client};
-use peregrine_server::app::config::Config;
+use peregrine_server::config::Config;
 use serde_json::json;
 use support::node::{Backend, PeregrineNode, api, http};
 use support::services::{Nginx, SHIPPED_NGINX_CONF, render_nginx_conf};

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -73,32 +73,6 @@ pub fn node_toml(name: &str, port: u16, backend: &Backend, extra: &str) -> Strin
          [channels.default]\nhistory_size = 20000\nhistory_ttl = \"10m\"\n\n{}\n",
         backend.toml()
     )
-}
-
-/// Whether this build's `peregrine serve` knows the `[broker]` section. The multi-node
-/// tests need the Redis broker; until it is in the build they skip with a note.
-// TODO(redis broker): once the broker has landed on main, remove this probe and its callers
-// so the tests can never skip for this reason.
-pub fn redis_broker_built(test: &str) -> bool {
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let built = *BUILT.get_or_init(|| {
-        let dir = fresh_dir("probe-broker");
-        let file = dir.join("probe.toml");
-        let backend = Backend::redis(vec!["127.0.0.1:1".into()], "probe");
-        std::fs::write(&file, node_toml("probe", free_port(), &backend, "")).unwrap();
-        let out = Command::new(BIN)
-            .args(["serve", "--print-config", "--config"])
-            .arg(&file)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run peregrine serve --print-config");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        !(stderr.contains("unknown") && (stderr.contains("`broker`") || stderr.contains("`name`")))
-    });
-    if !built {
-        eprintln!("\n!!!!!!!! SKIPPED {test}: this build of `peregrine serve` has no Redis broker yet\n");
-    }
-    built
 }
 
 /// A `peregrine serve --config FILE` process; killed (SIGKILL by PID) on drop.
