@@ -6,7 +6,7 @@
 //! `Gap`/`Reset`, whichever node it is on, whatever fails underneath. Every wait is bounded.
 //!
 //! They skip (loudly) when redis-server or nginx is missing, unless
-//! `PEREGRINE_REQUIRE_SERVICES=1` (scripts/test-all), which makes that a failure instead.
+//! `TEST_REQUIRE_SERVICES=1` (scripts/test-all), which makes that a failure instead.
 
 mod support;
 

@@ -279,7 +279,7 @@ mod cases {
 
 /// `contract!(backend, constructor)`: a module `backend` with one test per case, each on a
 /// fresh `constructor(prefix).await` (`None`: the backend is not available here, the case
-/// is skipped with a note, or fails under `PEREGRINE_REQUIRE_SERVICES=1`).
+/// is skipped with a note, or fails under `TEST_REQUIRE_SERVICES=1`).
 macro_rules! contract {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -314,7 +314,7 @@ contract!(memory, super::memory);
 
 /// A `RedisBroker` on a redis-server of its own (started for the case, killed on drop);
 /// `None` where Redis is not installed (the case is skipped with a note, or fails under
-/// `PEREGRINE_REQUIRE_SERVICES=1`).
+/// `TEST_REQUIRE_SERVICES=1`).
 async fn redis(prefix: &str) -> Option<Subject> {
     let server = services::RedisServer::start(&format!("broker contract on Redis ({prefix})"))?;
     let config =

@@ -3,13 +3,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::services::{free_port, fresh_dir};
+use super::services::{free_port, fresh_dir, remove_unless_failing};
 use super::{BIN, wait_bounded};
 
 /// How long a node may take to answer /health.
@@ -83,6 +84,8 @@ pub struct PeregrineNode {
     pub port: u16,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// Holds its configuration file.
+    dir: PathBuf,
 }
 
 impl PeregrineNode {
@@ -128,7 +131,7 @@ impl PeregrineNode {
                 log.push('\n');
             }
         });
-        PeregrineNode { name: name.to_owned(), port: 0, child: Some(child), log }
+        PeregrineNode { name: name.to_owned(), port: 0, child: Some(child), log, dir }
     }
 
     /// `127.0.0.1:PORT`, for an nginx upstream.
@@ -206,6 +209,7 @@ impl PeregrineNode {
 impl Drop for PeregrineNode {
     fn drop(&mut self) {
         self.kill9();
+        remove_unless_failing(&self.dir);
     }
 }
 

@@ -8,8 +8,11 @@
 //! This file uses only `std`, so the server crate's tests (the broker contract suite)
 //! include it too, with `#[path]`.
 //!
+//! The switch is `TEST_REQUIRE_SERVICES`, not a `PEREGRINE_` name: `peregrine serve` reads
+//! every `PEREGRINE_*` variable as a configuration key and would refuse an unknown one.
+//!
 //! When `redis-server` or `nginx` is missing, [`available`] fails the test if
-//! `PEREGRINE_REQUIRE_SERVICES=1` (scripts/test-all sets it and installs both), and
+//! `TEST_REQUIRE_SERVICES=1` (scripts/test-all sets it and installs both), and
 //! otherwise lets the test skip with a loud note on stderr.
 
 #![allow(dead_code)]
@@ -43,7 +46,7 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 }
 
 /// Whether every program in `programs` is installed. When one is not: a panic if
-/// `PEREGRINE_REQUIRE_SERVICES=1` (CI must not skip silently), else `false` and a loud
+/// `TEST_REQUIRE_SERVICES=1` (CI must not skip silently), else `false` and a loud
 /// note, so the caller returns early (the test shows as passed, its stderr says skipped).
 pub fn available(test: &str, programs: &[&str]) -> bool {
     let missing: Vec<&str> = programs.iter().copied().filter(|p| find_program(p).is_none()).collect();
@@ -55,8 +58,8 @@ pub fn available(test: &str, programs: &[&str]) -> bool {
          (scripts/test-all does this when it runs as root)",
         missing.join(" and ")
     );
-    if std::env::var("PEREGRINE_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{message} (PEREGRINE_REQUIRE_SERVICES=1: these tests may not be skipped)");
+    if std::env::var("TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{message} (TEST_REQUIRE_SERVICES=1: these tests may not be skipped)");
     }
     eprintln!("\n!!!!!!!! SKIPPED {message}\n");
     false
@@ -275,6 +278,20 @@ impl RedisServer {
     }
 }
 
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.process.kill();
+        remove_unless_failing(&self.dir);
+    }
+}
+
+/// Removes a service's directory, unless the test is failing: then its logs stay for a look.
+pub fn remove_unless_failing(dir: &Path) {
+    if !std::thread::panicking() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A Redis Cluster of three masters (no replicas), each a [`RedisServer`] with its own
 /// directory and bus port, joined with `redis-cli --cluster create`.
 #[derive(Debug)]
@@ -433,8 +450,15 @@ impl Nginx {
         format!("{}{}", read("stderr.log"), read("error.log"))
     }
 
-    /// The access log so far: one line per request or WebSocket connection.
+    /// The access log so far: one line per finished request or WebSocket connection.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.process.kill();
+        remove_unless_failing(&self.dir);
     }
 }
