@@ -8,6 +8,7 @@
 //! * [`recovery`]: pure functions deciding what a subscriber with a `since` position missed,
 //!   and joining the history replay with publications buffered live during the read.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod broker;

@@ -3,7 +3,7 @@
 //! sessions (for limits, "disconnect user" and shutdown) and the metrics.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use peregrine_wire::codes::unsubscribe as unsub;
 use peregrine_wire::{ClientInfo, Payload, ReplyError, StreamPosition};
 use tokio::sync::Notify;
 
+use crate::admission::{Admission, Refusal, Ticket, client_address};
 use crate::auth::{OriginPolicy, TokenVerifier};
 use crate::broker::{
     Broker, HistoryQuery, HistoryResult, MemoryBroker, NodeInfo, PublishOptions, PublishResult,
@@ -140,6 +141,12 @@ pub struct Node {
     started: std::time::Instant,
     /// Unique per process start: tells this node from the others in `/api/info`.
     id: String,
+    /// Handshake limits: in progress, per client address.
+    admission: Arc<Admission>,
+    /// `trusted_proxies`, parsed.
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections the process can hold by its open-files limit (`usize::MAX`: unknown).
+    fd_capacity: AtomicUsize,
 }
 
 impl Node {
@@ -158,6 +165,7 @@ impl Node {
         config.validate()?;
         let tokens = TokenVerifier::from_config(&config.token).map_err(ConfigError)?;
         let origins = OriginPolicy::new(&config.allowed_origins).map_err(ConfigError)?;
+        let trusted_proxies = config.trusted_networks();
         let node = Arc::new(Node {
             config: Arc::new(config),
             tokens,
@@ -172,6 +180,9 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             started: std::time::Instant::now(),
             id: random_id(),
+            admission: Admission::new(),
+            trusted_proxies,
+            fd_capacity: AtomicUsize::new(usize::MAX),
         });
         // The handler holds the node weakly: the broker (owned by the node) must not keep
         // the node alive.
@@ -235,10 +246,40 @@ impl Node {
         self.config.channel_options(channel).map_err(|e| reply_error(err::UNKNOWN_CHANNEL, e.to_string()))
     }
 
-    /// Whether one more connection fits under `client.max_connections`.
-    pub fn has_room(&self) -> bool {
+    /// Most connections this node takes: `client.max_connections`, or fewer when the
+    /// process's open-files limit allows fewer (0: no limit).
+    pub fn max_connections(&self) -> usize {
         let max = self.config.client.max_connections;
-        max == 0 || lock(&self.registry).sessions.len() < max
+        let fds = self.fd_capacity.load(Ordering::Relaxed);
+        if max == 0 { fds } else { max.min(fds) }
+    }
+
+    /// Sets how many connections the open-files limit allows (see `app::serve`).
+    pub fn set_fd_capacity(&self, connections: usize) {
+        self.fd_capacity.store(connections, Ordering::Relaxed);
+    }
+
+    /// Whether one more connection fits under [`max_connections`](Node::max_connections).
+    pub fn has_room(&self) -> bool {
+        let max = self.max_connections();
+        max == 0 || max == usize::MAX || lock(&self.registry).sessions.len() < max
+    }
+
+    /// Admits a WebSocket handshake from `peer` (see [`crate::admission`]); the headers name
+    /// the client when the peer is a trusted proxy.
+    pub fn admit(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        forwarded_for: Option<&str>,
+        real_ip: Option<&str>,
+    ) -> Result<Ticket, Refusal> {
+        let address = client_address(peer, forwarded_for, real_ip, &self.trusted_proxies);
+        self.admission.admit(address, &self.config.client)
+    }
+
+    /// Handshakes admitted and not yet connected.
+    pub fn pending_handshakes(&self) -> usize {
+        self.admission.pending()
     }
 
     /// Registers a new session (before `connect`; the user is set by [`set_user`](Node::set_user)).
@@ -249,7 +290,7 @@ impl Node {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(SessionControl::new(Outbox::new(self.config.client.queue_max_bytes)));
         let mut reg = lock(&self.registry);
-        let max = self.config.client.max_connections;
+        let max = self.max_connections();
         if max != 0 && reg.sessions.len() >= max {
             return Err(Disconnect::new(
                 peregrine_wire::codes::disconnect::CONNECTION_LIMIT,

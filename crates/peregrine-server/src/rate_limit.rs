@@ -42,4 +42,13 @@ impl TokenBucket {
             false
         }
     }
+
+    /// How long after the last [`try_take`](TokenBucket::try_take) until a token is there
+    /// (for a `Retry-After`).
+    pub fn wait(&self) -> std::time::Duration {
+        if self.tokens >= 1.0 || self.rate <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+    }
 }

@@ -7,6 +7,9 @@
 //! streamed by [`stream`](self::stream), and what a session leaves behind when it ends is
 //! cleared by [`Leftovers`].
 
+mod run;
+
+pub use run::{CLOSE_GRACE, run};
 mod stream;
 mod subscribe;
 

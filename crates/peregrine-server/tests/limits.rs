@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, http};
+use common::{Client, TestServer, http, http_with_head};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use peregrine_server::channel::ChannelOptions;
 use peregrine_server::config::{Config, Secret};
@@ -161,5 +161,65 @@ async fn a_subscribe_cut_short_by_a_slow_disconnect_leaves_no_phantom_subscriber
     assert!(!channels.to_string().contains("room:1"), "{channels}");
     let mut next = Client::connect(&server).await;
     next.sub("room:1").await;
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn handshakes_in_progress_past_the_limit_get_503_with_retry_after() {
+    let mut config = Config::development();
+    config.client.max_pending_handshakes = 1;
+    let server = TestServer::start(config).await;
+    // Upgraded but no `connect` yet: it holds the one handshake slot.
+    let mut first = Client::open(&server, Encoding::Json).await;
+    let (status, head, body) = http_with_head(server.addr, &handshake(&server)).await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(body.contains("handshakes in progress"), "{body}");
+    // Once it is connected the slot is free again.
+    first.command(CommandKind::Connect(ConnectRequest::default())).await.expect("connect");
+    let _second = Client::connect(&server).await;
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn per_address_limits_answer_429_and_are_off_in_development() {
+    let mut config = Config::default();
+    config.token.allow_anonymous = true;
+    config.client.max_connections_per_address = 2;
+    config.client.handshake_rate_per_address = 0.5;
+    config.client.handshake_burst_per_address = 3;
+    let server = TestServer::start(config).await;
+    let a = Client::connect(&server).await;
+    let _b = Client::connect(&server).await;
+    let (status, _, body) = http_with_head(server.addr, &handshake(&server)).await;
+    assert_eq!(status, 429);
+    assert!(body.contains("max_connections_per_address"), "{body}");
+    // A slot is given back when a connection ends: the third handshake of the burst fits.
+    drop(a);
+    for _ in 0..200 {
+        if server.node.session_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _third = Client::connect(&server).await;
+    drop(_b);
+    for _ in 0..200 {
+        if server.node.session_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The burst (3) is spent: the rate answers with Retry-After.
+    let (status, head, body) = http_with_head(server.addr, &handshake(&server)).await;
+    assert_eq!(status, 429, "{head}");
+    assert!(body.contains("handshake_rate_per_address") && head.contains("retry-after: 2"), "{head}{body}");
+    server.finish().await;
+
+    let server = TestServer::dev().await;
+    let clients: Vec<Client> =
+        futures_util::future::join_all((0..60).map(|_| Client::connect(&server))).await;
+    assert_eq!(clients.len(), 60);
+    drop(clients);
     server.finish().await;
 }

@@ -1,6 +1,7 @@
 //! Opening a connection: the WebSocket handshake and the `connect` command, and what a
 //! connection's end means for the next step.
 
+use peregrine::proto::handshake::HandshakeError;
 use peregrine::{CloseFrame, Message};
 use peregrine_wire::codes::{disconnect as dc, error as err};
 use peregrine_wire::{
@@ -18,27 +19,48 @@ pub(super) struct Ending {
     pub(super) reconnect: bool,
     /// The token was refused as expired or invalid: get a fresh one first.
     pub(super) new_token: bool,
+    /// The server asked to wait this long before trying again (`Retry-After` on a refused
+    /// handshake: it is busy, or this address is over its rate).
+    pub(super) retry_after: Option<std::time::Duration>,
 }
 
 impl Ending {
     pub(super) fn retry(code: Option<u16>, reason: impl Into<String>) -> Ending {
-        Ending { code, reason: reason.into(), reconnect: true, new_token: false }
+        Ending { code, reason: reason.into(), reconnect: true, new_token: false, retry_after: None }
     }
 
     pub(super) fn closed() -> Ending {
-        Ending { code: None, reason: "closed by the application".into(), reconnect: false, new_token: false }
+        Ending {
+            code: None,
+            reason: "closed by the application".into(),
+            reconnect: false,
+            new_token: false,
+            retry_after: None,
+        }
     }
 
     /// The server's verdict, from a disconnect push or a close frame.
     pub(super) fn from_code(code: u16, reason: String) -> Ending {
         let reconnect = codes::reconnect(code);
         let new_token = matches!(code, dc::EXPIRED | dc::INVALID_TOKEN);
-        Ending { code: Some(code), reason, reconnect, new_token }
+        Ending { code: Some(code), reason, reconnect, new_token, retry_after: None }
     }
 
     /// A disconnect push: its code, and the server's reconnect advice as given.
     pub(super) fn from_push(code: u16, reason: String, reconnect: bool) -> Ending {
         Ending { reconnect, ..Ending::from_code(code, reason) }
+    }
+
+    /// The WebSocket could not be opened; a `Retry-After` the server sent is kept.
+    pub(super) fn refused(error: peregrine::Error) -> Ending {
+        let retry_after = match &error {
+            peregrine::Error::Handshake(HandshakeError::UnexpectedStatus { headers, .. }) => headers
+                .get("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs),
+            _ => None,
+        };
+        Ending { retry_after, ..Ending::retry(None, format!("cannot connect: {error}")) }
     }
 
     pub(super) fn from_close(frame: Option<CloseFrame>) -> Ending {
@@ -69,8 +91,7 @@ pub(super) async fn open(settings: Settings, request: ConnectRequest, id: u64) -
         if let Some(tls) = settings.tls.clone() {
             builder = builder.tls(tls);
         }
-        let (mut ws, _) =
-            builder.connect().await.map_err(|e| Ending::retry(None, format!("cannot connect: {e}")))?;
+        let (mut ws, _) = builder.connect().await.map_err(Ending::refused)?;
         let connect = Command { id, kind: CommandKind::Connect(request) };
         for frame in encode_frames(&[connect], settings.encoding, usize::MAX) {
             ws.send(frame).await.map_err(|e| Ending::retry(None, format!("cannot send connect: {e}")))?;
@@ -108,6 +129,7 @@ pub(super) async fn open(settings: Settings, request: ConnectRequest, id: u64) -
                                 new_token: matches!(e.code, err::TOKEN_EXPIRED | err::UNAUTHORIZED),
                                 reason: format!("connect refused ({}): {}", e.code, e.message),
                                 reconnect: false,
+                                retry_after: None,
                             }),
                         };
                     }

@@ -202,7 +202,8 @@ impl Session {
                 self.token = None;
                 self.token_retried = !ending.reconnect;
             }
-            let retry_in = self.settings.backoff.delay(attempt);
+            // The server's Retry-After is a floor: the jitter still spreads a storm out.
+            let retry_in = self.settings.backoff.delay(attempt).max(ending.retry_after.unwrap_or_default());
             attempt = attempt.saturating_add(1);
             tracing::debug!(code = ?ending.code, reason = %ending.reason, ?retry_in, "disconnected");
             self.set_state(State::Disconnected { code: ending.code, reason: ending.reason, retry_in });

@@ -33,8 +33,13 @@ fn refuse(node: &Node, status: StatusCode, metric: &str, reason: String) -> Resp
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason + "\n").into_response()
 }
 
+/// The TCP peer of the request's connection (set per connection by `app::serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 async fn websocket_endpoint(
     State(node): State<Arc<Node>>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, peregrine::upgrade::UpgradeError>,
 ) -> Response {
@@ -49,10 +54,26 @@ async fn websocket_endpoint(
         return refuse(&node, StatusCode::SERVICE_UNAVAILABLE, "shutdown", "server shutting down".into());
     }
     if !node.has_room() {
-        let max = node.config().client.max_connections;
+        let max = node.max_connections();
         let reason = format!("connection limit of this node reached ({max}): try another node or later");
         return refuse(&node, StatusCode::SERVICE_UNAVAILABLE, "connection_limit", reason);
     }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let peer = peer.map(|axum::Extension(Peer(addr))| addr.ip());
+    let ticket = match node.admit(peer, header("x-forwarded-for"), header("x-real-ip")) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = refuse(&node, status, refusal.metric, refusal.reason);
+            if let Some(after) = refusal.retry_after
+                && let Ok(value) =
+                    header::HeaderValue::from_str(&(after.as_secs_f64().ceil().max(1.0) as u64).to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+    };
     let request = upgrade.request();
     if let Err(reason) = node.check_origin(request.origin(), Some(request.host())) {
         return refuse(&node, StatusCode::FORBIDDEN, "origin", reason);
@@ -67,7 +88,9 @@ async fn websocket_endpoint(
     let upgrade = upgrade.protocols(Encoding::subprotocols());
     let encoding = upgrade.selected_protocol().and_then(Encoding::from_subprotocol).unwrap_or(Encoding::Json);
     let config = websocket::socket_config(&node);
-    upgrade.config(config).on_upgrade(move |socket| websocket::serve(node, socket, encoding, identity))
+    upgrade
+        .config(config)
+        .on_upgrade(move |socket| websocket::serve(node, socket, encoding, identity, ticket))
 }
 
 /// A connection token given at the handshake: `?token=` or `Authorization: Bearer`.

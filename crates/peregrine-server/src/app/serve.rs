@@ -79,6 +79,7 @@ impl Server {
             }
         };
         let listen = config.listen;
+        let fd_capacity = raise_open_files_limit();
         config.validate().map_err(ServeError::Config)?;
         let node = match config.broker.kind {
             BrokerKind::Memory => Node::new(config).map_err(ServeError::Config)?,
@@ -91,6 +92,20 @@ impl Server {
             }
         };
         let listener = TcpListener::bind(listen).await.map_err(|e| ServeError::Bind(listen, e))?;
+        if let Some(capacity) = fd_capacity {
+            node.set_fd_capacity(capacity);
+        }
+        tracing::info!(
+            max_connections = node.max_connections(),
+            open_files = ?fd_capacity.map(|c| c + FD_RESERVE),
+            "this node takes up to {} connections (client.max_connections{}); past that, handshakes get 503",
+            node.max_connections(),
+            if fd_capacity.is_some_and(|c| c < node.config().client.max_connections) {
+                ", lowered to the open-files limit"
+            } else {
+                ""
+            },
+        );
         Ok(Server { node, listener, tls })
     }
 
@@ -110,10 +125,19 @@ impl Server {
         let Server { node, listener, tls } = self;
         let heartbeat = tokio::spawn(Arc::clone(&node).heartbeat());
         let app = router(Arc::clone(&node));
-        let accept = |accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>| {
-            let Ok((tcp, peer)) = accepted else { return };
+        let mut accept_errors = AcceptErrors::default();
+        let mut accept = |accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>| {
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => return accept_errors.pause_after(e),
+            };
             let _ = tcp.set_nodelay(true);
-            let app = app.clone();
+            let app = tower::ServiceBuilder::new()
+                .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(super::router::Peer(peer));
+                    request
+                })
+                .service(app.clone());
             let tls = tls.clone();
             tokio::spawn(async move {
                 match tls {
@@ -124,11 +148,14 @@ impl Server {
                     },
                 }
             });
+            None
         };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = listener.accept() => accept(accepted),
+                accepted = listener.accept() => if let Some(pause) = accept(accepted) {
+                    tokio::time::sleep(pause).await;
+                },
                 _ = &mut shutdown => break,
             }
         }
@@ -147,7 +174,9 @@ impl Server {
                 // any connection accepted here is served.
                 biased;
                 left = &mut drain => break left,
-                accepted = listener.accept() => accept(accepted),
+                accepted = listener.accept() => if let Some(pause) = accept(accepted) {
+                    tokio::time::sleep(pause).await;
+                },
             }
         };
         drop(listener);
@@ -159,9 +188,40 @@ impl Server {
     }
 }
 
-async fn serve_connection<I>(io: I, app: axum::Router)
+/// Failed `accept`s: out of file descriptors (EMFILE) would fail again at once, so the loop
+/// pauses instead of spinning, and says so in the log at most every 10 s.
+#[derive(Default)]
+struct AcceptErrors {
+    logged: Option<std::time::Instant>,
+    since_log: u64,
+}
+
+impl AcceptErrors {
+    fn pause_after(&mut self, error: std::io::Error) -> Option<std::time::Duration> {
+        self.since_log += 1;
+        if self.logged.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
+            tracing::warn!(
+                %error, failures = self.since_log,
+                "cannot accept connections (out of file descriptors?): pausing 100 ms each time"
+            );
+            self.logged = Some(std::time::Instant::now());
+            self.since_log = 0;
+        }
+        Some(std::time::Duration::from_millis(100))
+    }
+}
+
+async fn serve_connection<I, S>(io: I, app: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let service = TowerToHyperService::new(app);
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -232,6 +292,24 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.try_init(),
     };
+}
+
+/// File descriptors kept for what is not a client connection: the listener, Redis,
+/// logs, and the sockets a refused handshake still needs to say 503.
+const FD_RESERVE: usize = 256;
+
+/// Raises the open-files soft limit to the hard limit (a server wants every descriptor
+/// it may have) and returns how many client connections that leaves room for.
+fn raise_open_files_limit() -> Option<usize> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        // Refused (a hard limit we may not reach): the soft limit read below stays.
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    let current = usize::try_from(getrlimit(Resource::Nofile).current?).ok()?;
+    Some(current.saturating_sub(FD_RESERVE).max(1))
 }
 
 /// Names the `tls.*` key whose file is wrong, and why.

@@ -53,6 +53,9 @@ pub struct Config {
     pub workers: usize,
     /// Development mode: permissive defaults, printed with a warning at start.
     pub development: bool,
+    /// Proxies (load balancers) whose `X-Forwarded-For` / `X-Real-IP` names the client's
+    /// address, for the per-address limits: addresses or networks (`10.0.0.0/8`).
+    pub trusted_proxies: Vec<String>,
     /// This node's name, shown by `/api/info` beside the other nodes (default: the listen
     /// address).
     pub name: Option<String>,
@@ -185,6 +188,15 @@ pub struct ClientConfig {
     /// How long a publish's idempotency key makes a repeat a duplicate.
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Most connections from one client address (0: no limit).
+    pub max_connections_per_address: usize,
+    /// WebSocket handshakes allowed per second from one client address (0: no limit).
+    pub handshake_rate_per_address: f64,
+    /// Handshakes one address may make in a burst.
+    pub handshake_burst_per_address: u32,
+    /// Handshakes in progress on the node (upgrade to `connect` answered) beyond which new
+    /// ones get `503` with `Retry-After` (0: no limit).
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for ClientConfig {
@@ -201,6 +213,10 @@ impl Default for ClientConfig {
             max_connections: 100_000,
             max_connections_per_user: 100,
             idempotency_window: Duration::from_secs(120),
+            max_connections_per_address: 1000,
+            handshake_rate_per_address: 20.0,
+            handshake_burst_per_address: 50,
+            max_pending_handshakes: 1000,
         }
     }
 }
@@ -246,6 +262,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             workers: 0,
             development: false,
+            trusted_proxies: Vec::new(),
             name: None,
             broker: BrokerConfig::default(),
         }
@@ -261,6 +278,11 @@ impl Config {
             allowed_origins: vec!["*".into()],
             token: TokenConfig { allow_anonymous: true, ..TokenConfig::default() },
             channels: Namespaces { default: Some(ChannelOptions::development()), ..Namespaces::default() },
+            client: ClientConfig {
+                max_connections_per_address: 0,
+                handshake_rate_per_address: 0.0,
+                ..ClientConfig::default()
+            },
             development: true,
             ..Config::default()
         }
@@ -277,6 +299,22 @@ impl Config {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Parses a `trusted_proxies` entry: a network (`10.0.0.0/8`, `fd00::/8`) or one address.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a network like 10.0.0.0/8"))
+}
+
+impl Config {
+    /// The `trusted_proxies` as networks (entries that do not parse are left out; `validate`
+    /// refuses them).
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|p| parse_network(p).ok()).collect()
     }
 }
 

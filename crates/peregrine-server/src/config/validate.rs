@@ -54,6 +54,12 @@ impl Config {
                 return fail(format!("`{key}.join_leave` needs `{key}.presence = true`"));
             }
         }
+        if client.handshake_rate_per_address.is_nan() || client.handshake_rate_per_address < 0.0 {
+            return fail("client.handshake_rate_per_address must be 0 (no limit) or more".into());
+        }
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            super::parse_network(proxy).map_err(|e| ConfigError(format!("`trusted_proxies[{i}]`: {e}")))?;
+        }
         self.validate_redis()
     }
 

@@ -1,3 +1,49 @@
-//! Transports: how sessions reach clients. WebSocket for now; SSE and long-polling follow.
+//! Transports: how sessions reach clients. Each is a small adapter to the one session loop
+//! ([`crate::session::run`]), which owns everything a connection lives through (connect
+//! deadline, token expiry, server-side unsubscribes, streamed recoveries, slow consumers,
+//! disconnects, metrics): a transport only moves messages.
+//!
+//! * [`Inbound`]: the client's messages (each a batch of commands in the session's wire
+//!   encoding), one at a time, until the client goes away.
+//! * [`Outbound`]: writes a batch of queued frames, and ends the connection with a
+//!   [`Disconnect`] (a `disconnect` push when the transport can still carry one, then the
+//!   transport's own close).
+//!
+//! WebSocket is the one transport today ([`websocket`]).
 
 pub mod websocket;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::disconnect::Disconnect;
+use crate::outbox::Queued;
+
+/// What the client sent.
+#[derive(Debug)]
+pub enum Received {
+    /// One message: a batch of commands.
+    Message(Bytes),
+    /// The client went away (closed, reset, timed out at the transport's level).
+    Gone,
+    /// The transport found the client dead and says how to end the session (e.g. a
+    /// WebSocket keepalive ping without a pong): the writer still says goodbye.
+    Dead(Disconnect),
+}
+
+/// The client-to-server half of a transport.
+pub trait Inbound: Send {
+    /// The next message from the client.
+    fn recv(&mut self) -> impl Future<Output = Received> + Send;
+}
+
+/// The server-to-client half of a transport. It runs in a task of its own.
+pub trait Outbound: Send + 'static {
+    /// Writes `batch` (in order) and flushes; an error means the client is gone.
+    fn send(&mut self, batch: &[Queued]) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Ends the connection: the `disconnect` push first when `push`, then the transport's
+    /// close (a WebSocket close frame with the code).
+    fn close(&mut self, disconnect: &Disconnect, push: bool) -> impl Future<Output = ()> + Send;
+}

@@ -145,6 +145,12 @@ pub fn assert_left_nothing(node: &Node) {
 /// Sends a raw HTTP/1.1 request and reads one answer: status and body (by Content-Length,
 /// chunks, or until the server closes).
 pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, request).await;
+    (status, body)
+}
+
+/// Like [`http`], with the response head (status line and headers, lower-cased) too.
+pub async fn http_with_head(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
@@ -164,10 +170,10 @@ pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     tokio::time::timeout(WAIT, read).await.expect("HTTP answer in time");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    let body =
-        if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
-    (status, body)
+    let (head, body) =
+        text.split_once("\r\n\r\n").map(|(h, b)| (h.to_ascii_lowercase(), b.to_owned())).unwrap_or_default();
+    let body = if head.contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    (status, head, body)
 }
 
 fn answer_complete(raw: &[u8]) -> bool {

@@ -1,0 +1,199 @@
+//! The session loop every transport adapts to ([`run`]).
+//!
+//! Two tasks per connection. The **reader** (the connection's own task) feeds the client's
+//! messages to the [`Session`]; it also enforces the connect timeout and credential expiry,
+//! applies server-side unsubscribes and streams big recoveries as the outbox drains. The
+//! **writer** drains the session's outbox, a batch at a time; when the node asks the session
+//! to disconnect (slow consumer, shutdown, API), it sends a `disconnect` push and the
+//! transport's close with the code, or, for a slow consumer whose connection is clogged
+//! anyway, just the close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use peregrine_wire::Encoding;
+use peregrine_wire::codes::disconnect as dc;
+
+use super::{Identity, Session};
+use crate::admission::Ticket;
+use crate::disconnect::Disconnect;
+use crate::node::{Node, SessionControl};
+use crate::outbox::Queued;
+use crate::transport::{Inbound, Outbound, Received};
+
+/// Most bytes taken from the outbox for one write.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// How long a closing connection may take to answer the close before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Serves one client over a transport until it goes away or is disconnected. `ticket` is
+/// its admission: its handshake slot is given back once `connect` is answered, its address
+/// slot when the connection ends.
+pub async fn run<I: Inbound, O: Outbound>(
+    node: Arc<Node>,
+    mut inbound: I,
+    mut outbound: O,
+    encoding: Encoding,
+    identity: Option<Identity>,
+    mut ticket: Ticket,
+) {
+    let (id, control) = match node.register() {
+        Ok(registered) => registered,
+        Err(d) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(outbound.close(&d, true))).await;
+            return;
+        }
+    };
+    let metrics_node = Arc::clone(&node);
+    let writer_control = Arc::clone(&control);
+    let writer_task = tokio::spawn(async move { write_loop(outbound, writer_control, metrics_node).await });
+    let mut session = Session::new(Arc::clone(&node), id, Arc::clone(&control), encoding, identity);
+    read_loop(&mut inbound, &mut session, &control, &node, &mut ticket).await;
+    // The writer ends once the outbox is closed and drained, or after its close.
+    control.outbox.close();
+    let deadline = if control.requested_disconnect().is_some() { CLOSE_GRACE * 2 } else { CLOSE_GRACE };
+    let writer_task_abort = writer_task.abort_handle();
+    if Box::pin(tokio::time::timeout(deadline, writer_task)).await.is_err() {
+        writer_task_abort.abort();
+    }
+    match control.requested_disconnect() {
+        Some(d) if d.code == dc::SLOW => {
+            tracing::info!(client = session.client_id(), "slow consumer disconnected: outbound queue full");
+            node.metrics().slow_disconnects.inc();
+            node.metrics().count_disconnect(d.code);
+        }
+        Some(d) => {
+            tracing::debug!(client = session.client_id(), code = d.code, reason = %d.reason, "disconnected");
+            node.metrics().count_disconnect(d.code);
+        }
+        None => tracing::debug!(client = session.client_id(), "connection ended by the client"),
+    }
+    // Boxed, like every rarely taken await here: a future is as large as its largest
+    // state, and this one stays alive for every idle connection.
+    Box::pin(session.close()).await;
+}
+
+async fn read_loop<I: Inbound>(
+    inbound: &mut I,
+    session: &mut Session,
+    control: &SessionControl,
+    node: &Node,
+    ticket: &mut Ticket,
+) {
+    let metrics = node.metrics();
+    let connect_deadline = tokio::time::sleep(node.config().client.connect_timeout);
+    tokio::pin!(connect_deadline);
+    let mut disconnecting: Option<tokio::time::Instant> = None;
+    loop {
+        let expiry = session.expires_in().unwrap_or(Duration::from_secs(86_400 * 365));
+        let grace_over = async {
+            match disconnecting {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = inbound.recv() => {
+                let payload = match received {
+                    Received::Message(payload) => payload,
+                    Received::Dead(d) => {
+                        // Reading is over; the writer still sends the push and the close.
+                        control.disconnect(d);
+                        return;
+                    }
+                    Received::Gone => return,
+                };
+                if disconnecting.is_some() {
+                    continue;
+                }
+                metrics.messages_in.inc();
+                metrics.bytes_in.inc_by(payload.len() as u64);
+                // Boxed: the command futures are large and only live while a message is
+                // handled, so an idle connection's task stays small.
+                if let Err(d) = Box::pin(session.handle_frame(&payload)).await {
+                    control.disconnect(d);
+                }
+                if session.is_connected() {
+                    ticket.connected();
+                }
+            }
+            _ = &mut connect_deadline, if !session.is_connected() && disconnecting.is_none() => {
+                control.disconnect(Disconnect::new(dc::STALE, "no connect command in time"));
+            }
+            _ = tokio::time::sleep(expiry), if session.expires_in().is_some() && disconnecting.is_none() => {
+                if let Err(d) = Box::pin(session.expire()).await {
+                    control.disconnect(d);
+                }
+            }
+            // A recovery too big for its reply goes out a page at a time, as the client
+            // takes it.
+            _ = control.outbox.drained_to(session.stream_low_water()), if session.is_streaming() && disconnecting.is_none() => {
+                if let Err(d) = Box::pin(session.stream_recovery()).await {
+                    control.disconnect(d);
+                }
+            }
+            _ = control.notified(), if disconnecting.is_none() => {
+                if let Err(d) = Box::pin(session.apply_unsubscribes()).await {
+                    control.disconnect(d);
+                }
+            }
+            _ = grace_over => return,
+        }
+        if disconnecting.is_none() && control.requested_disconnect().is_some() {
+            // Keep reading (the peer's close reply ends the loop), but not forever.
+            disconnecting = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+        }
+    }
+}
+
+async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, node: Arc<Node>) {
+    let metrics = node.metrics();
+    let outbox = &control.outbox;
+    let mut batch: Vec<Queued> = Vec::new();
+    loop {
+        if control.requested_disconnect().is_some() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = control.writer_notified() => continue,
+            _ = outbox.ready() => {}
+        }
+        if outbox.is_overflowed() {
+            control.disconnect(Disconnect::slow());
+            break;
+        }
+        batch.clear();
+        outbox.drain_queued(&mut batch, WRITE_BATCH);
+        if batch.is_empty() {
+            if outbox.is_closed() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            // A clogged connection must not keep a disconnect (slow consumer, shutdown)
+            // waiting.
+            _ = control.writer_notified() => if control.requested_disconnect().is_some() { break },
+            result = outbound.send(&batch) => {
+                if result.is_err() {
+                    return;
+                }
+                let now = std::time::Instant::now();
+                for queued in &batch {
+                    metrics.messages_out.inc();
+                    metrics.bytes_out.inc_by(queued.frame.len() as u64);
+                    if let Some(published) = queued.published {
+                        metrics.observe_delivery(now.duration_since(published));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(d) = control.requested_disconnect() {
+        let clogged = d.code == dc::SLOW;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, outbound.close(&d, !clogged))).await;
+    }
+}
