@@ -27,6 +27,13 @@ pub struct CommandLabel {
     pub command: String,
 }
 
+/// A `transport` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// `websocket`, `sse`, `http_stream` or `long_poll`.
+    pub transport: String,
+}
+
 /// A `code` label (disconnect or close code).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
@@ -83,6 +90,8 @@ pub struct Metrics {
     pub broker_lost: Counter,
     /// Live nodes sharing the broker, this one included.
     pub nodes: Gauge,
+    /// Open connections by transport.
+    pub transports: Family<TransportLabel, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -121,6 +130,7 @@ impl Metrics {
             broker_up: Gauge::default(),
             broker_lost: Counter::default(),
             nodes: Gauge::default(),
+            transports: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open client connections", m.connections.clone());
@@ -157,8 +167,14 @@ impl Metrics {
             m.broker_lost.clone(),
         );
         registry.register("nodes", "Live nodes sharing the broker", m.nodes.clone());
+        registry.register("transport_connections", "Open connections by transport", m.transports.clone());
         m.broker_up.set(1);
         Metrics { registry, ..m }
+    }
+
+    /// The open-connections gauge of `transport`.
+    pub fn transport_connections(&self, transport: &str) -> Gauge {
+        self.transports.get_or_create(&TransportLabel { transport: transport.into() }).clone()
     }
 
     /// Counts one command (or `error_<code>`).

@@ -19,7 +19,7 @@ use crate::admission::Ticket;
 use crate::disconnect::Disconnect;
 use crate::node::{Node, SessionControl};
 use crate::outbox::Queued;
-use crate::transport::{Inbound, Outbound, Received};
+use crate::transport::{Inbound, Outbound, Received, Transport};
 
 /// Most bytes taken from the outbox for one write.
 const WRITE_BATCH: usize = 256 << 10;
@@ -37,6 +37,7 @@ pub async fn run<I: Inbound, O: Outbound>(
     encoding: Encoding,
     identity: Option<Identity>,
     mut ticket: Ticket,
+    transport: Transport,
 ) {
     let (id, control) = match node.register() {
         Ok(registered) => registered,
@@ -45,6 +46,8 @@ pub async fn run<I: Inbound, O: Outbound>(
             return;
         }
     };
+    let transport_gauge = node.metrics().transport_connections(transport.as_str());
+    transport_gauge.inc();
     let metrics_node = Arc::clone(&node);
     let writer_control = Arc::clone(&control);
     let writer_task = tokio::spawn(async move { write_loop(outbound, writer_control, metrics_node).await });
@@ -72,6 +75,7 @@ pub async fn run<I: Inbound, O: Outbound>(
     // Boxed, like every rarely taken await here: a future is as large as its largest
     // state, and this one stays alive for every idle connection.
     Box::pin(session.close()).await;
+    transport_gauge.dec();
 }
 
 async fn read_loop<I: Inbound>(

@@ -9,8 +9,13 @@
 //!   [`Disconnect`] (a `disconnect` push when the transport can still carry one, then the
 //!   transport's own close).
 //!
-//! WebSocket is the one transport today ([`websocket`]).
+//! [`websocket`] is the main transport; [`stream`] (Server-Sent Events, HTTP streaming)
+//! and [`long_poll`] serve clients a WebSocket cannot reach, with [`http`] routing their
+//! commands to their sessions.
 
+pub mod http;
+pub mod long_poll;
+pub mod stream;
 pub mod websocket;
 
 use std::future::Future;
@@ -46,4 +51,29 @@ pub trait Outbound: Send + 'static {
     /// Ends the connection: the `disconnect` push first when `push`, then the transport's
     /// close (a WebSocket close frame with the code).
     fn close(&mut self, disconnect: &Disconnect, push: bool) -> impl Future<Output = ()> + Send;
+}
+
+/// Which transport a session runs on (the `transport` label of the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// `/connection/websocket`.
+    WebSocket,
+    /// `/connection/sse`.
+    Sse,
+    /// `/connection/stream`.
+    HttpStream,
+    /// `/connection/poll`.
+    LongPoll,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::HttpStream => "http_stream",
+            Transport::LongPoll => "long_poll",
+        }
+    }
 }

@@ -20,7 +20,7 @@ use crate::disconnect::Disconnect;
 use crate::node::Node;
 use crate::outbox::{Frame, Queued};
 use crate::session::{Identity, run};
-use crate::transport::{Inbound, Outbound, Received};
+use crate::transport::{Inbound, Outbound, Received, Transport};
 
 /// The `peregrine` crate's settings for a client connection under `node`'s config.
 pub fn socket_config(node: &Node) -> peregrine::Config {
@@ -50,7 +50,7 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send {
     let (reader, writer) = socket.split();
     let outbound = WebSocketOutbound { writer, encoding };
-    run(node, WebSocketInbound(reader), outbound, encoding, identity, ticket)
+    run(node, WebSocketInbound(reader), outbound, encoding, identity, ticket, Transport::WebSocket)
 }
 
 /// The reader half as the session's [`Inbound`].

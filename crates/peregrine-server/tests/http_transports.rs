@@ -1,0 +1,199 @@
+//! The HTTP transports over real sockets: Server-Sent Events, HTTP streaming and
+//! long-polling carry the same protocol as WebSocket, commands come by `POST
+//! /connection/send`, and bad requests get a clear HTTP error without touching anyone's
+//! session.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, WAIT};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An HTTP response read as it streams: the head, then the body's bytes de-chunked.
+struct Streamed {
+    tcp: TcpStream,
+    raw: Vec<u8>,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Streamed {
+    async fn open(server: &TestServer, request: String) -> Streamed {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut s = Streamed { tcp, raw: Vec::new(), head: String::new(), body: Vec::new() };
+        while !s.raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            s.read_more().await;
+        }
+        let end = s.raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        s.head = String::from_utf8_lossy(&s.raw[..end]).to_ascii_lowercase();
+        s.raw.drain(..end + 4);
+        s
+    }
+
+    async fn read_more(&mut self) {
+        let mut buf = [0u8; 8192];
+        let n = tokio::time::timeout(WAIT, self.tcp.read(&mut buf)).await.expect("data in time").unwrap();
+        assert!(n > 0, "the stream ended");
+        self.raw.extend_from_slice(&buf[..n]);
+    }
+
+    /// Moves whole chunks from `raw` to `body`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let size = usize::from_str_radix(std::str::from_utf8(&self.raw[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return;
+            }
+            self.body.extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
+            self.raw.drain(..line_end + 2 + size + 2);
+        }
+    }
+
+    /// Reads until the body holds `needle`, then returns the body so far and clears it.
+    async fn until(&mut self, needle: &str) -> String {
+        loop {
+            self.dechunk();
+            if let Some(at) = String::from_utf8_lossy(&self.body).find(needle) {
+                let text = String::from_utf8_lossy(&self.body).into_owned();
+                let cut = at + needle.len();
+                self.body.drain(..cut);
+                return text[..cut].to_owned();
+            }
+            self.read_more().await;
+        }
+    }
+}
+
+fn sse_request(server: &TestServer, commands: &str) -> String {
+    let commands: String = url::form_urlencoded::byte_serialize(commands.as_bytes()).collect();
+    format!(
+        "GET /connection/sse?commands={commands} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.addr
+    )
+}
+
+/// `POST /connection/send` of `body` for `key`: status and body.
+async fn send(server: &TestServer, key: &str, body: &str) -> (u16, String) {
+    server.api_text(&format!("/connection/send?session={key}"), body).await
+}
+
+#[tokio::test]
+async fn sse_carries_the_protocol_and_commands_come_by_post() {
+    let server = TestServer::dev().await;
+    let opening = "{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"chat\"}}";
+    let mut sse = Streamed::open(&server, sse_request(&server, opening)).await;
+    assert!(sse.head.starts_with("http/1.1 200"), "{}", sse.head);
+    assert!(sse.head.contains("content-type: text/event-stream"), "{}", sse.head);
+    let first = sse.until("\n\n").await;
+    let key = first.strip_prefix("event: session\ndata: ").unwrap().trim().to_owned();
+    assert_eq!(key.len(), 64, "32 random bytes");
+    let replies = sse.until("\"subscribe\"").await;
+    assert!(replies.contains("data: {\"id\":1,\"connect\""), "{replies}");
+
+    let (status, _) =
+        send(&server, &key, r#"{"id":3,"publish":{"channel":"chat","data":{"b":2,"a":1}}}"#).await;
+    assert_eq!(status, 204);
+    let publication = sse.until("\"id\":3").await;
+    assert!(publication.contains(r#""data":{"b":2,"a":1}"#), "payload as published: {publication}");
+    assert_eq!(server.node.metrics().transport_connections("sse").get(), 1);
+
+    // The client goes away: its session ends and leaves nothing behind.
+    drop(sse);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn http_streaming_sends_one_message_per_line() {
+    let server = TestServer::dev().await;
+    let body = "{\"id\":1,\"connect\":{}}";
+    let request = format!(
+        "POST /connection/stream HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    let mut stream = Streamed::open(&server, request).await;
+    assert!(stream.head.contains("application/x-ndjson"), "{}", stream.head);
+    let first: Value = serde_json::from_str(stream.until("\n").await.trim()).unwrap();
+    let key = first["session"].as_str().unwrap().to_owned();
+    let connect: Value = serde_json::from_str(stream.until("\n").await.trim()).unwrap();
+    assert!(connect["connect"]["client_id"].is_string(), "{connect}");
+    let (status, _) = send(&server, &key, "{\"id\":2,\"ping\":{}}").await;
+    assert_eq!(status, 204);
+    let pong: Value = serde_json::from_str(stream.until("\n").await.trim()).unwrap();
+    assert_eq!(pong, json!({"id": 2, "ping": {}}));
+    drop(stream);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn long_polling_resends_until_acknowledged_and_ends_when_nobody_polls() {
+    let mut config = peregrine_server::config::Config::development();
+    config.client.ping_interval = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let (status, opened) = server.api_text("/connection/poll/open", "{\"id\":1,\"connect\":{}}").await;
+    assert_eq!(status, 200, "{opened}");
+    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let poll = |ack: u64| {
+        let (server, key) = (&server, key.clone());
+        async move {
+            let (status, body) = server.get(&format!("/connection/poll?session={key}&ack={ack}")).await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+    let first = poll(0).await;
+    assert_eq!(first["seq"], 1);
+    assert!(first["frames"][0].as_str().unwrap().contains("\"connect\""), "{first}");
+    // The answer was lost: the same poll again gets the same frame.
+    assert_eq!(poll(0).await, first);
+    // Acknowledged: an empty answer after the poll time.
+    let empty = poll(1).await;
+    assert_eq!(empty, json!({"seq": 1, "frames": []}));
+    let (status, _) = send(&server, &key, "{\"id\":2,\"ping\":{}}").await;
+    assert_eq!(status, 204);
+    let pong = poll(1).await;
+    assert_eq!(pong["frames"], json!(["{\"id\":2,\"ping\":{}}"]));
+    // Nobody polls for twice the poll time: the session ends, its key with it.
+    let gone = async {
+        while server.node.session_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, gone).await.expect("the session ends");
+    let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=2")).await;
+    assert_eq!(status, 404, "{body}");
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_error_and_touch_no_session() {
+    let server = TestServer::dev().await;
+    let mut sse = Streamed::open(&server, sse_request(&server, "{\"id\":1,\"connect\":{}}")).await;
+    let first = sse.until("\n\n").await;
+    let key = first.strip_prefix("event: session\ndata: ").unwrap().trim().to_owned();
+    sse.until("\"connect\"").await;
+
+    let (status, body) = send(&server, &"0".repeat(64), "{\"id\":2,\"ping\":{}}").await;
+    assert_eq!(status, 404, "a key nobody has: {body}");
+    assert!(body.contains("unknown or expired session"), "{body}");
+    let (status, body) = send(&server, &key, "{\"id\":2,\"nonsense\":{}}\nnot json").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed commands"), "{body}");
+    let big = format!("{{\"id\":2,\"publish\":{{\"channel\":\"c\",\"data\":\"{}\"}}}}", "x".repeat(70_000));
+    let (status, body) = send(&server, &key, &big).await;
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
+    assert_eq!(status, 404, "an SSE session has no mailbox to poll: {body}");
+    // The session is unaffected: it still answers.
+    let (status, _) = send(&server, &key, "{\"id\":3,\"ping\":{}}").await;
+    assert_eq!(status, 204);
+    assert!(sse.until("\"ping\"").await.contains("\"id\":3"));
+    drop(sse);
+    server.finish().await;
+}
