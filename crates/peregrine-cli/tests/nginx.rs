@@ -170,3 +170,48 @@ async fn a_draining_node_s_503_sends_new_connections_to_the_others() {
     drop(stuck);
     nodes[2].kill9();
 }
+
+/// Reads `tcp` until the text so far contains `needle` (or fails after `within`).
+fn read_until(tcp: &mut std::net::TcpStream, seen: &mut String, needle: &str, within: Duration) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        assert!(std::time::Instant::now() < deadline, "no {needle:?} within {within:?}; so far:\n{seen}");
+        match tcp.read(&mut buf) {
+            Ok(0) => panic!("the stream ended before {needle:?}:\n{seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("reading the stream: {e}"),
+        }
+    }
+}
+
+#[test]
+fn server_sent_events_pass_through_nginx_as_they_come() {
+    use std::io::Write;
+    // One node: the publication below must reach the stream's own node.
+    let node = PeregrineNode::start("sse", &Backend::Memory, "");
+    let Some(nginx) = Nginx::start("server_sent_events_pass_through_nginx", &[node.address()]) else {
+        return;
+    };
+    let opening = "{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"ticks\"}}";
+    let commands: String = url::form_urlencoded::byte_serialize(opening.as_bytes()).collect();
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    write!(
+        sse,
+        "GET /connection/sse?commands={commands} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\n\r\n",
+        nginx.port
+    )
+    .unwrap();
+    let mut seen = String::new();
+    read_until(&mut sse, &mut seen, "\"subscribe\"", WAIT);
+    assert!(seen.to_ascii_lowercase().contains("content-type: text/event-stream"), "{seen}");
+
+    // A small event comes through at once (the server marks streams X-Accel-Buffering: no,
+    // and the config turns proxy buffering off for everything else too).
+    let (status, body) = api(nginx.port, "publish", &json!({"channel": "ticks", "data": {"tick": 1}}));
+    assert_eq!(status, 200, "{body}");
+    read_until(&mut sse, &mut seen, "{\"tick\":1}", Duration::from_secs(2));
+}
