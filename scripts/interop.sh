@@ -45,6 +45,8 @@ TIMEOUT=${INTEROP_TIMEOUT:-180}
 # DEFLATE once the peer appends 00 00 ff ff; ws then failed the next message with 1007.)
 XFAIL=${INTEROP_XFAIL-}
 
+# shellcheck source=scripts/chromium.sh
+source "$ROOT/scripts/chromium.sh"
 WORK=$(mktemp -d)
 declare -a PIDS=()
 PASSED=0
@@ -69,27 +71,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------
 
 install_chromium() {
-    if [[ -x $CHROMIUM ]]; then
-        return 0
-    fi
-    if [[ $CHROMIUM != /usr/bin/chromium ]]; then
-        echo "interop: INTEROP_CHROMIUM=$CHROMIUM does not exist" >&2
-        return 1
-    fi
-    local sudo=()
-    if [[ $(id -u) != 0 ]]; then
-        command -v sudo >/dev/null || { echo "interop: chromium is missing and we are not root" >&2; return 1; }
-        sudo=(sudo)
-    fi
-    echo "interop: installing Debian's chromium (apt-get install -y chromium)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y -q chromium >"$WORK/apt.log" 2>&1; then
-        # A fresh machine may have no package lists yet.
-        "${sudo[@]}" apt-get update -q >>"$WORK/apt.log" 2>&1 \
-            && "${sudo[@]}" apt-get install -y -q chromium >>"$WORK/apt.log" 2>&1 \
-            || { tail -20 "$WORK/apt.log"; echo "interop: apt-get install chromium failed" >&2; return 1; }
-    fi
-    [[ -x $CHROMIUM ]] || { echo "interop: $CHROMIUM still missing after apt-get" >&2; return 1; }
+    install_debian_chromium interop "$CHROMIUM" "$WORK/apt.log"
 }
 
 install_node() {

@@ -1,6 +1,7 @@
 // A Socket.IO server doing the same work: a client joins a room with
 // emit("subscribe", channel); POST /publish {channel, data} does
-// io.to(channel).emit("publication", data). WebSocket transport only (the benchmark
+// io.to(channel).emit("publication", data), and so does a client's
+// emit("publish", channel, data, ack) (then acks: the browser benchmark's publisher). WebSocket transport only (the benchmark
 // client speaks Engine.IO over WebSocket directly). Usage: node socketio-server.mjs PORT
 import http from 'node:http';
 import { Server } from 'socket.io';
@@ -24,6 +25,10 @@ const server = http.createServer((req, res) => {
 const io = new Server(server, { transports: ['websocket'], serveClient: false });
 io.on('connection', (socket) => {
   socket.on('subscribe', (channel) => socket.join(channel));
+  socket.on('publish', (channel, data, ack) => {
+    io.to(channel).emit('publication', data);
+    if (typeof ack === 'function') ack();
+  });
 });
 
 server.listen(port, '127.0.0.1', () => console.error(`socket.io server listening on 127.0.0.1:${port}`));

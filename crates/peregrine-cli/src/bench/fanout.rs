@@ -11,12 +11,14 @@
 //! * `socketio`: Engine.IO 4 / Socket.IO 5 over WebSocket (`/socket.io/?EIO=4&transport=
 //!   websocket`), joining the room with a `subscribe` event; `POST /publish`.
 //!
-//! Every publication carries a sequence number and the generator's send time
-//! (`{"seq":N,"t":NANOS}`); subscribers find both with a byte scan, without a JSON parser.
+//! Every publication carries its publisher's number, a sequence number and the generator's
+//! send time (`{"p":P,"seq":N,"t":NANOS}`); subscribers find them with a byte scan, without
+//! a JSON parser.
 //! The scan works in every encoding of ours: MessagePack and Protobuf carry a JSON
 //! payload's text as bytes, and frames are not compressed.
-//! Publishes go over one kept-alive HTTP connection, pipelined up to `--window`, so the
-//! server sees them in sequence order and any reorder it reports is the server's.
+//! Publishes go over kept-alive HTTP connections (`--publishers`, one by default), each
+//! pipelined up to `--window`, so the server sees each publisher's in sequence order and any
+//! reorder it reports is the server's.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -35,8 +37,9 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::http::{next_answer, post};
 use super::report::{self, Latency, thousands};
-use super::sys::{CpuSample, raise_nofile_limit, round1, rss_bytes};
+use super::sys::{CpuOf, CpuSample, raise_nofile_limit, round1, rss_bytes};
 use super::target::{connect_from, loopback_sources};
 use super::{CommonArgs, check_positive, seconds};
 
@@ -78,7 +81,7 @@ impl FanoutEncoding {
 }
 
 /// Arguments of `peregrine bench fanout`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
     /// The server's address, e.g. 127.0.0.1:8080.
     addr: std::net::SocketAddr,
@@ -88,6 +91,18 @@ pub struct FanoutArgs {
     /// Subscribers on the channel.
     #[arg(short, long, default_value_t = 1000, value_name = "N")]
     subscribers: usize,
+    /// Other nodes sharing a broker with the server at the address: subscribers are spread
+    /// round-robin over the address and these; publications still go to the address.
+    #[arg(long, value_name = "ADDR")]
+    subscribe_at: Vec<std::net::SocketAddr>,
+    /// Process ids of the `--subscribe-at` nodes: their memory growth counts with
+    /// `--server-pid`'s, and their CPU use is reported beside it.
+    #[arg(long, value_name = "PID")]
+    node_pid: Vec<u32>,
+    /// Process id of the broker (e.g. the Redis server the nodes share): its CPU use is
+    /// reported.
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<u32>,
     /// Channel name.
     #[arg(long, default_value = "bench:fanout")]
     channel: String,
@@ -95,9 +110,15 @@ pub struct FanoutArgs {
     /// `--window` in flight (the server's delivery capacity).
     #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
     rate: f64,
-    /// Publishes in flight on the one HTTP connection (pipelined).
+    /// Publishes in flight on each HTTP connection (pipelined).
     #[arg(long, default_value_t = 4, value_name = "N")]
     window: usize,
+    /// HTTP connections publishing at once, each with its own sequence (order is checked
+    /// per publisher) and an equal share of `--rate`. A node serves one connection's
+    /// requests in order, so with a broker that answers after a round trip (Redis) only
+    /// this many publishes are at the broker at once, whatever `--window`.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    publishers: usize,
     /// How long to publish.
     #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
     duration: f64,
@@ -144,9 +165,13 @@ struct FanoutResult {
     reordered: u64,
     duplicated: u64,
     latency: Latency,
+    /// RSS growth of the server and of every `--node-pid` while subscribing, per subscriber.
     server_rss_per_subscriber_bytes: Option<f64>,
     generator_cpu_pct: Option<f64>,
     server_cpu_pct: Option<f64>,
+    /// CPU use of each `--node-pid`, in order.
+    nodes_cpu_pct: Vec<Option<f64>>,
+    broker_cpu_pct: Option<f64>,
 }
 
 /// What one subscriber saw.
@@ -172,7 +197,7 @@ impl Tally {
 }
 
 /// The number after the first `"key":` in `text`, and the text after that number.
-fn number_after<'a>(text: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
+pub(super) fn number_after<'a>(text: &'a [u8], key: &[u8]) -> Option<(u64, &'a [u8])> {
     let mut from = 0;
     // Look for the key's first byte, then compare: padding is skipped a byte at a time,
     // cheaper than comparing a window at every position.
@@ -217,14 +242,17 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.common.threads == 1, "--threads: bench fanout runs on one thread only");
     anyhow::ensure!(!args.common.any_response, "--any-response is for echo, idle and handshake, not fanout");
-    if args.subscribers == 0 || args.window == 0 {
-        bail!("--subscribers and --window must be at least 1");
+    if args.subscribers == 0 || args.window == 0 || args.publishers == 0 {
+        bail!("--subscribers, --window and --publishers must be at least 1");
     }
     if args.encoding.is_some() && args.target != Flavour::Peregrine {
         bail!("--encoding is for --target peregrine only: the other servers have one protocol each");
     }
-    if !args.addr.ip().is_loopback() {
+    if ![args.addr].iter().chain(&args.subscribe_at).all(|a| a.ip().is_loopback()) {
         bail!("bench fanout only targets loopback servers (127.0.0.0/8)");
+    }
+    if !args.node_pid.is_empty() && args.server_pid().is_none() {
+        bail!("--node-pid counts with --server-pid: give both");
     }
     raise_nofile_limit();
     // One thread: the subscribers' tallies are plain RefCells.
@@ -269,25 +297,51 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 .map_or("-".into(), |b| format!("{} bytes per subscriber", thousands(b))),
         ),
         ("cpu", report::cpu_line(result.generator_cpu_pct, result.server_cpu_pct)),
+        ("other nodes' cpu", pcts(&result.nodes_cpu_pct)),
+        ("broker cpu", pcts(&[result.broker_cpu_pct])),
     ];
     report::emit(args.common.json, &result, &table)
 }
 
+/// CPU figures as `12%, 30%`; `-` for none.
+fn pcts(values: &[Option<f64>]) -> String {
+    let known: Vec<String> = values.iter().flatten().map(|p| format!("{p:.0}%")).collect();
+    if known.is_empty() { "-".into() } else { known.join(", ") }
+}
+
+impl FanoutArgs {
+    fn server_pid(&self) -> Option<u32> {
+        self.common.server_pid
+    }
+
+    /// The server's and the other nodes' resident memory, summed.
+    fn rss(&self) -> Option<u64> {
+        let pids = self.server_pid().into_iter().chain(self.node_pid.iter().copied());
+        pids.map(rss_bytes).sum()
+    }
+}
+
 async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     let epoch = Instant::now();
-    let rss_before = args.common.server_pid.and_then(rss_bytes);
-    let tallies: Vec<Rc<RefCell<Tally>>> = (0..args.subscribers).map(|_| Rc::default()).collect();
+    let rss_before = args.rss();
+    // One tally per subscriber and publisher.
+    let tallies: Vec<Rc<RefCell<Vec<Tally>>>> = (0..args.subscribers)
+        .map(|_| Rc::new(RefCell::new((0..args.publishers).map(|_| Tally::default()).collect())))
+        .collect();
     let hist = Rc::new(RefCell::new(report::histogram()));
     let delivered = Arc::new(AtomicU64::new(0));
     let received_bytes = Rc::new(std::cell::Cell::new(0u64));
     let sources = loopback_sources(args.subscribers.div_ceil(PER_SOURCE));
     let bar =
         report::progress(args.common.json, args.subscribers as u64, "subscribing [{bar:30}] {pos}/{len}");
+    let nodes: Vec<std::net::SocketAddr> =
+        [args.addr].into_iter().chain(args.subscribe_at.iter().copied()).collect();
     for (i, tally) in tallies.iter().enumerate() {
-        let tcp = connect_from(args.addr, Some(sources[i % sources.len()]))
+        let node = nodes[i % nodes.len()];
+        let tcp = connect_from(node, Some(sources[i % sources.len()]))
             .await
-            .with_context(|| format!("connecting subscriber {i}"))?;
-        let ws = subscribe(args, tcp).await.with_context(|| format!("subscriber {i}"))?;
+            .with_context(|| format!("connecting subscriber {i} to {node}"))?;
+        let ws = subscribe(args, node, tcp).await.with_context(|| format!("subscriber {i}"))?;
         let (tally, hist, delivered) = (tally.clone(), hist.clone(), delivered.clone());
         let (flavour, bytes) = (args.target, received_bytes.clone());
         tokio::task::spawn_local(receive(ws, flavour, tally, hist, delivered, bytes, epoch));
@@ -297,15 +351,19 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     // Let the last subscriptions settle before reading memory and publishing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_per = rss_before
-        .zip(args.common.server_pid.and_then(rss_bytes))
+        .zip(args.rss())
         .map(|(before, after)| round1(after.saturating_sub(before) as f64 / args.subscribers as f64));
 
+    let others: Vec<u32> = args.node_pid.iter().copied().chain(args.broker_pid).collect();
     let cpu_from = CpuSample::take(args.common.server_pid);
+    let others_from = CpuOf::take(&others);
     let started = Instant::now();
     let published = publish(args, epoch, &delivered).await?;
     let publish_s = started.elapsed().as_secs_f64();
     let in_window = delivered.load(Ordering::Relaxed);
     let cpu = cpu_from.percent_until(&CpuSample::take(args.common.server_pid));
+    let mut others_cpu = others_from.percent_until(&CpuOf::take(&others));
+    let broker_cpu_pct = if args.broker_pid.is_some() { others_cpu.pop().flatten() } else { None };
     let drain_from = Instant::now();
     let expected = published * args.subscribers as u64;
     let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);
@@ -315,11 +373,12 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     let drain_s = drain_from.elapsed().as_secs_f64();
     let total = delivered.load(Ordering::Relaxed);
     let (mut reordered, mut duplicated, mut received) = (0, 0, 0);
-    for t in &tallies {
-        let t = t.borrow();
-        reordered += t.reordered;
-        duplicated += t.duplicated;
-        received += t.received;
+    for tallies in &tallies {
+        for t in tallies.borrow().iter() {
+            reordered += t.reordered;
+            duplicated += t.duplicated;
+            received += t.received;
+        }
     }
     let latency = Latency::of(&hist.borrow());
     Ok(FanoutResult {
@@ -341,6 +400,8 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
         server_rss_per_subscriber_bytes: rss_per,
         generator_cpu_pct: cpu.0,
         server_cpu_pct: cpu.1,
+        nodes_cpu_pct: others_cpu,
+        broker_cpu_pct,
     })
 }
 
@@ -369,8 +430,7 @@ fn encoding(args: &FanoutArgs) -> FanoutEncoding {
 }
 
 /// Opens a subscriber's WebSocket and joins the channel.
-async fn subscribe(args: &FanoutArgs, tcp: TcpStream) -> anyhow::Result<Socket> {
-    let addr = args.addr;
+async fn subscribe(args: &FanoutArgs, addr: std::net::SocketAddr, tcp: TcpStream) -> anyhow::Result<Socket> {
     let channel = &args.channel;
     let url = match args.target {
         Flavour::Peregrine => format!("ws://{addr}/connection/websocket"),
@@ -434,7 +494,7 @@ async fn subscribe(args: &FanoutArgs, tcp: TcpStream) -> anyhow::Result<Socket> 
 async fn receive(
     mut ws: Socket,
     flavour: Flavour,
-    tally: Rc<RefCell<Tally>>,
+    tally: Rc<RefCell<Vec<Tally>>>,
     hist: Rc<RefCell<Histogram<u64>>>,
     delivered: Arc<AtomicU64>,
     received_bytes: Rc<std::cell::Cell<u64>>,
@@ -456,22 +516,47 @@ async fn receive(
         }
         let now = epoch.elapsed().as_nanos() as u64;
         // Peregrine batches several pushes per message (lines in JSON, array items or
-        // length-delimited messages in the binary encodings): each `"seq":` in turn,
-        // with the `"t":` after it.
+        // length-delimited messages in the binary encodings): each `"p":` in turn, with
+        // the `"seq":` and `"t":` after it.
         let mut rest = bytes;
-        while let Some((seq, after)) = number_after(rest, b"\"seq\":") {
+        while let Some((publisher, after)) = number_after(rest, b"\"p\":") {
+            let Some((seq, after)) = number_after(after, b"\"seq\":") else { break };
             let Some((sent, after)) = number_after(after, b"\"t\":") else { break };
             rest = after;
-            tally.borrow_mut().see(seq);
+            if let Some(tally) = tally.borrow_mut().get_mut(publisher as usize) {
+                tally.see(seq);
+            }
             report::record(&mut hist.borrow_mut(), Duration::from_nanos(now.saturating_sub(sent)));
             delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Publishes for `--duration` over one HTTP/1.1 connection, pipelined up to `--window`;
-/// returns how many were acknowledged.
-async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> anyhow::Result<u64> {
+/// Publishes for `--duration` over `--publishers` connections; returns how many were
+/// acknowledged.
+async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &Arc<AtomicU64>) -> anyhow::Result<u64> {
+    let args = Rc::new(args.clone());
+    let publishers: Vec<_> = (0..args.publishers)
+        .map(|publisher| {
+            let (args, delivered) = (Rc::clone(&args), Arc::clone(delivered));
+            tokio::task::spawn_local(async move { publish_on(&args, publisher, epoch, &delivered).await })
+        })
+        .collect();
+    let mut acked = 0;
+    for publisher in publishers {
+        acked += publisher.await.context("a publisher failed")??;
+    }
+    Ok(acked)
+}
+
+/// Publishes for `--duration` over one HTTP/1.1 connection, pipelined up to `--window`, as
+/// publisher number `publisher`; returns how many were acknowledged.
+async fn publish_on(
+    args: &FanoutArgs,
+    publisher: usize,
+    epoch: Instant,
+    delivered: &AtomicU64,
+) -> anyhow::Result<u64> {
     let path = if args.target == Flavour::Peregrine { "/api/publish" } else { "/publish" };
     let auth = args.api_key.as_ref().map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
     let pad = "x".repeat(args.payload);
@@ -483,9 +568,7 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
     // Why publishing cannot go on: a refused publish, or the connection closed.
     let stopped: Rc<std::cell::RefCell<Option<String>>> = Rc::default();
     let reader_stopped = stopped.clone();
-    // Counts answers: each ends its head with an empty line; bodies here are small JSON
-    // with a Content-Length, skipped by length. The first answer that is not a 2xx
-    // stops the run.
+    // Counts answers ([`next_answer`]); the first that is not a 2xx stops the run.
     let reader = tokio::task::spawn_local(async move {
         let mut buf = Vec::with_capacity(1 << 16);
         let mut chunk = vec![0u8; 1 << 16];
@@ -501,41 +584,22 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
                 return;
             }
             buf.extend_from_slice(&chunk[..n]);
-            while let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                let body_len = if head.contains("transfer-encoding: chunked") {
-                    // Small bodies: the whole chunked body ends with the last-chunk line.
-                    match buf[head_end + 4..].windows(5).position(|w| w == b"0\r\n\r\n") {
-                        Some(end) => end + 5,
-                        None => break,
-                    }
-                } else {
-                    let len = head.lines().find_map(|l| l.strip_prefix("content-length:"));
-                    len.and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0)
-                };
-                if buf.len() < head_end + 4 + body_len {
-                    break;
+            while let Some(answer) = next_answer(&mut buf) {
+                if let Err(refused) = answer {
+                    reader_stopped
+                        .borrow_mut()
+                        .get_or_insert_with(|| format!("the server answered a publish with {refused}"));
                 }
-                let status = head.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok());
-                if !status.is_some_and(|code| (200..300).contains(&code)) {
-                    let status_line = String::from_utf8_lossy(&buf[..head_end]);
-                    let status_line = status_line.lines().next().unwrap_or_default().to_owned();
-                    let body = &buf[head_end + 4..head_end + 4 + body_len.min(200)];
-                    let body = String::from_utf8_lossy(body).trim().to_owned();
-                    reader_stopped.borrow_mut().get_or_insert_with(|| {
-                        format!("the server answered a publish with `{status_line}` {body}")
-                    });
-                }
-                buf.drain(..head_end + 4 + body_len);
                 reader_acked.set(reader_acked.get() + 1);
             }
         }
     });
     let window = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
-    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let rate = args.rate / args.publishers as f64;
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let bar = report::progress(
-        args.common.json,
+        args.common.json || publisher > 0,
         window.as_millis() as u64,
         "publishing [{bar:30}] {elapsed:>3} {msg}",
     );
@@ -557,15 +621,11 @@ async fn publish(args: &FanoutArgs, epoch: Instant, delivered: &AtomicU64) -> an
             continue;
         }
         let body = format!(
-            "{{\"channel\":{},\"data\":{{\"seq\":{sent},\"t\":{},\"pad\":\"{pad}\"}}}}",
+            "{{\"channel\":{},\"data\":{{\"p\":{publisher},\"seq\":{sent},\"t\":{},\"pad\":\"{pad}\"}}}}",
             serde_json::to_string(&args.channel)?,
             epoch.elapsed().as_nanos()
         );
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-            args.addr,
-            body.len()
-        );
+        let request = post(path, args.addr, &auth, &body);
         write.write_all(request.as_bytes()).await.context("publishing")?;
         sent += 1;
         if sent.is_multiple_of(64) {

@@ -1,9 +1,11 @@
 //! `peregrine bench`: a load generator for WebSocket servers.
 //!
-//! Four scenarios, each a submodule: [`echo`] (throughput and latency of
+//! Five scenarios, each a submodule: [`echo`] (throughput and latency of
 //! echoed messages), [`idle`] (many open connections and the server memory
-//! they cost), [`handshake`] (opening handshakes per second) and [`fanout`]
-//! (one channel of the realtime server to many subscribers).
+//! they cost), [`handshake`] (opening handshakes per second), [`fanout`]
+//! (one channel of the realtime server to many subscribers, on one node or
+//! several sharing a broker) and [`publish`] (publishes per second through a
+//! node's HTTP API, and their CPU cost to the node and its broker).
 //!
 //! The generator is built so that it is never the bottleneck when measuring a
 //! server: it speaks just enough of the protocol. The opening handshake is one
@@ -17,8 +19,11 @@ mod echo;
 mod fanout;
 mod frames;
 mod handshake;
+mod http;
 mod idle;
+mod publish;
 mod report;
+mod scale;
 mod sys;
 mod target;
 
@@ -29,10 +34,10 @@ use clap::{Args, Subcommand};
 #[command(
     about = "Measure a WebSocket server: echo throughput and latency, idle connections, handshakes per second",
     long_about = "Measure a WebSocket server: echo throughput and latency, idle connections, \
-                  handshakes per second, channel fan-out.\n\n\
+                  handshakes per second, channel fan-out, publishes per second.\n\n\
                   Progress bars show while a run goes (on a terminal, without --json); a summary \
                   table follows, or one JSON object with every figure with --json. Given \
-                  --server-pid, the server's CPU use (echo, handshake, fanout) or memory (idle) \
+                  --server-pid, the server's CPU use (echo, handshake, fanout, publish) or memory (idle) \
                   is read from /proc. The exit status is 1 when nothing was measured (no echo, \
                   no handshake, no connection held) or the run could not start.",
     after_help = "Examples:\n  \
@@ -40,7 +45,9 @@ use clap::{Args, Subcommand};
                   peregrine bench echo ws://127.0.0.1:9001/ --rate 50000 --duration 10\n  \
                   peregrine bench idle ws://127.0.0.1:9001/ --connections 10000 --server-pid 1234\n  \
                   peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json\n  \
-                  peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100"
+                  peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100\n  \
+                  peregrine bench publish 127.0.0.1:8080 --connections 32 --server-pid 1234\n  \
+                  peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -60,6 +67,12 @@ enum BenchCommand {
     /// N subscribers on one channel, publications through HTTP: delivered
     /// messages per second, publish-to-deliver latency, loss and reorder.
     Fanout(fanout::FanoutArgs),
+    /// Publishes per second through a node's HTTP API with N in flight, and the CPU
+    /// each costs the node and its broker.
+    Publish(publish::PublishArgs),
+    /// Many subscribed connections (one node or several), broadcasts to all: connect rate,
+    /// memory per connection, time to reach everyone, CPU per delivery.
+    Scale(scale::ScaleArgs),
 }
 
 /// Options every scenario takes.
@@ -116,6 +129,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Idle(args) => idle::run(args),
         BenchCommand::Handshake(args) => handshake::run(args),
         BenchCommand::Fanout(args) => fanout::run(args),
+        BenchCommand::Publish(args) => publish::run(args),
+        BenchCommand::Scale(args) => scale::run(args),
     }
 }
 

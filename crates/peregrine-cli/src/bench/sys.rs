@@ -42,11 +42,35 @@ impl CpuSample {
     /// (generator, server).
     pub(crate) fn percent_until(&self, later: &Self) -> (Option<f64>, Option<f64>) {
         let wall = later.at.duration_since(self.at).as_secs_f64();
-        let pct = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if wall > 0.0 => Some(round1((b - a) / wall * 100.0)),
-            _ => None,
-        };
-        (pct(self.own, later.own), pct(self.server, later.server))
+        (percent(self.own, later.own, wall), percent(self.server, later.server, wall))
+    }
+}
+
+/// CPU seconds `from` → `to` over `wall` seconds, as percent of one core.
+fn percent(from: Option<f64>, to: Option<f64>, wall: f64) -> Option<f64> {
+    match (from, to) {
+        (Some(a), Some(b)) if wall > 0.0 => Some(round1((b - a) / wall * 100.0)),
+        _ => None,
+    }
+}
+
+/// CPU time of several processes (the other nodes, the broker) at one instant, to turn
+/// into "% of one core" each over a window.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuOf {
+    at: Instant,
+    seconds: Vec<Option<f64>>,
+}
+
+impl CpuOf {
+    pub(crate) fn take(pids: &[u32]) -> Self {
+        Self { at: Instant::now(), seconds: pids.iter().map(|&pid| cpu_seconds(Some(pid))).collect() }
+    }
+
+    /// Each process's CPU use between `self` and `later`, as percent of one core.
+    pub(crate) fn percent_until(&self, later: &Self) -> Vec<Option<f64>> {
+        let wall = later.at.duration_since(self.at).as_secs_f64();
+        self.seconds.iter().zip(&later.seconds).map(|(&a, &b)| percent(a, b, wall)).collect()
     }
 }
 

@@ -1,0 +1,17 @@
+export { Client } from './client.js';
+export type { ClientOptions, HistoryOptions, HistoryResult } from './client.js';
+export { Session } from './session.js';
+export type { ClientEvents, Host, Settings, State } from './session.js';
+export { Subscription } from './subscription.js';
+export type { SubscribeOptions, SubscriptionEvents } from './subscription.js';
+export { PeregrineError } from './errors.js';
+export type { ErrorKind } from './errors.js';
+export { json } from './json.js';
+export { webSocketTransport } from './transport.js';
+export type { Transport, TransportEvents, TransportFactory, WebSocketLike } from './transport.js';
+export { localStorageQueue, indexedDBQueue } from './storage.js';
+export type { QueueStore, StoredPublish } from './queue.js';
+export { shouldReconnect, shouldResubscribe } from './codes.js';
+export { backoffCeiling, backoffDelay } from './backoff.js';
+export type { Backoff } from './backoff.js';
+export type { ClientInfo, Codec, Command, Publication, PublishResult, ServerMessage, StreamPosition } from './wire.js';
