@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use peregrine_client::{Backoff, Client, Error, State, SubscribeOptions, SubscriptionEvent};
 use serde_json::json;
-use support::EchoServer;
 use support::proxy::Proxy;
+use support::{EchoServer, Lcg};
 
 /// How long a test waits for something that should happen soon.
 const WAIT: Duration = Duration::from_secs(20);
@@ -46,23 +46,6 @@ fn url(port: u16) -> String {
 
 fn fast_backoff() -> Backoff {
     Backoff { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(300) }
-}
-
-/// A small deterministic generator for the test's random choices (the seed is printed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn from_clock() -> Lcg {
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-        println!("random seed {seed}");
-        Lcg(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 async fn next_event(sub: &mut peregrine_client::Subscription) -> SubscriptionEvent {

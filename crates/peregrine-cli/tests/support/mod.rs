@@ -5,7 +5,9 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod node;
 pub mod proxy;
+pub mod services;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -101,7 +103,8 @@ impl EchoServer {
 
     /// Waits for the process to exit by itself.
     pub fn wait(&mut self) -> ExitStatus {
-        wait_bounded(&mut self.child).unwrap_or_else(|| panic!("echo did not exit; log:\n{}", self.log()))
+        wait_bounded(&mut self.child, TIMEOUT)
+            .unwrap_or_else(|| panic!("echo did not exit; log:\n{}", self.log()))
     }
 }
 
@@ -156,7 +159,7 @@ pub fn run(args: &[&str], input: Input<'_>) -> Run {
     }
     let stdout = read_all(child.stdout.take().expect("stdout"));
     let stderr = read_all(child.stderr.take().expect("stderr"));
-    let status = wait_bounded(&mut child);
+    let status = wait_bounded(&mut child, TIMEOUT);
     drop(stdin);
     let stdout = stdout.join().unwrap();
     let stderr = stderr.join().unwrap();
@@ -174,9 +177,9 @@ fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
     })
 }
 
-/// Waits for `child` up to [`TIMEOUT`]; kills it and returns `None` after.
-fn wait_bounded(child: &mut Child) -> Option<ExitStatus> {
-    let deadline = Instant::now() + TIMEOUT;
+/// Waits for `child` up to `limit`; kills it (SIGKILL by PID) and returns `None` after.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             return Some(status);
@@ -187,6 +190,24 @@ fn wait_bounded(child: &mut Child) -> Option<ExitStatus> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A small deterministic generator for a test's random choices (the seed is printed, so a
+/// failing run can be told apart).
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn from_clock() -> Lcg {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        println!("random seed {seed}");
+        Lcg(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
     }
 }
 
