@@ -512,11 +512,10 @@ async fn redis_restarted_empty_mid_stream_gives_temporary_errors_then_a_reset() 
     .await;
 }
 
-/// KNOWN FAILURE, see the report on issue 20: with publishes pipelined (the SDK's default
-/// window of 256), the ones in flight behind a publish that failed with a temporary error
-/// land first, so publish order is lost across the outage.
+/// With publishes pipelined (the SDK's default window of 256), the ones in flight behind a
+/// publish that failed with a temporary error are held back by the session until it is
+/// resent, so publish order survives the outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: pipelined publishes overtake one that failed with a temporary error; run with --ignored"]
 async fn pipelined_publishes_keep_their_order_across_a_redis_restart() {
     redis_restarted_empty_mid_stream("pipelined_publishes_keep_their_order_across_a_redis_restart", 256)
         .await;

@@ -72,6 +72,10 @@ pub struct Session {
     /// is sent page by page as the outbox drains, then they go live.
     streams: VecDeque<stream::Streaming>,
     publish_bucket: TokenBucket,
+    /// A publish that failed for now (rate limit, broker unreachable), by idempotency key:
+    /// later publishes wait behind it until it is resent, so a client's publishes land in
+    /// the order it sent them ([`PUBLISH_HOLD`] at most).
+    held_publish: Option<(String, tokio::time::Instant)>,
     /// Replies waiting to go out as one frame.
     replies: Vec<ServerMessage>,
     /// What is left of the current frame's page, in bytes of publications: the history and
@@ -104,6 +108,7 @@ impl Session {
             subscriptions: HashMap::new(),
             streams: VecDeque::new(),
             publish_bucket,
+            held_publish: None,
             replies: Vec::new(),
             page_left: 0,
             cleaned: false,
@@ -260,17 +265,33 @@ impl Session {
                 "subscribe to a private channel before publishing",
             ));
         }
-        if !self.publish_bucket.try_take(tokio::time::Instant::now()) {
-            return Err(ReplyError {
+        let now = tokio::time::Instant::now();
+        if let Some((held, until)) = &self.held_publish {
+            if now >= *until || req.idempotency_key.as_deref() == Some(held) {
+                self.held_publish = None;
+            } else {
+                return Err(ReplyError {
+                    code: err::TOO_MANY_REQUESTS,
+                    message: "an earlier publish failed for now: resend it first (publishes land in order)"
+                        .into(),
+                    temporary: true,
+                });
+            }
+        }
+        let outcome = if self.publish_bucket.try_take(now) {
+            self.node.publish(&req.channel, req.data, Some(self.info()), req.idempotency_key.as_deref()).await
+        } else {
+            Err(ReplyError {
                 code: err::TOO_MANY_REQUESTS,
                 message: "publish rate limit reached, retry later".into(),
                 temporary: true,
-            });
-        }
-        let result = self
-            .node
-            .publish(&req.channel, req.data, Some(self.info()), req.idempotency_key.as_deref())
-            .await?;
+            })
+        };
+        let result = outcome.inspect_err(|e| {
+            if let Some(key) = req.idempotency_key.as_ref().filter(|_| e.temporary) {
+                self.held_publish = Some((key.clone(), now + PUBLISH_HOLD));
+            }
+        })?;
         let positioned = opts.has_history();
         Ok(PublishResult {
             offset: positioned.then_some(result.offset),
@@ -457,6 +478,10 @@ impl Leftovers {
         self.node.unregister(self.session);
     }
 }
+
+/// How long later publishes of a connection wait behind one that failed for now: past it,
+/// its client has likely given up on that one.
+pub const PUBLISH_HOLD: Duration = Duration::from_secs(10);
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {

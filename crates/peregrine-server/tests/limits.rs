@@ -94,6 +94,39 @@ async fn publish_rate_limit_is_a_temporary_error_after_the_burst() {
 }
 
 #[tokio::test]
+async fn publishes_behind_one_that_failed_for_now_wait_for_it_so_order_holds() {
+    let mut config = Config::development();
+    config.client.publish_rate = 20.0;
+    config.client.publish_burst = 1;
+    let server = TestServer::start(config).await;
+    let mut c = Client::connect(&server).await;
+    let keyed = |n: u64| {
+        let req = PublishRequest {
+            channel: "chat:1".into(),
+            data: json!(n).into(),
+            idempotency_key: Some(format!("k{n}")),
+        };
+        CommandKind::Publish(req)
+    };
+    let offset = |r: Result<ReplyKind, ReplyError>| match r {
+        Ok(ReplyKind::Publish(p)) => Ok(p.offset.unwrap()),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(e) => Err(e),
+    };
+    assert_eq!(offset(c.command(keyed(1)).await), Ok(1));
+    let limited = offset(c.command(keyed(2)).await).unwrap_err();
+    assert!(limited.temporary && limited.message.contains("rate limit"), "{limited:?}");
+    // Even once the bucket has a token again, 3 waits for 2.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let held = offset(c.command(keyed(3)).await).unwrap_err();
+    assert!(held.temporary && held.message.contains("resend it first"), "{held:?}");
+    assert_eq!(offset(c.command(keyed(2)).await), Ok(2), "the one that failed lands first");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(offset(c.command(keyed(3)).await), Ok(3));
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn oversized_message_closes_with_1009() {
     let mut config = Config::development();
     config.client.max_message_size = 1024;
