@@ -180,12 +180,13 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     if let Err(problem) = node.broker_health() {
-        // Connections stay up, but publishes fail: a readiness check should route new
-        // clients elsewhere if another node can still reach the broker.
+        // Still 200: every node shares the broker, so taking them all out of the balancer
+        // would turn an outage of publishes into an outage of everything. Connections stay
+        // up; publishes and history reads fail for now (clients retry).
         let body = serde_json::json!({
             "status": "degraded", "problem": problem, "connections": node.session_count()
         });
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        return axum::Json(body).into_response();
     }
     axum::Json(serde_json::json!({"status": "ok", "connections": node.session_count()})).into_response()
 }
