@@ -54,7 +54,8 @@ pub struct Config {
     /// Development mode: permissive defaults, printed with a warning at start.
     pub development: bool,
     /// Proxies (load balancers) whose `X-Forwarded-For` / `X-Real-IP` names the client's
-    /// address, for the per-address limits: addresses or networks (`10.0.0.0/8`).
+    /// address, for the per-address limits: addresses or networks (`10.0.0.0/8`). Loopback
+    /// by default, so an nginx on the same host works as it is.
     pub trusted_proxies: Vec<String>,
     /// This node's name, shown by `/api/info` beside the other nodes (default: the listen
     /// address).
@@ -262,7 +263,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             workers: 0,
             development: false,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
             name: None,
             broker: BrokerConfig::default(),
         }
