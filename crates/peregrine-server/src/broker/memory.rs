@@ -4,16 +4,15 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard};
 
 use peregrine_wire::{ClientInfo, Payload, Publication};
 // tokio's Instant follows `tokio::time::pause()`, so tests can drive TTLs and windows.
 use tokio::time::Instant;
 
 use super::{
-    Broker, BrokerFuture, ChannelEvent, HistoryQuery, HistoryResult, Interest, PublicationHandler,
-    PublishOptions, PublishResult,
+    Broker, BrokerFuture, ChannelEvent, HistoryQuery, HistoryResult, Interest, NodeHooks, PublicationHandler,
+    PublishOptions, PublishResult, new_epoch,
 };
 
 /// Number of shards; channels are spread over them by hash.
@@ -35,8 +34,7 @@ pub const MAX_IDEMPOTENCY_KEYS: usize = 4096;
 /// process; a restart yields new epochs, which is exactly "history lost".
 pub struct MemoryBroker {
     shards: Vec<Mutex<Shard>>,
-    handler: RwLock<Option<PublicationHandler>>,
-    interest: RwLock<Option<Interest>>,
+    hooks: NodeHooks,
 }
 
 #[derive(Default)]
@@ -79,8 +77,7 @@ impl MemoryBroker {
     pub fn new() -> Self {
         MemoryBroker {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            handler: RwLock::new(None),
-            interest: RwLock::new(None),
+            hooks: NodeHooks::default(),
         }
     }
 
@@ -91,7 +88,7 @@ impl MemoryBroker {
     }
 
     fn handler(&self) -> Option<PublicationHandler> {
-        self.handler.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.hooks.handler()
     }
 
     fn publish_sync(&self, channel: &str, data: Payload, opts: PublishOptions) -> PublishResult {
@@ -189,21 +186,6 @@ impl Stream {
     }
 }
 
-/// Eight hex characters, random when the OS allows, else from time and a counter.
-fn new_epoch() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut buf = [0u8; 4];
-    if getrandom::fill(&mut buf).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let mixed = nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        buf = ((mixed ^ (mixed >> 32)) as u32).to_le_bytes();
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     // A panic inside the lock leaves consistent-enough state (each step is a single push or
     // pop); keep serving rather than poisoning every later call.
@@ -212,11 +194,11 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 impl Broker for MemoryBroker {
     fn set_handler(&self, handler: PublicationHandler) {
-        *self.handler.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+        self.hooks.set_handler(handler);
     }
 
     fn set_interest(&self, interest: Interest) {
-        *self.interest.write().unwrap_or_else(|e| e.into_inner()) = Some(interest);
+        self.hooks.set_interest(interest);
     }
 
     fn publish<'a>(
@@ -263,11 +245,10 @@ impl Broker for MemoryBroker {
 
     fn unsubscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
         Box::pin(async move {
-            let interest = self.interest.read().unwrap_or_else(|e| e.into_inner()).clone();
             let mut shard = self.shard(channel);
             // Checked under the shard lock: a subscriber arriving after this sees the channel
             // unsubscribed and subscribes it again.
-            if !interest.is_some_and(|wanted| wanted(channel)) {
+            if !self.hooks.wanted(channel) {
                 shard.subscribed.remove(channel);
             }
             Ok(())

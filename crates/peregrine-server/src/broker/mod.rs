@@ -30,7 +30,8 @@ pub mod redis;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use peregrine_wire::{ClientInfo, Payload, Publication, StreamPosition};
@@ -220,4 +221,47 @@ pub trait Broker: Send + Sync + fmt::Debug {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// The handler and interest a node sets on its broker ([`Broker::set_handler`],
+/// [`Broker::set_interest`]), for the broker and its tasks to read.
+#[derive(Default)]
+pub(crate) struct NodeHooks {
+    handler: RwLock<Option<PublicationHandler>>,
+    interest: RwLock<Option<Interest>>,
+}
+
+impl NodeHooks {
+    pub(crate) fn set_handler(&self, handler: PublicationHandler) {
+        *self.handler.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+    }
+
+    pub(crate) fn set_interest(&self, interest: Interest) {
+        *self.interest.write().unwrap_or_else(|e| e.into_inner()) = Some(interest);
+    }
+
+    pub(crate) fn handler(&self) -> Option<PublicationHandler> {
+        self.handler.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the node still has local subscribers for `channel` (no: without an interest).
+    pub(crate) fn wanted(&self, channel: &str) -> bool {
+        let interest = self.interest.read().unwrap_or_else(|e| e.into_inner()).clone();
+        interest.is_some_and(|wanted| wanted(channel))
+    }
+}
+
+/// Eight hex characters, random when the OS allows, else from time and a counter.
+pub(crate) fn new_epoch() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut buf = [0u8; 4];
+    if getrandom::fill(&mut buf).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mixed = nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        buf = ((mixed ^ (mixed >> 32)) as u32).to_le_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }

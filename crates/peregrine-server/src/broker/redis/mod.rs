@@ -36,10 +36,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, Value};
 
 use self::keys::{Keys, server_for};
-use self::pubsub::{Connect, NodeHooks, PubSubConnection, Subscriber};
+use self::pubsub::{Connect, PubSubConnection, Subscriber};
 use super::{
-    Broker, BrokerError, BrokerFuture, HistoryQuery, HistoryResult, Interest, NodeInfo, PublicationHandler,
-    PublishOptions, PublishResult,
+    Broker, BrokerError, BrokerFuture, HistoryQuery, HistoryResult, Interest, NodeHooks, NodeInfo,
+    PublicationHandler, PublishOptions, PublishResult, new_epoch,
 };
 use crate::config::RedisConfig;
 use crate::presence::RedisPresence;
@@ -370,13 +370,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// A fresh epoch: eight random hex digits.
-fn new_epoch() -> String {
-    let mut buf = [0u8; 4];
-    let _ = getrandom::fill(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -399,11 +392,11 @@ fn malformed(what: &str) -> BrokerError {
 
 impl Broker for RedisBroker {
     fn set_handler(&self, handler: PublicationHandler) {
-        *self.backend.hooks.handler.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+        self.backend.hooks.set_handler(handler);
     }
 
     fn set_interest(&self, interest: Interest) {
-        *self.backend.hooks.interest.write().unwrap_or_else(|e| e.into_inner()) = Some(interest);
+        self.backend.hooks.set_interest(interest);
     }
 
     fn publish<'a>(
@@ -416,9 +409,10 @@ impl Broker for RedisBroker {
             let backend = &*self.backend;
             let keys = &backend.keys;
             let publication = Publication { offset: 0, epoch: None, data, info: opts.info, tags: opts.tags };
+            // As in memory: no key, or a zero window, remembers nothing.
             let window = match &opts.idempotency_key {
-                Some(_) => millis(opts.idempotency_window),
-                None => 0,
+                Some(_) if !opts.idempotency_window.is_zero() => millis(opts.idempotency_window),
+                _ => 0,
             };
             let key = keys.idempotency(channel, opts.idempotency_key.as_deref().unwrap_or(""));
             let publish = if backend.config.cluster { "spublish" } else { "publish" };

@@ -13,7 +13,7 @@
 //!   channel's stream jumps (an offset skipped, a new epoch).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -23,28 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::keys::Keys;
 use super::{Health, decode_message};
-use crate::broker::{BrokerError, ChannelEvent, Interest, PublicationHandler};
+use crate::broker::{BrokerError, ChannelEvent, NodeHooks};
 
 /// Most channels in one `SUBSCRIBE` command.
 const BATCH: usize = 512;
-
-/// The handler and interest the node set, shared with the tasks.
-#[derive(Default)]
-pub(crate) struct NodeHooks {
-    pub(crate) handler: RwLock<Option<PublicationHandler>>,
-    pub(crate) interest: RwLock<Option<Interest>>,
-}
-
-impl NodeHooks {
-    fn handler(&self) -> Option<PublicationHandler> {
-        self.handler.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn wanted(&self, channel: &str) -> bool {
-        let interest = self.interest.read().unwrap_or_else(|e| e.into_inner()).clone();
-        interest.is_some_and(|wanted| wanted(channel))
-    }
-}
 
 /// A Pub/Sub connection: to one server (`SUBSCRIBE`), or to a cluster (`SSUBSCRIBE`, routed
 /// by slot).
