@@ -410,6 +410,87 @@ async fn twenty_resets_behind_nginx_lose_and_repeat_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------
+// HTTP transports on three nodes behind round-robin nginx (issue 22)
+// ---------------------------------------------------------------------------------------
+
+/// SSE, HTTP-streaming and long-polling clients behind nginx round robin, no stickiness:
+/// their sends and polls land on any node and are relayed to the one holding the session.
+/// Each subscribes, publishes (acknowledged), and lives through 10 cuts of every connection
+/// with nothing lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_transports_behind_nginx_survive_ten_cuts() {
+    use support::http_client::{Follower, Kind};
+    const TEST: &str = "http_transports_behind_nginx_survive_ten_cuts";
+    const EACH: usize = 150;
+    const CUTS: usize = 10;
+    const CHANNEL: &str = "feed:http";
+    let Some(redis) = Redis::one(TEST) else { return };
+    let nodes = three_nodes(&redis, TEST);
+    let upstreams: Vec<String> = nodes.iter().map(PeregrineNode::address).collect();
+    let Some(nginx) = Nginx::start(TEST, &upstreams) else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", nginx.port).parse().unwrap()).await;
+
+    let kinds = [(Kind::Sse, "sse"), (Kind::Stream, "stream"), (Kind::Poll, "poll")];
+    let followers: Vec<_> = kinds
+        .iter()
+        .map(|&(kind, name)| {
+            let follower = Follower {
+                kind,
+                addr: proxy.addr,
+                channel: CHANNEL.into(),
+                name: name.into(),
+                to_publish: EACH,
+                window: 4,
+                pace: Duration::from_millis(20),
+                expect: EACH * kinds.len(),
+            };
+            tokio::spawn(follower.run(Duration::from_secs(120)))
+        })
+        .collect();
+    let mut rng = Lcg::from_clock();
+    let mut cut = 0;
+    for _ in 0..CUTS {
+        tokio::time::sleep(Duration::from_millis(150 + rng.below(250))).await;
+        cut += proxy.cut_all();
+    }
+    let mut acked = Vec::new();
+    for (follower, (kind, name)) in followers.into_iter().zip(kinds) {
+        let record = follower.await.unwrap();
+        let summary = format!("{name}: {} sessions, breaks {:?}", record.sessions, record.breaks);
+        println!("{summary}");
+        assert_eq!(record.acks.len(), EACH, "every publish acknowledged once: {summary}");
+        acked.extend(record.acks.values().copied());
+        let offsets: Vec<u64> = record.received.iter().map(|r| r.1).collect();
+        let expected: Vec<u64> = (1..=(EACH * kinds.len()) as u64).collect();
+        assert_eq!(offsets, expected, "each publication once, in order: {summary}");
+        let epochs: std::collections::BTreeSet<&str> = record.received.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(epochs.len(), 1, "{epochs:?}");
+        for (_, offset, data) in &record.received {
+            assert!(data["k"].is_string(), "payload as published at {offset}: {data}");
+        }
+        // A cut ends at most the session it hits (a long-polling session outlives a cut poll:
+        // the next poll asks again); a request landing on a node that does not hold the
+        // session is relayed, not refused (else every send would start a new session).
+        if kind != Kind::Poll {
+            assert!(record.sessions >= 2, "the cuts broke this client's stream: {summary}");
+        }
+        assert!(record.sessions <= 1 + 2 * CUTS, "sessions only end at cuts: {summary}");
+        assert!(
+            !record.breaks.iter().any(|b| b.contains("401") || b.contains("403")),
+            "no request was refused for its credentials: {summary}"
+        );
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=(EACH * kinds.len()) as u64).collect::<Vec<_>>(), "acks: one offset each");
+    assert!(cut >= CUTS, "{cut} connections cut");
+    let accepted: Vec<f64> = nodes.iter().map(|n| n.metric("connections_accepted_total")).collect();
+    let relayed: Vec<f64> = nodes.iter().map(|n| n.metric("http_relayed_requests_total")).collect();
+    println!("{cut} connections cut; sessions accepted per node {accepted:?}, requests relayed {relayed:?}");
+    // Round robin: about two requests in three land on a node that does not hold the session.
+    assert!(relayed.iter().all(|&n| n >= 10.0), "every node relayed requests: {relayed:?}");
+}
+
+// ---------------------------------------------------------------------------------------
 // 3: a node killed mid-stream
 // ---------------------------------------------------------------------------------------
 

@@ -88,6 +88,8 @@ pub struct Metrics {
     /// Subscriptions sent back to recover from history because the broker may have missed
     /// publications of their channel (a Pub/Sub connection dropped).
     pub broker_lost: Counter,
+    /// HTTP transport requests relayed to the node holding their session.
+    pub http_relayed: Counter,
     /// Live nodes sharing the broker, this one included.
     pub nodes: Gauge,
     /// Open connections by transport.
@@ -129,6 +131,7 @@ impl Metrics {
             recovery_streamed: Counter::default(),
             broker_up: Gauge::default(),
             broker_lost: Counter::default(),
+            http_relayed: Counter::default(),
             nodes: Gauge::default(),
             transports: Family::default(),
             registry: Registry::default(),
@@ -167,6 +170,11 @@ impl Metrics {
             m.broker_lost.clone(),
         );
         registry.register("nodes", "Live nodes sharing the broker", m.nodes.clone());
+        registry.register(
+            "http_relayed_requests",
+            "HTTP transport requests (sends, polls) relayed to the node holding their session",
+            m.http_relayed.clone(),
+        );
         registry.register("transport_connections", "Open connections by transport", m.transports.clone());
         m.broker_up.set(1);
         Metrics { registry, ..m }

@@ -480,6 +480,11 @@ pub const NODE_TTL: Duration = Duration::from_secs(10);
 
 /// The node among the others, and its health.
 impl Node {
+    /// Unique per process start (16 hex digits): how the other nodes reach this one.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// What this node tells the others about itself.
     pub fn info(&self) -> NodeInfo {
         NodeInfo {
@@ -599,6 +604,12 @@ impl Node {
             .verify_subscription(token, user, channel)
             .map_err(|e| reply_error(e.error_code(), format!("subscription token refused: {e}")))?;
         Ok(claims)
+    }
+
+    /// The user a connection token names, its expiry not checked (see
+    /// [`TokenVerifier::user_of`](crate::auth::TokenVerifier::user_of)); the error says why not.
+    pub fn token_user(&self, token: &str) -> Result<String, String> {
+        self.tokens.user_of(token).map_err(|e| e.to_string())
     }
 
     /// Checks a browser's Origin against `allowed_origins`; the error is the 403's reason.

@@ -125,6 +125,11 @@ impl Session {
         self.identity.is_some()
     }
 
+    /// The user `connect` authenticated (empty: anonymous); `None` before.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.user.as_str())
+    }
+
     /// Every subscription, live or with its recovery still streaming: channel and options.
     fn every_subscription(&self) -> impl Iterator<Item = (&str, &Subscription)> {
         let live = self.subscriptions.iter().map(|(c, s)| (c.as_str(), s));

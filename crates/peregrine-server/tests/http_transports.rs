@@ -92,7 +92,10 @@ async fn sse_carries_the_protocol_and_commands_come_by_post() {
     assert!(sse.head.contains("content-type: text/event-stream"), "{}", sse.head);
     let first = sse.until("\n\n").await;
     let key = first.strip_prefix("event: session\ndata: ").unwrap().trim().to_owned();
-    assert_eq!(key.len(), 64, "32 random bytes");
+    let (node, secret) = key.split_once('.').expect("<node id>.<secret>");
+    assert_eq!(node, server.node.id(), "the key names the node holding the session");
+    assert_eq!(secret.len(), 64, "32 random bytes");
+    assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
     let replies = sse.until("\"subscribe\"").await;
     assert!(replies.contains("data: {\"id\":1,\"connect\""), "{replies}");
 
@@ -179,9 +182,15 @@ async fn bad_requests_get_a_clear_error_and_touch_no_session() {
     let key = first.strip_prefix("event: session\ndata: ").unwrap().trim().to_owned();
     sse.until("\"connect\"").await;
 
-    let (status, body) = send(&server, &"0".repeat(64), "{\"id\":2,\"ping\":{}}").await;
-    assert_eq!(status, 404, "a key nobody has: {body}");
-    assert!(body.contains("unknown or expired session"), "{body}");
+    for unknown in [format!("{}.{}", server.node.id(), "0".repeat(64)), "0".repeat(64), String::new()] {
+        let (status, body) = send(&server, &unknown, "{\"id\":2,\"ping\":{}}").await;
+        assert_eq!(status, 404, "a key nobody has ({unknown:?}): {body}");
+        assert!(body.contains("unknown or expired session"), "{body}");
+    }
+    // A key naming a node that is not there (one node, no broker to relay through).
+    let (status, body) =
+        send(&server, &format!("0123456789abcdef.{}", "0".repeat(64)), "{\"id\":2,\"ping\":{}}").await;
+    assert_eq!(status, 404, "a key of a node that is gone: {body}");
     let (status, body) = send(&server, &key, "{\"id\":2,\"nonsense\":{}}\nnot json").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("malformed commands"), "{body}");
@@ -189,11 +198,76 @@ async fn bad_requests_get_a_clear_error_and_touch_no_session() {
     let (status, body) = send(&server, &key, &big).await;
     assert_eq!(status, 413, "{body}");
     let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
-    assert_eq!(status, 404, "an SSE session has no mailbox to poll: {body}");
+    assert_eq!(status, 400, "an SSE session has no mailbox to poll: {body}");
+    assert!(body.contains("not a long-polling session"), "{body}");
     // The session is unaffected: it still answers.
     let (status, _) = send(&server, &key, "{\"id\":3,\"ping\":{}}").await;
     assert_eq!(status, 204);
     assert!(sse.until("\"ping\"").await.contains("\"id\":3"));
     drop(sse);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_session_of_a_user_answers_only_requests_with_that_user_s_token() {
+    const SECRET: &str = "http-transports-secret";
+    let token = |user: &str| {
+        let claims = json!({"sub": user});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut config = peregrine_server::config::Config::default();
+    config.token.hmac_secret = Some(peregrine_server::config::Secret::new(SECRET));
+    config.client.ping_interval = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let (alice, bob) = (token("alice"), token("bob"));
+    let opening = format!("{{\"id\":1,\"connect\":{{\"token\":\"{alice}\"}}}}");
+    let (status, opened) = server.api_text("/connection/poll/open", &opening).await;
+    assert_eq!(status, 200, "{opened}");
+    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let by_ref = &server;
+    let poll = |ack: u64, token: Option<&str>| {
+        let token = token.map(|t| format!("&token={t}")).unwrap_or_default();
+        let path = format!("/connection/poll?session={key}&ack={ack}{token}");
+        async move { by_ref.get(&path).await }
+    };
+    // The connect reply is the first frame: alice reads it with her token.
+    let (status, body) = poll(0, Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("client_id"), "{body}");
+    // A frame waits for alice.
+    let (status, _) = send(&server, &format!("{key}&token={alice}"), "{\"id\":2,\"ping\":{}}").await;
+    assert_eq!(status, 204);
+
+    // Bob, holding alice's key: refused whichever way he asks, and given nothing.
+    let (status, body) = poll(1, Some(&bob)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("belongs to another user") && !body.contains("ping"), "{body}");
+    let (status, body) = poll(1, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("send its token"), "{body}");
+    let (status, body) = poll(1, Some("not-a-jwt")).await;
+    assert_eq!(status, 401, "{body}");
+    let ping = "{\"id\":9,\"ping\":{}}";
+    let bob_header = format!(
+        "POST /connection/send?session={key} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {bob}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{ping}",
+        server.addr,
+        ping.len()
+    );
+    let (status, body) = common::http(server.addr, &bob_header).await;
+    assert_eq!(status, 403, "{body}");
+
+    // Alice's session is unaffected: her pong is still there, and only hers.
+    let (status, body) = poll(1, Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["frames"], json!(["{\"id\":2,\"ping\":{}}"]), "{answer}");
+    assert_eq!(server.node.session_count(), 1);
+    // Nobody polls any more: the session ends, and leaves nothing behind.
     server.finish().await;
 }

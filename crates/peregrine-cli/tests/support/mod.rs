@@ -5,6 +5,7 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod http_client;
 pub mod node;
 pub mod proxy;
 pub mod services;

@@ -22,7 +22,7 @@ pub const WEBSOCKET_PATH: &str = "/connection/websocket";
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route(WEBSOCKET_PATH, get(websocket_endpoint))
-        .merge(http_transports())
+        .merge(http_transports(&node))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(super::api::routes(Arc::clone(&node)))
@@ -31,15 +31,17 @@ pub fn router(node: Arc<Node>) -> Router {
 
 /// The HTTP transports for clients a WebSocket cannot reach (see `transport::stream`,
 /// `transport::long_poll`), sharing one registry of sessions.
-fn http_transports() -> Router<Arc<Node>> {
+fn http_transports(node: &Arc<Node>) -> Router<Arc<Node>> {
     use crate::transport::{http, long_poll, stream};
+    let sessions = http::HttpSessions::new(node);
+    sessions.listen(node);
     Router::new()
         .route("/connection/sse", get(stream::sse))
         .route("/connection/stream", axum::routing::post(stream::http_stream))
         .route("/connection/send", axum::routing::post(http::send))
         .route("/connection/poll/open", axum::routing::post(long_poll::open))
         .route("/connection/poll", get(long_poll::poll))
-        .layer(axum::Extension(Arc::new(http::HttpSessions::default())))
+        .layer(axum::Extension(sessions))
 }
 
 /// A refused handshake: the status and a reason in the body (and counted by reason).

@@ -150,6 +150,14 @@ impl TokenVerifier {
     }
 
     fn check<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
+        self.check_expiring(token, true)
+    }
+
+    fn check_expiring<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        validate_exp: bool,
+    ) -> Result<T, TokenError> {
         if !self.has_key() {
             return Err(TokenError::NoKeyConfigured);
         }
@@ -163,6 +171,7 @@ impl TokenVerifier {
         let key = key.ok_or_else(|| TokenError::UnsupportedAlgorithm(format!("{:?}", header.alg)))?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
+        validation.validate_exp = validate_exp;
         validation.set_required_spec_claims::<&str>(&[]);
         validation.validate_aud = self.audience.is_some();
         if let Some(aud) = &self.audience {
@@ -198,6 +207,13 @@ impl TokenVerifier {
     /// ```
     pub fn verify_connection(&self, token: &str) -> Result<ConnectionClaims, TokenError> {
         self.check(token)
+    }
+
+    /// The user a connection token was made for, its signature checked but not its expiry:
+    /// it tells whose a request is (an HTTP transport's command for a session whose token
+    /// may have expired meanwhile, the `refresh` with the new one being that command).
+    pub fn user_of(&self, token: &str) -> Result<String, TokenError> {
+        self.check_expiring::<ConnectionClaims>(token, false).map(|claims| claims.user)
     }
 
     /// Checks a subscription token for `channel`, made for `user`.

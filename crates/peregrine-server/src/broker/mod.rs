@@ -82,6 +82,10 @@ pub struct NodeInfo {
 /// order per channel. Called with the channel name and the event.
 pub type PublicationHandler = Arc<dyn Fn(&str, ChannelEvent<'_>) + Send + Sync>;
 
+/// Receives the messages other nodes relay to this one ([`Broker::relay`]). Called from the
+/// broker's task: it must hand the message on and return at once.
+pub type RelayHandler = Arc<dyn Fn(bytes::Bytes) + Send + Sync>;
+
 /// A broker operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerError {
@@ -216,6 +220,19 @@ pub trait Broker: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// Starts taking the messages other nodes relay to this one, whose id is `node`: the
+    /// HTTP transports' requests for sessions held here. Resolves once they can arrive. A
+    /// one-node broker has no other node: nothing ever arrives.
+    fn listen_relay<'a>(&'a self, _node: &'a str, _handler: RelayHandler) -> BrokerFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Sends `message` to the node whose id is `node`. `Ok(false)` when no node listens by
+    /// that id (it has gone, or never was); always so for a one-node broker.
+    fn relay<'a>(&'a self, _node: &'a str, _message: bytes::Bytes) -> BrokerFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
+
     /// `Err` with what is wrong while the backend cannot be used (for `/health`, metrics
     /// and logs); publishes fail meanwhile with temporary errors.
     fn health(&self) -> Result<(), String> {
@@ -229,6 +246,7 @@ pub trait Broker: Send + Sync + fmt::Debug {
 pub(crate) struct NodeHooks {
     handler: RwLock<Option<PublicationHandler>>,
     interest: RwLock<Option<Interest>>,
+    relay: RwLock<Option<RelayHandler>>,
 }
 
 impl NodeHooks {
@@ -238,6 +256,14 @@ impl NodeHooks {
 
     pub(crate) fn set_interest(&self, interest: Interest) {
         *self.interest.write().unwrap_or_else(|e| e.into_inner()) = Some(interest);
+    }
+
+    pub(crate) fn set_relay(&self, handler: RelayHandler) {
+        *self.relay.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+    }
+
+    pub(crate) fn relay(&self) -> Option<RelayHandler> {
+        self.relay.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn handler(&self) -> Option<PublicationHandler> {

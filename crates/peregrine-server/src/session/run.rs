@@ -89,6 +89,7 @@ async fn read_loop<I: Inbound>(
     let connect_deadline = tokio::time::sleep(node.config().client.connect_timeout);
     tokio::pin!(connect_deadline);
     let mut disconnecting: Option<tokio::time::Instant> = None;
+    let mut told_connected = false;
     loop {
         let expiry = session.expires_in().unwrap_or(Duration::from_secs(86_400 * 365));
         let grace_over = async {
@@ -118,8 +119,12 @@ async fn read_loop<I: Inbound>(
                 if let Err(d) = Box::pin(session.handle_frame(&payload)).await {
                     control.disconnect(d);
                 }
-                if session.is_connected() {
+                if let Some(user) = session.user()
+                    && !told_connected
+                {
                     ticket.connected();
+                    inbound.connected(user);
+                    told_connected = true;
                 }
             }
             _ = &mut connect_deadline, if !session.is_connected() && disconnecting.is_none() => {

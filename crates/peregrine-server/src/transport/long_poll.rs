@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use peregrine_wire::{Encoding, ServerMessage, encode_server_messages};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::http::{HttpSessions, refusal};
+use super::http::{HttpSessions, SessionRequest, request_token};
 use super::{Outbound, Transport};
 use crate::app::router::{ClientRequest, Peer, admit};
 use crate::disconnect::Disconnect;
@@ -142,7 +142,7 @@ impl Mailbox {
 
     /// Drops the frames up to `ack`, then answers with what follows, waiting up to the poll
     /// time for something to arrive.
-    async fn poll(&self, ack: u64) -> PollAnswer {
+    pub(crate) async fn poll(&self, ack: u64) -> PollAnswer {
         let generation = {
             let mut state = self.lock();
             while state.frames.front().is_some_and(|(seq, _)| *seq <= ack) {
@@ -229,22 +229,23 @@ pub async fn open(
     Json(serde_json::json!({ "session": key })).into_response()
 }
 
-/// `?session=<key>&ack=<seq>` of a poll.
+/// `?session=<key>&ack=<seq>[&token=...]` of a poll.
 #[derive(Debug, serde::Deserialize)]
 pub struct PollQuery {
     session: String,
     #[serde(default)]
     ack: u64,
+    token: Option<String>,
 }
 
-/// `GET /connection/poll?session=<key>&ack=<seq>`.
+/// `GET /connection/poll?session=<key>&ack=<seq>`, served by the node holding the session
+/// (relayed there when it is another).
 pub async fn poll(
+    State(node): State<Arc<Node>>,
     Extension(sessions): Extension<Arc<HttpSessions>>,
     Query(query): Query<PollQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let mailbox = sessions.get(&query.session).and_then(|s| s.mailbox);
-    let Some(mailbox) = mailbox else {
-        return refusal(StatusCode::NOT_FOUND, "unknown or expired session: connect again");
-    };
-    Json(mailbox.poll(query.ack).await).into_response()
+    let token = request_token(&headers, query.token);
+    sessions.serve(&node, &query.session, token, SessionRequest::Poll(query.ack)).await.into_response()
 }

@@ -41,6 +41,10 @@ pub enum Received {
 pub trait Inbound: Send {
     /// The next message from the client.
     fn recv(&mut self) -> impl Future<Output = Received> + Send;
+
+    /// `connect` succeeded as `user` (empty: anonymous). The HTTP transports bind the
+    /// session's later requests to that user's credentials.
+    fn connected(&mut self, _user: &str) {}
 }
 
 /// The server-to-client half of a transport. It runs in a task of its own.

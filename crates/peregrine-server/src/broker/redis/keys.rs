@@ -53,6 +53,12 @@ impl Keys {
         pubsub.strip_prefix(self.prefix.as_str())?.strip_prefix(":{")?.strip_suffix("}:pub")
     }
 
+    /// The Pub/Sub channel of the messages relayed to one node (by its id). Hash-tagged by
+    /// node, so in a cluster it has a slot of its own.
+    pub(crate) fn relay(&self, node: &str) -> String {
+        format!("{}:{{relay:{node}}}", self.prefix)
+    }
+
     /// Hash node id → node info (JSON), and the sorted set node id → expiry (ms).
     pub(crate) fn nodes(&self) -> (String, String) {
         (format!("{}:{{nodes}}:info", self.prefix), format!("{}:{{nodes}}:expiry", self.prefix))

@@ -39,7 +39,7 @@ use self::keys::{Keys, server_for};
 use self::pubsub::{Connect, PubSubConnection, Subscriber};
 use super::{
     Broker, BrokerError, BrokerFuture, HistoryQuery, HistoryResult, Interest, NodeHooks, NodeInfo,
-    PublicationHandler, PublishOptions, PublishResult, new_epoch,
+    PublicationHandler, PublishOptions, PublishResult, RelayHandler, new_epoch,
 };
 use crate::config::RedisConfig;
 use crate::presence::RedisPresence;
@@ -137,6 +137,19 @@ impl Backend {
 
     pub(crate) fn server(&self, channel: &str) -> &Server {
         &self.servers[server_for(channel, &self.names)]
+    }
+
+    /// `PUBLISH` (`SPUBLISH` in a cluster) of `message` to the Pub/Sub channel `name` on
+    /// `server`: how many connections took it.
+    async fn publish_message(&self, server: &Server, name: &str, message: &[u8]) -> Result<u64, BrokerError> {
+        let publish = if self.config.cluster { "SPUBLISH" } else { "PUBLISH" };
+        let mut command = redis::cmd(publish);
+        command.arg(name).arg(message);
+        let result: redis::RedisResult<u64> = match server.commands.clone() {
+            Commands::Server(mut c) => command.query_async(&mut c).await,
+            Commands::Cluster(mut c) => command.query_async(&mut c).await,
+        };
+        result.map_err(|e| BrokerError::Unavailable(format!("Redis {}: {e}", server.name)))
     }
 
     /// Runs a script on the server holding `channel` (the first key routes it in a cluster).
@@ -487,15 +500,8 @@ impl Broker for RedisBroker {
             let backend = &*self.backend;
             let mut message = vec![if joined { b'j' } else { b'l' }];
             message.extend(client_info_to_bytes(&info));
-            let publish = if backend.config.cluster { "SPUBLISH" } else { "PUBLISH" };
-            let mut command = redis::cmd(publish);
-            command.arg(backend.keys.pubsub(channel)).arg(message);
-            let server = backend.server(channel);
-            let result: redis::RedisResult<Value> = match server.commands.clone() {
-                Commands::Server(mut c) => command.query_async(&mut c).await,
-                Commands::Cluster(mut c) => command.query_async(&mut c).await,
-            };
-            result.map(drop).map_err(|e| BrokerError::Unavailable(format!("Redis {}: {e}", server.name)))
+            backend.publish_message(backend.server(channel), &backend.keys.pubsub(channel), &message).await?;
+            Ok(())
         })
     }
 
@@ -534,6 +540,24 @@ impl Broker for RedisBroker {
                 values.iter().filter_map(text).filter_map(|j| serde_json::from_str(&j).ok()).collect();
             nodes.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
             Ok(nodes)
+        })
+    }
+
+    fn listen_relay<'a>(&'a self, node: &'a str, handler: RelayHandler) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            let backend = &*self.backend;
+            backend.hooks.set_relay(handler);
+            let name = backend.keys.relay(node);
+            backend.server(&name).subscriber.listen_relay(&name).await
+        })
+    }
+
+    fn relay<'a>(&'a self, node: &'a str, message: bytes::Bytes) -> BrokerFuture<'a, bool> {
+        Box::pin(async move {
+            let backend = &*self.backend;
+            let name = backend.keys.relay(node);
+            let listeners = backend.publish_message(backend.server(&name), &name, &message).await?;
+            Ok(listeners > 0)
         })
     }
 

@@ -76,6 +76,8 @@ pub(crate) type Connect = Arc<
 enum Request {
     Subscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     Unsubscribe(String),
+    /// Listen to this node's relay channel (its Redis name) from now on.
+    Relay(String, oneshot::Sender<Result<(), BrokerError>>),
 }
 
 /// The handle of one Pub/Sub task; the task ends when this is dropped.
@@ -107,6 +109,7 @@ impl Subscriber {
             health,
             subscribed: HashSet::new(),
             last: HashMap::new(),
+            relay: None,
         };
         tokio::spawn(task.run(inbox));
         Ok(Subscriber { requests })
@@ -121,6 +124,15 @@ impl Subscriber {
 
     pub(crate) fn unsubscribe(&self, channel: &str) {
         let _ = self.requests.send(Request::Unsubscribe(channel.to_owned()));
+    }
+
+    /// Listens to the relay channel `name` (a Redis channel name) for good: messages on it
+    /// go to the node's relay handler. Resolves once Redis confirmed it.
+    pub(crate) async fn listen_relay(&self, name: &str) -> Result<(), BrokerError> {
+        let (done, confirmed) = oneshot::channel();
+        let gone = || BrokerError::Unavailable("the Pub/Sub task has stopped".into());
+        self.requests.send(Request::Relay(name.to_owned(), done)).map_err(|_| gone())?;
+        confirmed.await.map_err(|_| gone())?
     }
 }
 
@@ -138,6 +150,9 @@ struct Task {
     subscribed: HashSet<String>,
     /// Epoch and offset of the last publication delivered per channel.
     last: HashMap<String, (String, u64)>,
+    /// The node's relay channel (Redis name), subscribed on every connection. What is
+    /// relayed while the connection is down is lost: its sender times out and says so.
+    relay: Option<String>,
 }
 
 impl Task {
@@ -172,6 +187,17 @@ impl Task {
         let mut touched = HashSet::new();
         for request in batch {
             match request {
+                Request::Relay(name, done) => {
+                    let result = match self.connection.as_mut() {
+                        Some(connection) => connection.subscribe(std::slice::from_ref(&name)).await,
+                        None => Ok(()), // subscribed when the connection is back
+                    };
+                    self.relay = Some(name);
+                    let _ =
+                        done.send(result.map_err(|e| {
+                            BrokerError::Unavailable(format!("Redis {} Pub/Sub: {e}", self.name))
+                        }));
+                }
                 Request::Subscribe(channel, done) => {
                     touched.insert(channel.clone());
                     waiters.push((channel, done));
@@ -245,6 +271,12 @@ impl Task {
         else {
             return;
         };
+        if self.relay.as_deref().is_some_and(|relay| relay.as_bytes() == name.as_slice()) {
+            if let Some(relay) = self.hooks.relay() {
+                relay(bytes::Bytes::copy_from_slice(body));
+            }
+            return;
+        }
         let Some(channel) = std::str::from_utf8(name).ok().and_then(|n| self.keys.channel_of(n)) else {
             return;
         };
@@ -304,7 +336,8 @@ impl Task {
                 Ok(mut connection) => {
                     let channels: Vec<String> =
                         self.subscribed.iter().filter(|c| self.hooks.wanted(c)).cloned().collect();
-                    let names: Vec<String> = channels.iter().map(|c| self.keys.pubsub(c)).collect();
+                    let mut names: Vec<String> = channels.iter().map(|c| self.keys.pubsub(c)).collect();
+                    names.extend(self.relay.iter().cloned());
                     let mut result = Ok(());
                     for chunk in names.chunks(BATCH) {
                         result = connection.subscribe(chunk).await;
@@ -350,6 +383,11 @@ impl Task {
                             let _ = done.send(Err(BrokerError::Unavailable(message)));
                         }
                         Some(Request::Unsubscribe(_)) => {}
+                        Some(Request::Relay(name, done)) => {
+                            self.relay = Some(name);
+                            let message = format!("Redis {} is unreachable", self.name);
+                            let _ = done.send(Err(BrokerError::Unavailable(message)));
+                        }
                     },
                 }
             }
