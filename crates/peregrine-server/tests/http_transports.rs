@@ -271,3 +271,46 @@ async fn a_session_of_a_user_answers_only_requests_with_that_user_s_token() {
     // Nobody polls any more: the session ends, and leaves nothing behind.
     server.finish().await;
 }
+
+#[tokio::test]
+async fn cross_origin_requests_get_cors_headers_only_for_allowed_origins() {
+    let mut config = peregrine_server::config::Config::development();
+    config.allowed_origins = vec!["https://app.example.com".into()];
+    // The long-polling session opened below ends soon after nobody polls it.
+    config.client.ping_interval = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /connection/send?session=x HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\n\
+             Connection: close\r\n\r\n",
+            server.addr
+        )
+    };
+    let (status, head, _) = common::http_with_head(server.addr, &preflight("https://app.example.com")).await;
+    assert_eq!(status, 204, "{head}");
+    assert!(head.contains("access-control-allow-origin: https://app.example.com"), "{head}");
+    assert!(head.contains("access-control-allow-headers: authorization, content-type"), "{head}");
+    let (status, head, body) = common::http_with_head(server.addr, &preflight("https://evil.example")).await;
+    assert_eq!(status, 403, "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert!(body.contains("not allowed"), "{body}");
+
+    let open = |origin: &str| {
+        let body = "{\"id\":1,\"connect\":{}}";
+        format!(
+            "POST /connection/poll/open HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            server.addr,
+            body.len()
+        )
+    };
+    let (status, head, body) = common::http_with_head(server.addr, &open("https://app.example.com")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("access-control-allow-origin: https://app.example.com"), "{head}");
+    let (status, head, body) = common::http_with_head(server.addr, &open("https://evil.example")).await;
+    assert_eq!(status, 403, "an opening from an origin not allowed: {body}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert_eq!(server.node.session_count(), 1, "only the allowed origin opened a session");
+    server.finish().await;
+}

@@ -41,6 +41,7 @@ fn http_transports(node: &Arc<Node>) -> Router<Arc<Node>> {
         .route("/connection/send", axum::routing::post(http::send))
         .route("/connection/poll/open", axum::routing::post(long_poll::open))
         .route("/connection/poll", get(long_poll::poll))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(node), http::cors))
         .layer(axum::Extension(sessions))
 }
 

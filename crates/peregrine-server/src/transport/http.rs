@@ -462,3 +462,51 @@ pub async fn send(
     let token = request_token(&headers, query.token);
     sessions.serve(&node, &query.session, token, SessionRequest::Send(frame)).await.into_response()
 }
+
+/// Cross-origin requests to the HTTP transports (a page on `app.example.com` with its
+/// server on `rt.example.com`): an `Origin` that `allowed_origins` admits gets
+/// `Access-Control-Allow-Origin` on every answer, and its preflight (`OPTIONS`, for a
+/// request with `Authorization`) is answered here. Other origins get no CORS headers (the
+/// browser then hides the answer) and a `403` preflight with the reason; the opening
+/// requests also refuse them with `403` (`admit`).
+pub async fn cors(
+    State(node): State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (origin, allowed, preflight) = {
+        let headers = request.headers();
+        let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let origin = text(header::ORIGIN).map(str::to_owned);
+        let allowed = origin.as_deref().map(|o| node.check_origin(Some(o), text(header::HOST)));
+        let preflight = request.method() == axum::http::Method::OPTIONS
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        (origin, allowed, preflight)
+    };
+    let (Some(origin), Some(allowed)) = (origin, allowed) else { return next.run(request).await };
+    if preflight {
+        return match allowed {
+            Ok(()) => (
+                StatusCode::NO_CONTENT,
+                [
+                    (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.as_str()),
+                    (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"),
+                    (header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type"),
+                    (header::ACCESS_CONTROL_MAX_AGE, "600"),
+                    (header::VARY, "origin"),
+                ],
+            )
+                .into_response(),
+            Err(reason) => refusal(StatusCode::FORBIDDEN, &reason),
+        };
+    }
+    let mut response = next.run(request).await;
+    if allowed.is_ok()
+        && let Ok(value) = header::HeaderValue::from_str(&origin)
+    {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.append(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+    response
+}
