@@ -314,3 +314,29 @@ async fn cross_origin_requests_get_cors_headers_only_for_allowed_origins() {
     assert_eq!(server.node.session_count(), 1, "only the allowed origin opened a session");
     server.finish().await;
 }
+
+#[tokio::test]
+async fn a_shutdown_tells_stream_and_polling_clients_to_reconnect_elsewhere() {
+    let mut config = peregrine_server::config::Config::development();
+    config.client.ping_interval = Duration::from_millis(300);
+    let mut server = TestServer::start(config).await;
+    let mut sse = Streamed::open(&server, sse_request(&server, "{\"id\":1,\"connect\":{}}")).await;
+    sse.until("\"connect\"").await;
+    let (status, opened) = server.api_text("/connection/poll/open", "{\"id\":1,\"connect\":{}}").await;
+    assert_eq!(status, 200, "{opened}");
+    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let (_, first) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
+    let seq = serde_json::from_str::<Value>(&first).unwrap()["seq"].as_u64().unwrap();
+
+    server.begin_stop();
+    let goodbye = sse.until("\"reconnect\":true").await;
+    assert!(goodbye.contains("\"disconnect\":{\"code\":3001"), "{goodbye}");
+    let (status, body) = server.get(&format!("/connection/poll?session={key}&ack={seq}")).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let frames = answer["frames"].to_string();
+    assert!(frames.contains("3001") && frames.contains("reconnect"), "{answer}");
+    assert_eq!(answer["closed"], json!(true), "{answer}");
+    drop(sse);
+    assert_eq!(server.stop().await, 0, "every session ended within the shutdown");
+}
