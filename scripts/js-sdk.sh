@@ -6,8 +6,8 @@
 #
 #   scripts/js-sdk.sh [all|install|core|browser]      (default: all)
 #
-# Installs what is missing, idempotently: Debian's chromium (apt-get, needs root), the
-# npm dev dependencies (npm ci in sdk/js, npm's cache in $PEREGRINE_CACHE/npm; never a
+# Installs what is missing, idempotently: Debian's chromium and nginx (apt-get, needs root;
+# the fallback tests run their own nginx, never the system's), the npm dev dependencies (npm ci in sdk/js, npm's cache in $PEREGRINE_CACHE/npm; never a
 # downloaded browser). Builds the release `peregrine` binary and the SDK (tsc + esbuild).
 # Servers listen on free 127.0.0.1 ports and are stopped by PID by the tests themselves.
 # The last line is "js: N passed, M failed".
@@ -33,6 +33,24 @@ FAILED=0
 
 install_chromium() {
     install_debian_chromium js "$CHROMIUM" "$WORK/apt.log"
+}
+
+# The fallback tests (test/browser/fallback.test.mjs) start nginx themselves; a policy-rc.d
+# keeps the package from starting the system's own.
+install_nginx() {
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] && return 0
+    [[ $(id -u) == 0 ]] || { echo "js: nginx is missing and we are not root: apt-get install -y nginx" >&2; return 1; }
+    echo "js: installing nginx (apt-get install -y nginx)"
+    local policy=/usr/sbin/policy-rc.d placed=0 rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && placed=1
+    fi
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }; } \
+        >"$WORK/apt-nginx.log" 2>&1 || rc=$?
+    ((placed)) && rm -f "$policy"
+    ((rc == 0)) || { tail -20 "$WORK/apt-nginx.log"; echo "js: apt-get install nginx failed" >&2; }
+    return "$rc"
 }
 
 install_node() {
@@ -84,7 +102,7 @@ main() {
         exit 2
         ;;
     esac
-    if ! { install_node && case $what in core) true ;; *) install_chromium ;; esac; }; then
+    if ! { install_node && case $what in core) true ;; *) install_chromium && install_nginx ;; esac; }; then
         echo "js: installing failed"
         echo "js: 0 passed, 1 failed"
         exit 1
