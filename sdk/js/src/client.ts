@@ -114,11 +114,10 @@ export class Client extends Emitter<ClientEvents> {
         long_poll: text && !!g.fetch && longPollTransport,
       };
       const wanted = o.transports || TRANSPORTS;
-      for (const name of wanted) if (!(name in usable)) throw new TypeError(`unknown transport "${name}": use ${TRANSPORTS.join(', ')}`);
+      for (const name of wanted) if (!(name in usable)) throw new TypeError(`unknown transport "${name}"`);
       const names = wanted.filter((n) => usable[n]);
-      if (!names.length) {
-        throw new TypeError(`none of the transports ${wanted.join(', ')} works here (the HTTP ones need fetch and JSON; no WebSocket: pass one, e.g. the ws package)`);
-      }
+      // The HTTP ones need fetch and JSON; Node 20 has no WebSocket (pass the ws package's).
+      if (!names.length) throw new TypeError(`none of the transports ${wanted} works here`);
       this.fallback = new Fallback(names, url);
       this.openTransport = fallbackTransport(this.fallback, (n) => usable[n as TransportName] as TransportFactory);
     }

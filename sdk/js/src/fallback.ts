@@ -27,10 +27,13 @@ function storage(): Storage | undefined {
  * the remembered transport (or the first); when one fails before opening, the next is
  * tried at once, unless the failure says the server is down or refuses (`down`): then the
  * attempt fails and the reconnect backoff applies, as it does after the last transport.
- * The one that opened is remembered (forgotten when it is the first of the list).
+ * The one that opened is remembered (forgotten when it is the first of the list). One that
+ * neither opened nor failed before the attempt was given up (a proxy that holds or buffers
+ * it) is skipped by the next attempt.
  */
 export class Fallback {
   private i = 0;
+  private skip = 0;
 
   constructor(
     readonly names: string[],
@@ -50,8 +53,14 @@ export class Fallback {
 
   /** A connection attempt starts: the transport to try first. */
   first(): string {
-    this.i = Math.max(0, this.names.indexOf(this.remembered()!));
+    this.i = this.skip || Math.max(0, this.names.indexOf(this.remembered()!));
+    this.skip = 0;
     return this.current;
+  }
+
+  /** The attempt was given up while the current one had neither opened nor failed. */
+  hung(): void {
+    if (this.i + 1 < this.names.length) this.skip = this.i + 1;
   }
 
   /** The current one failed before opening: the next to try now, or none (back off). */
@@ -114,6 +123,8 @@ export function fallbackTransport(fallback: Fallback, make: (name: string) => Tr
       close(code, reason) {
         const t = current;
         current = undefined;
+        // Given up before it opened (the connect timeout: going offline says so first).
+        if (t && !opened && (globalThis.navigator as Navigator | undefined)?.onLine !== false) fallback.hung();
         t?.close(code, reason);
       },
     };

@@ -131,6 +131,17 @@ describe('automatic fallback', () => {
     await Promise.all([page.close(), fresh.close()]);
   });
 
+  test('behind a proxy that buffers responses, streaming and SSE hang: each costs one connect timeout, then long-polling', async () => {
+    const page = await fixture.browser.page(nginx.page(TEST_PAGE));
+    const got = await connectVia(page, 'buffered', { connectTimeout: 2000 });
+    assert.equal(got.transport, 'long_poll');
+    const s = await page.evaluate(() => T.summary('c'));
+    assert.deepEqual(s.states, ['connecting', 'disconnected', 'connecting', 'disconnected', 'connecting', 'connected']);
+    await roundTrip(page);
+    const requests = await closedAndLogged(page, 'buffered', 4);
+    assert.deepEqual(requests.map((r) => r.split(' ')[1].split('/connection/')[1]), ['websocket', 'stream', 'sse', 'poll/open']);
+  });
+
   test('a server that is down is not fallen back from: WebSocket then HTTP streaming fail, and the backoff applies', async () => {
     const page = await fixture.browser.page(nginx.page(TEST_PAGE));
     await page.evaluate((url) => T.connect('d', url, { backoff: { min: 200, max: 400 } }), nginx.url('down'));

@@ -13,7 +13,8 @@ const tick = () => new Promise((r) => setTimeout(r, 0));
 
 /**
  * Fake transports: `plan[name]` says how each attempt of it ends: 'open', 'fail' (before
- * opening, maybe blocked) or 'down' (server unreachable). Records what was tried.
+ * opening, maybe blocked), 'down' (server unreachable), 'hang' (never) or 'throw' (not in
+ * this runtime). Records what was tried.
  */
 function fakes(plan) {
   const tried = [];
@@ -21,7 +22,7 @@ function fakes(plan) {
     tried.push(name);
     const outcome = plan[name];
     if (outcome === 'throw') throw new TypeError(`no ${name} here`);
-    setTimeout(() => (outcome === 'open' ? events.open() : events.close(undefined, `${name} failed`, outcome === 'down')));
+    if (outcome !== 'hang') setTimeout(() => (outcome === 'open' ? events.open() : events.close(undefined, `${name} failed`, outcome === 'down')));
     return { send() {}, close() {} };
   };
   return { tried, make };
@@ -142,4 +143,22 @@ test('commands go up in bodies of at most 100 lines and 64 KiB, in order, each l
   assert.equal(nextBody(big), 'y'.repeat(40000) + '\nz');
   assert.deepEqual(big, []);
   assert.equal(nextBody(['w'.repeat(70000)]).length, 70000, 'one line over the limit still goes (the server says 413)');
+});
+
+test('a transport that hangs until the attempt is given up is skipped by the next attempt, once', async () => {
+  const f = new Fallback(TRANSPORTS, freshUrl());
+  const { tried, make } = fakes({ websocket: 'fail', http_stream: 'hang', sse: 'open' });
+  const t = fallbackTransport(f, make)('ws://x/connection/websocket', 'peregrine.json', { open() {}, frame() {}, close() {} });
+  for (let i = 0; i < 3; i++) await tick();
+  assert.deepEqual(tried, ['websocket', 'http_stream']);
+  t.close(1000, 'no connect reply within 10000 ms'); // the core's connect timeout
+  attempt(f, make);
+  for (let i = 0; i < 3; i++) await tick();
+  assert.deepEqual(tried, ['websocket', 'http_stream', 'sse'], 'the next attempt starts after the one that hung');
+  assert.equal(f.remembered(), 'sse');
+  // Closing an attempt that already opened is no hang.
+  const opened = fallbackTransport(f, make)('ws://x/connection/websocket', 'peregrine.json', { open() {}, frame() {}, close() {} });
+  for (let i = 0; i < 3; i++) await tick();
+  opened.close(1000, 'client closed');
+  assert.equal(f.first(), 'sse');
 });

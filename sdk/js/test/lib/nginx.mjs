@@ -8,6 +8,9 @@
 //   /no-upgrade/       passes neither Upgrade nor Connection: every WebSocket handshake fails
 //   /no-stream/        as /no-upgrade/, and /connection/stream is 404 (HTTP streaming blocked)
 //   /poll-only/        as /no-stream/, and /connection/sse is 404 too
+//   /buffered/         no Upgrade, and streams buffered whatever the server asks (buffering
+//                      on, X-Accel-Buffering ignored, gzip): a stream's first lines wait in
+//                      the compressor until kilobytes follow
 //   /down/             an upstream nothing listens on: every request gets 502
 //
 // A client's URL is ws://127.0.0.1:PORT/<prefix>/connection/websocket; its HTTP endpoints
@@ -32,8 +35,11 @@ function findNginx() {
   throw new Error('nginx is not installed: apt-get install -y nginx (scripts/test-all installs it)');
 }
 
-/** A proxied location: `upgrade` passes the WebSocket handshake headers on. */
-function proxied(prefix, upstreamPort, upgrade) {
+/**
+ * A proxied location: `upgrade` passes the WebSocket handshake headers on; `buffered` holds
+ * streamed responses back (see /buffered/ above).
+ */
+function proxied(prefix, upstreamPort, upgrade, buffered = false) {
   return `
     location /${prefix}/ {
         proxy_pass http://127.0.0.1:${upstreamPort}/;
@@ -41,7 +47,7 @@ function proxied(prefix, upstreamPort, upgrade) {
         ${upgrade ? 'proxy_set_header Upgrade $http_upgrade;\n        proxy_set_header Connection $connection_upgrade;' : '# No Upgrade, no Connection: nginx drops both (hop-by-hop).'}
         proxy_set_header Host $http_host;
         proxy_read_timeout 75s;
-        proxy_buffering off;
+        ${buffered ? 'proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;\n        gzip on;\n        gzip_min_length 0;\n        gzip_types application/x-ndjson text/event-stream;' : 'proxy_buffering off;'}
     }`;
 }
 
@@ -72,6 +78,7 @@ http {
         ${proxied('poll-only', serverPort, false)}
         ${blocked('poll-only', 'stream')}
         ${blocked('poll-only', 'sse')}
+        ${proxied('buffered', serverPort, false, true)}
         ${proxied('down', downPort, false)}
     }
 }
