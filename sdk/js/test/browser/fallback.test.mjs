@@ -8,7 +8,7 @@
 // they share the server's origin), a loopback proxy that resets connections, Chromium.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { chatOnTwoPages, flowThroughCuts, offlineQueue } from '../lib/acceptance.mjs';
+import { chatOnTwoPages, flowServerArgs, flowThroughCuts, offlineQueue } from '../lib/acceptance.mjs';
 import { until } from '../lib/browser.mjs';
 import { startNginx } from '../lib/nginx.mjs';
 import { startProxy } from '../lib/proxy.mjs';
@@ -18,13 +18,7 @@ import { serverAndBrowser } from '../lib/setup.mjs';
 const FLOW = { total: 1000, cuts: 5 };
 let nginx;
 let proxy;
-const fixture = serverAndBrowser({
-  args: [
-    '--set', 'channels.default.history_size=5000',
-    '--set', 'client.publish_rate=1000000',
-    '--set', 'client.publish_burst=1000000',
-  ],
-}, async ({ server }) => {
+const fixture = serverAndBrowser({ args: flowServerArgs(5000) }, async ({ server }) => {
   nginx = await startNginx(server.port);
   // Resets between the pages and nginx (the pages load through it too: one origin).
   proxy = await startProxy(nginx.port);

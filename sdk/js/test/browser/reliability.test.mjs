@@ -4,7 +4,7 @@
 // transport).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { flowThroughCuts } from '../lib/acceptance.mjs';
+import { flowServerArgs, flowThroughCuts } from '../lib/acceptance.mjs';
 import { until } from '../lib/browser.mjs';
 import { startProxy } from '../lib/proxy.mjs';
 import { api } from '../lib/server.mjs';
@@ -12,13 +12,7 @@ import { serverAndBrowser } from '../lib/setup.mjs';
 
 const TOTAL = 5000;
 const CUTS = 20;
-const fixture = serverAndBrowser({
-  args: [
-    '--set', 'channels.default.history_size=20000',
-    '--set', 'client.publish_rate=1000000',
-    '--set', 'client.publish_burst=1000000',
-  ],
-}, async ({ server }) => {
+const fixture = serverAndBrowser({ args: flowServerArgs(20000) }, async ({ server }) => {
   proxy = await startProxy(server.port);
   return () => proxy.close();
 });
@@ -26,11 +20,6 @@ let proxy;
 
 /** Fast reconnects: the test cuts twenty times. */
 const options = { backoff: { min: 20, max: 300 }, queueLimit: TOTAL };
-
-async function historyOf(channel) {
-  const h = await api(fixture.server, 'history', { channel });
-  return h.publications.map((p) => p.data.n);
-}
 
 test(`${CUTS} connection resets while ${TOTAL} publications flow: each once, in order, no gap; every publish acknowledged`, async () => {
   const { browser, server } = fixture;

@@ -40,6 +40,13 @@ export async function chatOnTwoPages(browser, { chatPage, url, query = '' }) {
   return status;
 }
 
+/** The server of a flow: history for `history` publications, the publish rate limit lifted. */
+export const flowServerArgs = (history) => [
+  '--set', `channels.default.history_size=${history}`,
+  '--set', 'client.publish_rate=1000000',
+  '--set', 'client.publish_burst=1000000',
+];
+
 /**
  * `cuts` connection resets by `proxy` (each with `outageMs` of refused connections after it)
  * at random points while `total` publications flow from
