@@ -51,9 +51,8 @@ function proxied(prefix, upstreamPort, upgrade, buffered = false) {
     }`;
 }
 
-export function renderConfig(dir, port, serverPort, downPort) {
-  const blocked = (prefix, endpoint) => `
-    location = /${prefix}/connection/${endpoint} { return 404 "blocked by the test proxy\\n"; }`;
+/** The main file around `http`, the contents of the http block: everything in `dir`. */
+function mainConfig(dir, http) {
   return `master_process off;
 daemon off;
 pid ${dir}/nginx.pid;
@@ -66,7 +65,15 @@ http {
     fastcgi_temp_path ${dir}/fastcgi;
     uwsgi_temp_path ${dir}/uwsgi;
     scgi_temp_path ${dir}/scgi;
-    types { text/html html; text/javascript js mjs; text/css css; }
+${http}
+}
+`;
+}
+
+function testConfig(port, serverPort, downPort) {
+  const blocked = (prefix, endpoint) => `
+    location = /${prefix}/connection/${endpoint} { return 404 "blocked by the test proxy\\n"; }`;
+  return `    types { text/html html; text/javascript js mjs; text/css css; }
     map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
     server {
         listen 127.0.0.1:${port};
@@ -80,17 +87,50 @@ http {
         ${blocked('poll-only', 'sse')}
         ${proxied('buffered', serverPort, false, true)}
         ${proxied('down', downPort, false)}
-    }
+    }`;
 }
-`;
+
+/**
+ * The shipped deploy/nginx/peregrine.conf (what users run in front of several nodes) with its
+ * upstream servers replaced by `servers` (`host:port` and parameters each, e.g.
+ * "127.0.0.1:8081 backup") and its `listen` by loopback `port`.
+ */
+export function renderShipped(port, servers) {
+  const shipped = fs.readFileSync(path.join(SDK_DIR, '../../deploy/nginx/peregrine.conf'), 'utf8');
+  let upstream = false;
+  let written = false;
+  const out = [];
+  for (const line of shipped.split('\n')) {
+    const code = line.split('#')[0].trim();
+    if (/^upstream \S+ \{$/.test(code)) upstream = true;
+    else if (upstream && code === '}') upstream = false;
+    if (upstream && code.startsWith('server ')) {
+      if (!written) out.push(...servers.map((s) => `    server ${s};`));
+      written = true;
+    } else if (/^listen /.test(code)) out.push(`    listen 127.0.0.1:${port};`);
+    else out.push(line);
+  }
+  if (!written) throw new Error('no upstream servers in deploy/nginx/peregrine.conf: the rendering no longer fits it');
+  return out.join('\n');
+}
+
+/** nginx in front of the servers at `servers` (see renderShipped), with the shipped configuration. */
+export async function startBalancer(servers) {
+  const port = await freePort();
+  return runNginx(port, renderShipped(port, servers));
 }
 
 /** Starts nginx in front of the server on `serverPort`; resolves once it listens. */
 export async function startNginx(serverPort) {
-  const binary = findNginx();
   const [port, downPort] = [await freePort(), await freePort()];
+  return runNginx(port, testConfig(port, serverPort, downPort));
+}
+
+/** Runs nginx with `http` as its http block, listening on `port`; resolves once it does. */
+async function runNginx(port, http) {
+  const binary = findNginx();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'peregrine-js-nginx-'));
-  fs.writeFileSync(path.join(dir, 'nginx.conf'), renderConfig(dir, port, serverPort, downPort));
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), mainConfig(dir, http));
   const child = spawn(binary, ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
