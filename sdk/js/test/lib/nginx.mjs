@@ -21,7 +21,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './server.mjs';
+import { freePort, stopAndRemove } from './server.mjs';
 
 const SDK_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -162,16 +162,7 @@ async function runNginx(port, http) {
           })
         : [],
     errorLog,
-    stop: () =>
-      new Promise((resolve) => {
-        const done = () => {
-          fs.rmSync(dir, { recursive: true, force: true });
-          resolve();
-        };
-        if (child.exitCode !== null || child.signalCode !== null) return done();
-        child.once('exit', done);
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopAndRemove(child, 'SIGTERM', dir),
   };
 }
 

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from './server.mjs';
+import { freePort, stopAndRemove } from './server.mjs';
 
 export async function startRedis() {
   const port = await freePort();
@@ -28,16 +28,7 @@ export async function startRedis() {
   return {
     port,
     address: `127.0.0.1:${port}`,
-    stop: () =>
-      new Promise((resolve) => {
-        const done = () => {
-          fs.rmSync(dir, { recursive: true, force: true });
-          resolve();
-        };
-        if (child.exitCode !== null || child.signalCode !== null) return done();
-        child.once('exit', done);
-        child.kill('SIGKILL');
-      }),
+    stop: () => stopAndRemove(child, 'SIGKILL', dir),
   };
 }
 
