@@ -116,8 +116,9 @@ export class Client extends Emitter<ClientEvents> {
       const wanted = o.transports || TRANSPORTS;
       for (const name of wanted) if (!(name in usable)) throw new TypeError(`unknown transport "${name}"`);
       const names = wanted.filter((n) => usable[n]);
-      // The HTTP ones need fetch and JSON; Node 20 has no WebSocket (pass the ws package's).
-      if (!names.length) throw new TypeError(`none of the transports ${wanted} works here`);
+      if (!names.length) {
+        throw new TypeError(`none of the transports ${wanted} works here: WebSocket needs one (Node 20: the ws package), the others fetch and JSON`);
+      }
       this.fallback = new Fallback(names, url);
       this.openTransport = fallbackTransport(this.fallback, (n) => usable[n as TransportName] as TransportFactory);
     }
