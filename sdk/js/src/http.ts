@@ -88,7 +88,8 @@ function httpTransport(url: string, events: TransportEvents, run: (link: Link) =
     },
     async ok(r) {
       if (r.ok) return true;
-      const why = ((await r.text().catch(() => '')) || r.statusText).trim();
+      // The server's reason; a proxy's error page is cut short.
+      const why = ((await r.text().catch(() => '')) || r.statusText).trim().slice(0, 120);
       // 5xx: the server (or the proxy's upstream) is down or draining; 401/403/429: it
       // refuses this client. Another transport would fare no better.
       const s = r.status;
