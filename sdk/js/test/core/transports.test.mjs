@@ -112,6 +112,9 @@ test('the client names its transport; a codec other than JSON or a runtime witho
   const c = new Client(freshUrl(), { autoConnect: false, transports: ['sse', 'long_poll'] });
   // Node 20 has fetch but no EventSource.
   assert.equal(c.transport, 'long_poll');
+  // By default WebSocket comes first where there is one (Node 22), else HTTP streaming (Node 20).
+  assert.equal(new Client(freshUrl(), { autoConnect: false }).transport, typeof WebSocket === 'function' ? 'websocket' : 'http_stream');
+  assert.equal(new Client(freshUrl(), { autoConnect: false, WebSocket: class {} }).transport, 'websocket');
   const binary = { ...json, name: 'peregrine.msgpack' };
   assert.throws(() => new Client(freshUrl(), { autoConnect: false, codec: binary, transports: ['http_stream'] }), /none of the transports http_stream/);
   assert.throws(() => new Client(freshUrl(), { autoConnect: false, transports: ['websockets'] }), /unknown transport "websockets"/);
