@@ -2,7 +2,8 @@
 // or an nginx that drops Upgrade), the SDK falls back to HTTP streaming, SSE and
 // long-polling, in that order, remembers what worked, and does not fall back from a server
 // that is down. Then the chat, the flow through connection resets and the offline queue,
-// over each HTTP transport forced with the `transports` option.
+// over each HTTP transport forced with the `transports` option, both in pages without
+// WebSocket and behind an nginx that drops Upgrade.
 //
 // Real parts: `peregrine serve`, nginx (test/lib/nginx.mjs: it also serves the pages, so
 // they share the server's origin), a loopback proxy that resets connections, Chromium.
@@ -85,9 +86,7 @@ describe('automatic fallback', () => {
   }
 
   test('a page without WebSocket uses HTTP streaming where WebSocket would work', async () => {
-    const page = await fixture.browser.context.newPage();
-    await page.addInitScript(() => delete window.WebSocket);
-    await page.goto(nginx.page(TEST_PAGE));
+    const page = await fixture.browser.page(nginx.page(TEST_PAGE), { withoutWebSocket: true });
     assert.equal(await page.evaluate(() => typeof WebSocket), 'undefined');
     const before = tried('open').length;
     const got = await connectVia(page, 'open');
@@ -156,42 +155,51 @@ describe('automatic fallback', () => {
 /** The test page through the resetting proxy (same origin as the clients' URLs). */
 const proxyPage = () => `http://127.0.0.1:${proxy.port}/sdk/${TEST_PAGE}`;
 
+/** Where the forced transports run: pages without WebSocket, and an nginx that drops Upgrade. */
+const SETUPS = [
+  { where: 'in pages without WebSocket', prefix: 'open', withoutWebSocket: true },
+  { where: 'behind nginx without Upgrade', prefix: 'no-upgrade', withoutWebSocket: false },
+];
+
 for (const transport of ['http_stream', 'sse', 'long_poll']) {
-  describe(`over ${transport} (forced with the transports option), behind nginx without Upgrade`, () => {
-    const options = { ...fast, transports: [transport], queueLimit: FLOW.total };
+  for (const { where, prefix, withoutWebSocket } of SETUPS) {
+    describe(`over ${transport} (forced with the transports option), ${where}`, () => {
+      const options = { ...fast, transports: [transport], queueLimit: FLOW.total };
+      // The fixture's browser, its pages with or without WebSocket.
+      const browser = () => ({ ...fixture.browser, page: (url) => fixture.browser.page(url, { withoutWebSocket }) });
 
-    test('two pages chat through the example page: each message once, in order, on both', async () => {
-      const status = await chatOnTwoPages(fixture.browser, {
-        chatPage: nginx.page('examples/chat/index.html'),
-        url: nginx.url('no-upgrade'),
-        query: `&transports=${transport}`,
+      test('two pages chat through the example page: each message once, in order, on both', async () => {
+        const status = await chatOnTwoPages(browser(), {
+          chatPage: nginx.page('examples/chat/index.html'),
+          url: nginx.url(prefix),
+          query: `&transports=${transport}`,
+        });
+        assert.match(status, new RegExp(` over ${transport},`));
       });
-      assert.match(status, new RegExp(` over ${transport},`));
-    });
 
-    test(`${FLOW.cuts} connection resets while ${FLOW.total} publications flow: each once, in order, no gap; every publish acknowledged`, async () => {
-      const r = await flowThroughCuts({
-        browser: fixture.browser,
-        server: fixture.server,
-        proxy,
-        pageUrl: proxyPage(),
-        url: `ws://127.0.0.1:${proxy.port}/no-upgrade/connection/websocket`,
-        options,
-        ...FLOW,
-        // Refused for a moment after each reset, so that every transport has to reconnect
-        // (Chromium retries a held poll cut on a kept-alive connection by itself).
-        outageMs: 300,
+      test(`${FLOW.cuts} connection resets while ${FLOW.total} publications flow: each once, in order, no gap; every publish acknowledged`, async () => {
+        const r = await flowThroughCuts({
+          browser: browser(),
+          server: fixture.server,
+          proxy,
+          pageUrl: proxyPage(),
+          url: `ws://127.0.0.1:${proxy.port}/${prefix}/connection/websocket`,
+          options,
+          ...FLOW,
+          // Refused for a moment after each reset, so that every transport has to reconnect
+          // (Chromium retries a held poll cut on a kept-alive connection by itself).
+          outageMs: 300,
+        });
+        assert.equal(r.transport, transport);
+        console.log(`# ${transport}, ${where}: reader ${r.connections} connections; writer ${r.duplicates} duplicate acks`);
       });
-      assert.equal(r.transport, transport);
-      console.log(`# ${transport}: reader ${r.connections} connections; writer ${r.duplicates} duplicate acks`);
-    });
 
-    test('publishes made offline are queued and land once, in order, when the page is back online', async () => {
-      const { browser, server } = fixture;
-      const used = await offlineQueue({ browser, server, pageUrl: nginx.page(TEST_PAGE), url: nginx.url('no-upgrade'), options });
-      assert.equal(used, transport);
+      test('publishes made offline are queued and land once, in order, when the page is back online', async () => {
+        const used = await offlineQueue({ browser: browser(), server: fixture.server, pageUrl: nginx.page(TEST_PAGE), url: nginx.url(prefix), options });
+        assert.equal(used, transport);
+      });
     });
-  });
+  }
 }
 
 test('no page error in any of these pages', () => {
