@@ -6,8 +6,8 @@
 #
 #   scripts/js-sdk.sh [all|install|core|browser]      (default: all)
 #
-# Installs what is missing, idempotently: Debian's chromium (apt-get, needs root), the
-# npm dev dependencies (npm ci in sdk/js, npm's cache in $PEREGRINE_CACHE/npm; never a
+# Installs what is missing, idempotently: Debian's chromium, nginx and redis-server (apt-get,
+# needs root; the tests run their own nginx and redis, never the system's), the npm dev dependencies (npm ci in sdk/js, npm's cache in $PEREGRINE_CACHE/npm; never a
 # downloaded browser). Builds the release `peregrine` binary and the SDK (tsc + esbuild).
 # Servers listen on free 127.0.0.1 ports and are stopped by PID by the tests themselves.
 # The last line is "js: N passed, M failed".
@@ -33,6 +33,28 @@ FAILED=0
 
 install_chromium() {
     install_debian_chromium js "$CHROMIUM" "$WORK/apt.log"
+}
+
+# The fallback tests start nginx (test/browser/fallback.test.mjs) and redis-server
+# (test/node/node-gone.test.mjs) themselves; a policy-rc.d keeps the packages from starting
+# the system's own.
+install_services() {
+    local missing=()
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    ((${#missing[@]} == 0)) && return 0
+    [[ $(id -u) == 0 ]] || { echo "js: ${missing[*]} missing and we are not root: apt-get install -y ${missing[*]}" >&2; return 1; }
+    echo "js: installing ${missing[*]} (apt-get)"
+    local policy=/usr/sbin/policy-rc.d placed=0 rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && placed=1
+    fi
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; } \
+        >"$WORK/apt-services.log" 2>&1 || rc=$?
+    ((placed)) && rm -f "$policy"
+    ((rc == 0)) || { tail -20 "$WORK/apt-services.log"; echo "js: apt-get install ${missing[*]} failed" >&2; }
+    return "$rc"
 }
 
 install_node() {
@@ -84,7 +106,7 @@ main() {
         exit 2
         ;;
     esac
-    if ! { install_node && case $what in core) true ;; *) install_chromium ;; esac; }; then
+    if ! { install_node && install_services && case $what in core) true ;; *) install_chromium ;; esac; }; then
         echo "js: installing failed"
         echo "js: 0 passed, 1 failed"
         exit 1

@@ -11,7 +11,8 @@ const INTERNAL = `armedAt beforeConnected callTimeouts calls closedError command
   pingInterval pingSent positionsKey publishReply publishTimeouts pump pumpPublishes reconnectAt
   refreshAt renewAt resubscribeAt resume resuming savePositions scheduleRefresh scheduleSubscriptionToken
   sendPublish setState settle started subId subscribeFields subscribeReply subscribeWaiting subscribed
-  tokenAt tokenRetried tracker transportOpen unsubscribeCommand woken arm stop deliver`.split(/\s+/);
+  tokenAt tokenRetried tracker transportOpen unsubscribeCommand woken arm stop deliver conn fallback
+  remembered hung skip`.split(/\s+/);
 
 export const bundle = {
   bundle: true,

@@ -1,6 +1,8 @@
 // The Client: drives the protocol core (Session) over a transport, with real time, token
 // providers and the browser's signals (online, visibility, page reloads).
 import { Emitter } from './emitter.js';
+import { Fallback, TRANSPORTS, type TransportName, fallbackTransport } from './fallback.js';
+import { httpStreamTransport, longPollTransport, sseTransport } from './http.js';
 import { json } from './json.js';
 import { toPayload } from './payload.js';
 import { type QueueStore, restored } from './queue.js';
@@ -21,7 +23,13 @@ export interface ClientOptions {
   codec?: Codec;
   /** A WebSocket constructor where there is no global one (Node 20: the `ws` package). */
   WebSocket?: WebSocketLike;
-  /** Another transport than WebSocket. */
+  /**
+   * The transports to try, in order (default: all, `['websocket', 'http_stream', 'sse',
+   * 'long_poll']`). Those this runtime or the codec cannot use are left out (the HTTP ones
+   * speak JSON only; `sse` needs EventSource). See docs/js-client.md, "Transports".
+   */
+  transports?: TransportName[];
+  /** A transport of your own instead (then `transports` is not used). */
   transport?: TransportFactory;
   /** Keep queued publishes across page reloads: localStorageQueue() or indexedDBQueue(). */
   queue?: QueueStore;
@@ -76,8 +84,9 @@ const LONG_SLEEP = 10000;
 
 export class Client extends Emitter<ClientEvents> {
   private core: Session;
-  private transport?: Transport;
+  private conn?: Transport;
   private openTransport: TransportFactory;
+  private fallback?: Fallback;
   private codec: Codec;
   private timer?: ReturnType<typeof setTimeout>;
   private armedAt = Infinity;
@@ -94,7 +103,25 @@ export class Client extends Emitter<ClientEvents> {
     if (!/^wss?:\/\//.test(url)) throw new TypeError(`url must start with ws:// or wss://, got "${url}"`);
     const o = options;
     this.codec = o.codec || json;
-    this.openTransport = o.transport || webSocketTransport(o.WebSocket);
+    if (o.transport) this.openTransport = o.transport;
+    else {
+      const g = globalThis as any;
+      const text = this.codec.name === json.name;
+      const usable: Record<TransportName, TransportFactory | false> = {
+        websocket: !!(o.WebSocket || g.WebSocket) && webSocketTransport(o.WebSocket),
+        http_stream: text && !!(g.fetch && g.ReadableStream) && httpStreamTransport,
+        sse: text && !!g.EventSource && sseTransport,
+        long_poll: text && !!g.fetch && longPollTransport,
+      };
+      const wanted = o.transports || TRANSPORTS;
+      for (const name of wanted) if (!(name in usable)) throw new TypeError(`unknown transport "${name}"`);
+      const names = wanted.filter((n) => usable[n]);
+      if (!names.length) {
+        throw new TypeError(`none of the transports ${wanted} works here: WebSocket needs one (Node 20: the ws package), the others fetch and JSON`);
+      }
+      this.fallback = new Fallback(names, url);
+      this.openTransport = fallbackTransport(this.fallback, (n) => usable[n as TransportName] as TransportFactory);
+    }
     const getToken = o.getToken;
     this.core = new Session(
       {
@@ -113,10 +140,10 @@ export class Client extends Emitter<ClientEvents> {
       this.codec,
       {
         open: () => this.open(),
-        send: (frame) => this.transport?.send(frame),
+        send: (frame) => this.conn?.send(frame),
         close: (code, reason) => {
-          const t = this.transport;
-          this.transport = undefined;
+          const t = this.conn;
+          this.conn = undefined;
           t?.close(code, reason);
         },
         fetchToken: () => ask(() => getToken!(), (t) => this.core.token(t)),
@@ -129,8 +156,11 @@ export class Client extends Emitter<ClientEvents> {
       o.queue,
     );
     // Application events are the core's, re-emitted by the client.
+    // A connected state names its transport.
     for (const type of ['state', 'connecting', 'connected', 'disconnected', 'closed', 'message'] as const) {
-      this.core.events.on(type, (e: any) => this.emit(type, e));
+      this.core.events.on(type, (e: any) =>
+        this.emit(type, type !== 'message' && e.type === 'connected' ? { ...e, transport: this.transport } : e),
+      );
     }
     this.core.events.on('closed', () => this.stop());
     if (o.keepPositions) this.positionsKey = o.keepPositions === true ? 'peregrine.positions' : o.keepPositions;
@@ -146,6 +176,14 @@ export class Client extends Emitter<ClientEvents> {
   /** The connection state. */
   get state(): State {
     return this.core.state;
+  }
+
+  /**
+   * The transport of the connection (or of the attempt under way): a name of
+   * `transports`, or "custom" with the `transport` option.
+   */
+  get transport(): string {
+    return this.fallback ? this.fallback.current : 'custom';
   }
 
   /** Starts connecting (only needed with `autoConnect: false`). */
@@ -222,18 +260,18 @@ export class Client extends Emitter<ClientEvents> {
 
   private open(): void {
     let t: Transport | undefined;
-    const current = () => t !== undefined && t === this.transport;
+    const current = () => t !== undefined && t === this.conn;
     try {
       t = this.openTransport(this.url, this.codec.name, {
         open: () => current() && this.core.opened(),
         frame: (data) => current() && this.core.frame(data),
         close: (code, reason) => {
           if (!current()) return;
-          this.transport = undefined;
+          this.conn = undefined;
           this.core.closed(code, reason);
         },
       });
-      this.transport = t;
+      this.conn = t;
     } catch (e) {
       setTimeout(() => this.core.closed(undefined, (e as Error).message));
     }

@@ -36,7 +36,8 @@ export interface Host {
 
 export type State =
   | { type: 'connecting'; attempt: number }
-  | { type: 'connected'; clientId: string }
+  /** `transport`: its name, in the Client's events (client.transport). */
+  | { type: 'connected'; clientId: string; transport?: string }
   | { type: 'disconnected'; code?: number; reason: string; retryIn: number }
   | { type: 'closed'; code?: number; reason: string };
 

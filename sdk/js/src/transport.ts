@@ -1,13 +1,16 @@
-// The transport adapter: all the core needs of a connection. WebSocket here; SSE, HTTP
-// streaming and long-polling adapters can be added beside it with the same shape.
+// The transport adapter: all the core needs of a connection. WebSocket here; HTTP
+// streaming, SSE and long-polling in http.ts, with the same shape; fallback.ts picks one.
 
 /** What a transport reports. */
 export interface TransportEvents {
   open(): void;
   /** One frame: a text or binary batch of messages. */
   frame(data: string | Uint8Array): void;
-  /** The connection ended (`code` absent when there was no close frame). */
-  close(code: number | undefined, reason: string): void;
+  /**
+   * The connection ended (`code` absent when there was no close frame). `down`, before
+   * opening: the server could not be reached or refused, so another transport is not tried.
+   */
+  close(code: number | undefined, reason: string, down?: boolean): void;
 }
 
 export interface Transport {

@@ -10,7 +10,10 @@ const statusLine = document.getElementById('status');
 const list = document.getElementById('messages');
 const input = document.getElementById('text');
 
-const client = new Peregrine.Client(server, { name: 'chat-example' });
+// `transports=sse,long_poll`: only these, in this order (default: WebSocket first, then the
+// HTTP fallbacks, which need the page on the server's origin, e.g. behind the same nginx).
+const transports = params.get('transports')?.split(',');
+const client = new Peregrine.Client(server, { name: 'chat-example', transports });
 client.on('state', (s) => {
   statusLine.className = s.type;
   statusLine.textContent =
@@ -18,7 +21,7 @@ client.on('state', (s) => {
       ? `disconnected (${s.reason}), retrying in ${(s.retryIn / 1000).toFixed(1)} s`
       : s.type === 'closed'
         ? `closed: ${s.reason}`
-        : `${s.type} as ${name} to ${server}, room ${room}`;
+        : `${s.type} as ${name} to ${server}${s.transport ? ' over ' + s.transport : ''}, room ${room}`;
 });
 
 function show(publication) {

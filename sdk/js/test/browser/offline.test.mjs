@@ -1,8 +1,10 @@
 // Acceptance 4: the page goes offline (the browser context set offline) while the app
 // publishes 50 messages: they are queued and land once, in order, when it comes back; with
-// a persistent queue, the same after a page reload while offline.
+// a persistent queue, the same after a page reload while offline. (fallback.test.mjs runs the
+// first over each HTTP transport.)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { offlineQueue } from '../lib/acceptance.mjs';
 import { until } from '../lib/browser.mjs';
 import { serverAndBrowser } from '../lib/setup.mjs';
 import { api } from '../lib/server.mjs';
@@ -15,27 +17,8 @@ const historyOf = async (channel) => (await api(fixture.server, 'history', { cha
 const connected = (page, name) => until(() => page.evaluate((n) => T.summary(n).state.type === 'connected', name), `${name} connected`);
 
 test('publishes made offline are queued and land once, in order, when the page is back online', async () => {
-  const channel = 'offline-' + Date.now();
-  const page = await fixture.browser.page();
-  await page.evaluate(([url, o]) => T.connect('p', url, o), [fixture.server.url, options]);
-  await connected(page, 'p');
-  await fixture.browser.context.setOffline(true);
-  await until(() => page.evaluate(() => T.summary('p').state.type !== 'connected'), 'the client to notice it is offline');
-  await page.evaluate((c) => T.publishMany('p', c, 1, 50), channel);
-  await new Promise((r) => setTimeout(r, 1000));
-  const offline = await page.evaluate(() => T.summary('p'));
-  assert.equal(offline.acks, 0, 'nothing acknowledged while offline');
-  assert.notEqual(offline.state.type, 'connected');
-  assert.deepEqual(await historyOf(channel), [], 'nothing published while offline');
-
-  await fixture.browser.context.setOffline(false);
-  const back = await until(async () => {
-    const s = await page.evaluate(() => T.summary('p'));
-    return s.acks === 50 && s;
-  }, 'the queued publishes to be acknowledged');
-  assert.deepEqual(back.failures, []);
-  assert.equal(back.duplicates, 0);
-  assert.deepEqual(await historyOf(channel), fifty);
+  const { browser, server } = fixture;
+  assert.equal(await offlineQueue({ browser, server, url: server.url, options }), 'websocket');
 });
 
 for (const store of ['localStorage', 'indexedDB']) {

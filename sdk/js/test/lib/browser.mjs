@@ -36,9 +36,11 @@ export async function launch({ executablePath = CHROMIUM } = {}) {
     context,
     /** Page errors seen so far (uncaught exceptions in any page). */
     errors,
-    async page(url = TEST_PAGE) {
+    /** A new page at `url`; `withoutWebSocket`: `window.WebSocket` removed before any script runs. */
+    async page(url = TEST_PAGE, { withoutWebSocket = false } = {}) {
       const page = await context.newPage();
       page.on('pageerror', (e) => errors.push(e.message));
+      if (withoutWebSocket) await page.addInitScript(() => delete window.WebSocket);
       await page.goto(url);
       return page;
     },

@@ -1,14 +1,17 @@
 // A loopback TCP proxy between pages and the server, to break things the way networks do:
 // `cut()` resets every connection (RST, no close frame), `dropReply(match)` swallows the next
 // server frame whose text matches. It strips Sec-WebSocket-Extensions from the handshake so
-// that frames pass uncompressed and can be read.
+// that frames pass uncompressed and can be read. Connections that are not upgraded (HTTP
+// requests and responses: pages, the HTTP transports) pass as they are; `cut()` resets them too.
 import net from 'node:net';
 
 export async function startProxy(targetPort) {
   const pairs = new Set();
   const drops = [];
   const stats = { connections: 0, cuts: 0, dropped: 0 };
+  let refuseUntil = 0;
   const server = net.createServer((client) => {
+    if (Date.now() < refuseUntil) return client.resetAndDestroy();
     stats.connections++;
     const upstream = net.connect(targetPort, '127.0.0.1');
     const pair = { client, upstream };
@@ -38,9 +41,14 @@ export async function startProxy(targetPort) {
     port,
     url: `ws://127.0.0.1:${port}/connection/websocket`,
     stats,
-    /** Resets every open connection: RST both ways, no close frame. */
-    cut() {
+    /**
+     * Resets every open connection: RST both ways, no close frame; with `outageMs`, new
+     * connections are reset too for that long (a browser retries a GET that a reset cut off
+     * on a kept-alive connection, so a held long-poll would otherwise carry on unharmed).
+     */
+    cut(outageMs = 0) {
       stats.cuts++;
+      refuseUntil = Date.now() + outageMs;
       for (const { client, upstream } of pairs) {
         client.resetAndDestroy();
         upstream.resetAndDestroy();
@@ -65,11 +73,17 @@ export async function startProxy(targetPort) {
 function serverToClient(client, drops, stats) {
   let buffer = Buffer.alloc(0);
   let upgraded = false;
+  let plain = false;
   return (chunk) => {
+    if (plain) return client.write(chunk);
     buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
     if (!upgraded) {
       const head = buffer.indexOf('\r\n\r\n');
       if (head < 0) return;
+      if (!buffer.subarray(0, 13).toString('latin1').startsWith('HTTP/1.1 101')) {
+        plain = true;
+        return client.write(buffer);
+      }
       client.write(buffer.subarray(0, head + 4));
       buffer = buffer.subarray(head + 4);
       upgraded = true;

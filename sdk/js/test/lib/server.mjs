@@ -3,6 +3,7 @@
 // release build. (Not a PEREGRINE_ variable: the server reads those as configuration, so
 // they are left out of its environment too.)
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +75,19 @@ export async function startServer({ port, args = [], prefix = [] } = {}) {
       }),
   };
   return server;
+}
+
+/** Stops a process we spawned, by its PID (`signal`), then removes its directory `dir`. */
+export function stopAndRemove(child, signal, dir) {
+  return new Promise((resolve) => {
+    const done = () => {
+      fs.rmSync(dir, { recursive: true, force: true });
+      resolve();
+    };
+    if (child.exitCode !== null || child.signalCode !== null) return done();
+    child.once('exit', done);
+    child.kill(signal);
+  });
 }
 
 /** POST to the server's HTTP API. */

@@ -24,19 +24,22 @@ export const SCENARIOS = {
 };
 
 /**
- * Runs scenario `name` (a key of SCENARIOS) against `url` with `codec` ("json" or "msgpack"). `sdk` gives
+ * Runs scenario `name` (a key of SCENARIOS) against `url` with `codec` ("json" or "msgpack")
+ * over `transports` (the Client's option; default: all, WebSocket first). `sdk` gives
  * { Client, codecs, WebSocket } in Node; in a page it is read from the bundle's globals.
  * Throws on a failed check.
  */
-export async function runScenario({ name, url, codec }, sdk) {
+export async function runScenario({ name, url, codec, transports }, sdk) {
   sdk ??= {
     Client: globalThis.Peregrine.Client,
     codecs: { json: globalThis.Peregrine.json, msgpack: globalThis.PeregrineMsgpack.msgpack },
   };
   const clients = [];
+  const used = [];
   const client = (options = {}) => {
-    const c = new sdk.Client(url, { codec: sdk.codecs[codec], WebSocket: sdk.WebSocket, ...options });
+    const c = new sdk.Client(url, { codec: sdk.codecs[codec], WebSocket: sdk.WebSocket, transports, ...options });
     clients.push(c);
+    c.on('connected', (e) => used.push(e.transport));
     return c;
   };
   const check = (ok, what) => {
@@ -144,6 +147,7 @@ export async function runScenario({ name, url, codec }, sdk) {
     } else {
       throw new Error('no scenario ' + name);
     }
+    check(used.length && used.every((t) => t === (transports ? transports[0] : 'websocket')), `the transports used: ${used}`);
   } finally {
     for (const c of clients) c.close();
   }
