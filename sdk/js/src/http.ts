@@ -47,9 +47,21 @@ export function lineSplitter(): (chunk: Uint8Array) => string[] {
   };
 }
 
+/**
+ * The token a frame's `connect` or `refresh` carries, if any: once connected as a user, the
+ * server answers a session's later requests only with that user's token.
+ */
+export function frameToken(line: string): string | undefined {
+  if (!line.includes('"token"')) return;
+  const m = JSON.parse(line);
+  return (m.connect || m.refresh || {}).token;
+}
+
 /** What an HTTP transport's loop reports through. */
 interface Link {
   signal: AbortSignal;
+  /** Headers for a request speaking for the session (its user's token). */
+  auth(): Record<string, string>;
   /** The server gave the session its key: open. */
   open(key: string): void;
   frame(data: string): void;
@@ -67,6 +79,7 @@ function httpTransport(url: string, events: TransportEvents, run: (link: Link) =
   let lines: string[] | undefined;
   let sending = false;
   let sendUrl = '';
+  let token: string | undefined;
   const finish = () => {
     over = true;
     abort.abort();
@@ -74,6 +87,7 @@ function httpTransport(url: string, events: TransportEvents, run: (link: Link) =
   };
   const link: Link = {
     signal: abort.signal,
+    auth: (): Record<string, string> => (token ? { authorization: 'Bearer ' + token } : {}),
     open(key) {
       if (over || lines) return;
       lines = [];
@@ -105,7 +119,7 @@ function httpTransport(url: string, events: TransportEvents, run: (link: Link) =
       while (lines!.length) {
         const body = nextBody(lines!);
         for (let pause = 50; ; pause *= 2) {
-          const r = await fetch(sendUrl, { method: 'POST', body, signal: abort.signal });
+          const r = await fetch(sendUrl, { method: 'POST', body, headers: link.auth(), signal: abort.signal });
           if (r.status !== 429 || pause > 2000) {
             if (!(await link.ok(r))) return;
             break;
@@ -124,7 +138,10 @@ function httpTransport(url: string, events: TransportEvents, run: (link: Link) =
   return {
     send(frame) {
       if (over || !lines) return;
-      lines.push(...(frame as string).split('\n'));
+      for (const line of (frame as string).split('\n')) {
+        token = frameToken(line) || token;
+        lines.push(line);
+      }
       if (!sending) pump();
     },
     close: () => over || finish(),
@@ -174,7 +191,11 @@ export const longPollTransport: TransportFactory = (url, _protocol, events) =>
     link.open(session);
     // `ack`: frames up to it arrived; the server sends again what an answer lost on the way held.
     for (let ack = 0; ; ) {
-      const p = await fetch(endpoint(url, 'poll', { session, ack }), { signal: link.signal, cache: 'no-store' });
+      const p = await fetch(endpoint(url, 'poll', { session, ack }), {
+        headers: link.auth(),
+        signal: link.signal,
+        cache: 'no-store',
+      });
       if (!(await link.ok(p))) return;
       const answer: { seq: number; frames: string[]; closed?: boolean } = await p.json();
       if (answer.frames.length) link.frame(answer.frames.join('\n'));

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Fallback, TRANSPORTS, fallbackTransport } from '../../dist/fallback.js';
-import { endpoint, lineSplitter, nextBody } from '../../dist/http.js';
+import { endpoint, frameToken, lineSplitter, nextBody } from '../../dist/http.js';
 import { Client, json } from '../../dist/index.js';
 
 let urls = 0;
@@ -164,4 +164,13 @@ test('a transport that hangs until the attempt is given up is skipped by the nex
   for (let i = 0; i < 3; i++) await tick();
   opened.close(1000, 'client closed');
   assert.equal(f.first(), 'sse');
+});
+
+test("the session's credentials are the token its connect or latest refresh carried", () => {
+  assert.equal(frameToken('{"id":1,"connect":{"token":"t1","name":"js"}}'), 't1');
+  assert.equal(frameToken('{"id":7,"refresh":{"token":"t2"}}'), 't2');
+  assert.equal(frameToken('{"id":2,"subscribe":{"channel":"c"}}'), undefined);
+  // A subscription token is not the connection's.
+  assert.equal(frameToken('{"id":3,"subscribe":{"channel":"private:x","token":"s1"}}'), undefined);
+  assert.equal(frameToken('{"id":4,"publish":{"channel":"c","data":{"token":"not one"}}}'), undefined);
 });
