@@ -17,6 +17,7 @@
 
 mod echo;
 mod fanout;
+mod fanout_http;
 mod frames;
 mod handshake;
 mod http;
