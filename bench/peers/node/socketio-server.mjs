@@ -1,12 +1,19 @@
 // A Socket.IO server doing the same work: a client joins a room with
 // emit("subscribe", channel); POST /publish {channel, data} does
 // io.to(channel).emit("publication", data), and so does a client's
-// emit("publish", channel, data, ack) (then acks: the browser benchmark's publisher). WebSocket transport only (the benchmark
-// client speaks Engine.IO over WebSocket directly). Usage: node socketio-server.mjs PORT
+// emit("publish", channel, data, ack) (then acks: the browser benchmark's publisher).
+// One transport, so clients cannot upgrade away from the one measured: WebSocket by default,
+// or Engine.IO long-polling with `polling` (`peregrine bench fanout --transport polling`).
+// Usage: node socketio-server.mjs PORT [websocket|polling]
 import http from 'node:http';
 import { Server } from 'socket.io';
 
 const port = Number(process.argv[2] ?? 9200);
+const transport = process.argv[3] ?? 'websocket';
+if (!['websocket', 'polling'].includes(transport)) {
+  console.error(`unknown transport ${transport}: websocket or polling`);
+  process.exit(2);
+}
 
 const server = http.createServer((req, res) => {
   if (req.method !== 'POST' || req.url !== '/publish') {
@@ -22,7 +29,7 @@ const server = http.createServer((req, res) => {
   });
 });
 
-const io = new Server(server, { transports: ['websocket'], serveClient: false });
+const io = new Server(server, { transports: [transport], serveClient: false });
 io.on('connection', (socket) => {
   socket.on('subscribe', (channel) => socket.join(channel));
   socket.on('publish', (channel, data, ack) => {

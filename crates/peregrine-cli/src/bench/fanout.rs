@@ -11,6 +11,10 @@
 //! * `socketio`: Engine.IO 4 / Socket.IO 5 over WebSocket (`/socket.io/?EIO=4&transport=
 //!   websocket`), joining the room with a `subscribe` event; `POST /publish`.
 //!
+//! `--transport` picks how subscribers reach the server: WebSocket (every flavour), our HTTP
+//! fallback transports (`sse`, `http_stream`, `long_poll`) or Socket.IO's long-polling
+//! (`polling`); see [`super::fanout_http`].
+//!
 //! Every publication carries its publisher's number, a sequence number and the generator's
 //! send time (`{"p":P,"seq":N,"t":NANOS}`); subscribers find them with a byte scan, without
 //! a JSON parser.
@@ -37,6 +41,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::fanout_http;
 use super::http::{next_answer, post};
 use super::report::{self, Latency, thousands};
 use super::sys::{CpuOf, CpuSample, raise_nofile_limit, round1, rss_bytes};
@@ -56,6 +61,36 @@ pub enum Flavour {
     Ws,
     /// A Socket.IO server.
     Socketio,
+}
+
+/// How subscribers reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[value(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum FanoutTransport {
+    /// WebSocket (every target).
+    Websocket,
+    /// Server-Sent Events, `GET /connection/sse` (`--target peregrine`).
+    Sse,
+    /// HTTP streaming, `POST /connection/stream` (`--target peregrine`).
+    HttpStream,
+    /// Long-polling, `GET /connection/poll` (`--target peregrine`).
+    LongPoll,
+    /// Engine.IO long-polling, Socket.IO's `polling` transport (`--target socketio`).
+    Polling,
+}
+
+impl FanoutTransport {
+    /// Whether `target` speaks this transport.
+    fn serves(self, target: Flavour) -> bool {
+        match self {
+            FanoutTransport::Websocket => true,
+            FanoutTransport::Sse | FanoutTransport::HttpStream | FanoutTransport::LongPoll => {
+                target == Flavour::Peregrine
+            }
+            FanoutTransport::Polling => target == Flavour::Socketio,
+        }
+    }
 }
 
 /// The encoding `--target peregrine` subscribers speak.
@@ -88,6 +123,11 @@ pub struct FanoutArgs {
     /// How the server speaks.
     #[arg(long, value_enum, default_value_t = Flavour::Peregrine)]
     target: Flavour,
+    /// How subscribers reach the server: `websocket`; for `--target peregrine` also its HTTP
+    /// transports `sse`, `http_stream` and `long_poll`; for `--target socketio` also
+    /// Engine.IO's long-polling, `polling`.
+    #[arg(long, value_enum, default_value_t = FanoutTransport::Websocket)]
+    transport: FanoutTransport,
     /// Subscribers on the channel.
     #[arg(short, long, default_value_t = 1000, value_name = "N")]
     subscribers: usize,
@@ -145,6 +185,7 @@ pub struct FanoutArgs {
 struct FanoutResult {
     scenario: &'static str,
     target: Flavour,
+    transport: FanoutTransport,
     /// The subscribers' encoding (`--target peregrine` only).
     encoding: Option<FanoutEncoding>,
     subscribers: usize,
@@ -156,8 +197,9 @@ struct FanoutResult {
     /// latency and in `drain_s`, not here).
     delivered_per_s: f64,
     delivered: u64,
-    /// WebSocket bytes the subscribers received (message payloads plus frame headers)
-    /// per delivery: several publications may share a frame.
+    /// Bytes the subscribers received per delivery: WebSocket message payloads plus frame
+    /// headers, or HTTP response bodies (without heads) for the HTTP transports. Several
+    /// publications may share a frame or an answer.
     frame_bytes_per_delivery: Option<f64>,
     /// Time after the last publish until every delivery arrived (or `--drain` passed).
     drain_s: f64,
@@ -218,13 +260,13 @@ pub(super) fn number_after<'a>(text: &'a [u8], key: &[u8]) -> Option<(u64, &'a [
 
 /// Bytes on the wire of a server's (unmasked, unfragmented) message of `len` bytes:
 /// the payload and the frame header.
-fn frame_len(len: usize) -> u64 {
+fn frame_len(len: usize) -> usize {
     let header = match len {
         0..126 => 2,
         126..65536 => 4,
         _ => 10,
     };
-    (len + header) as u64
+    len + header
 }
 
 /// Runs `peregrine bench fanout`.
@@ -248,6 +290,19 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     if args.encoding.is_some() && args.target != Flavour::Peregrine {
         bail!("--encoding is for --target peregrine only: the other servers have one protocol each");
     }
+    if !args.transport.serves(args.target) {
+        bail!(
+            "--target {:?} does not speak --transport {:?}: sse, http_stream and long_poll are for \
+             --target peregrine, polling for --target socketio",
+            args.target,
+            args.transport
+        );
+    }
+    if args.encoding.is_some_and(|e| e != FanoutEncoding::Json)
+        && args.transport != FanoutTransport::Websocket
+    {
+        bail!("the HTTP transports carry JSON only: --encoding is for --transport websocket");
+    }
     if ![args.addr].iter().chain(&args.subscribe_at).all(|a| a.ip().is_loopback()) {
         bail!("bench fanout only targets loopback servers (127.0.0.0/8)");
     }
@@ -263,8 +318,10 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         (
             "target",
             match result.encoding {
-                Some(encoding) => format!("{:?} ({encoding:?}) at {}", result.target, args.addr),
-                None => format!("{:?} at {}", result.target, args.addr),
+                Some(encoding) => {
+                    format!("{:?} ({encoding:?}) over {:?} at {}", result.target, result.transport, args.addr)
+                }
+                None => format!("{:?} over {:?} at {}", result.target, result.transport, args.addr),
             },
         ),
         ("subscribers", thousands(result.subscribers as f64)),
@@ -336,15 +393,29 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
         report::progress(args.common.json, args.subscribers as u64, "subscribing [{bar:30}] {pos}/{len}");
     let nodes: Vec<std::net::SocketAddr> =
         [args.addr].into_iter().chain(args.subscribe_at.iter().copied()).collect();
+    let commands = subscribe_commands(args, peregrine_wire::Encoding::Json);
     for (i, tally) in tallies.iter().enumerate() {
-        let node = nodes[i % nodes.len()];
-        let tcp = connect_from(node, Some(sources[i % sources.len()]))
+        let (node, source) = (nodes[i % nodes.len()], sources[i % sources.len()]);
+        let tcp = connect_from(node, Some(source))
             .await
             .with_context(|| format!("connecting subscriber {i} to {node}"))?;
-        let ws = subscribe(args, node, tcp).await.with_context(|| format!("subscriber {i}"))?;
-        let (tally, hist, delivered) = (tally.clone(), hist.clone(), delivered.clone());
-        let (flavour, bytes) = (args.target, received_bytes.clone());
-        tokio::task::spawn_local(receive(ws, flavour, tally, hist, delivered, bytes, epoch));
+        let counter = Counter {
+            tally: tally.clone(),
+            hist: hist.clone(),
+            delivered: delivered.clone(),
+            received_bytes: received_bytes.clone(),
+            epoch,
+        };
+        if args.transport == FanoutTransport::Websocket {
+            let ws = subscribe(args, node, tcp).await.with_context(|| format!("subscriber {i}"))?;
+            tokio::task::spawn_local(receive(ws, args.target, counter));
+        } else {
+            let subscriber =
+                fanout_http::subscribe(args.transport, node, tcp, Some(source), &args.channel, &commands)
+                    .await
+                    .with_context(|| format!("subscriber {i} over {:?}", args.transport))?;
+            tokio::task::spawn_local(fanout_http::receive(subscriber, counter));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -384,6 +455,7 @@ async fn fanout(args: &FanoutArgs) -> anyhow::Result<FanoutResult> {
     Ok(FanoutResult {
         scenario: "fanout",
         target: args.target,
+        transport: args.transport,
         encoding: (args.target == Flavour::Peregrine).then(|| encoding(args)),
         subscribers: args.subscribers,
         published,
@@ -429,6 +501,18 @@ fn encoding(args: &FanoutArgs) -> FanoutEncoding {
     args.encoding.unwrap_or(FanoutEncoding::Json)
 }
 
+/// The frame of `connect` and `subscribe` (ids 1 and 2) a subscriber of ours sends first.
+fn subscribe_commands(args: &FanoutArgs, encoding: peregrine_wire::Encoding) -> Vec<u8> {
+    let subscribe = SubscribeRequest { channel: args.channel.clone(), ..Default::default() };
+    encode_commands(
+        &[
+            Command { id: 1, kind: CommandKind::Connect(ConnectRequest::default()) },
+            Command { id: 2, kind: CommandKind::Subscribe(subscribe) },
+        ],
+        encoding,
+    )
+}
+
 /// Opens a subscriber's WebSocket and joins the channel.
 async fn subscribe(args: &FanoutArgs, addr: std::net::SocketAddr, tcp: TcpStream) -> anyhow::Result<Socket> {
     let channel = &args.channel;
@@ -445,14 +529,7 @@ async fn subscribe(args: &FanoutArgs, addr: std::net::SocketAddr, tcp: TcpStream
     match args.target {
         Flavour::Peregrine => {
             let encoding = encoding(args).wire();
-            let subscribe = SubscribeRequest { channel: channel.clone(), ..Default::default() };
-            let commands = encode_commands(
-                &[
-                    Command { id: 1, kind: CommandKind::Connect(ConnectRequest::default()) },
-                    Command { id: 2, kind: CommandKind::Subscribe(subscribe) },
-                ],
-                encoding,
-            );
+            let commands = subscribe_commands(args, encoding);
             let message = if encoding.is_text() {
                 Message::text(String::from_utf8(commands)?)
             } else {
@@ -491,30 +568,25 @@ async fn subscribe(args: &FanoutArgs, addr: std::net::SocketAddr, tcp: TcpStream
     Ok(ws)
 }
 
-async fn receive(
-    mut ws: Socket,
-    flavour: Flavour,
+/// Where one subscriber counts what it receives, whatever its transport.
+pub(super) struct Counter {
     tally: Rc<RefCell<Vec<Tally>>>,
     hist: Rc<RefCell<Histogram<u64>>>,
     delivered: Arc<AtomicU64>,
     received_bytes: Rc<std::cell::Cell<u64>>,
     epoch: Instant,
-) {
-    while let Some(Ok(message)) = ws.recv().await {
-        let bytes: &[u8] = match &message {
-            Message::Text(text) => text.as_bytes(),
-            Message::Binary(bytes) => bytes,
-            _ => continue,
-        };
-        received_bytes.set(received_bytes.get() + frame_len(bytes.len()));
-        if flavour == Flavour::Socketio && bytes == b"2" {
-            // Engine.IO ping: answer or be dropped.
-            if ws.send(Message::text("3")).await.is_err() {
-                return;
-            }
-            continue;
-        }
-        let now = epoch.elapsed().as_nanos() as u64;
+}
+
+impl Counter {
+    /// Counts `len` bytes received.
+    pub(super) fn bytes(&self, len: usize) {
+        self.received_bytes.set(self.received_bytes.get() + len as u64);
+    }
+
+    /// Counts every publication in `bytes` (whole messages: a number cut short would
+    /// miscount) and its publish-to-deliver latency.
+    pub(super) fn publications(&self, bytes: &[u8]) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
         // Peregrine batches several pushes per message (lines in JSON, array items or
         // length-delimited messages in the binary encodings): each `"p":` in turn, with
         // the `"seq":` and `"t":` after it.
@@ -523,12 +595,31 @@ async fn receive(
             let Some((seq, after)) = number_after(after, b"\"seq\":") else { break };
             let Some((sent, after)) = number_after(after, b"\"t\":") else { break };
             rest = after;
-            if let Some(tally) = tally.borrow_mut().get_mut(publisher as usize) {
+            if let Some(tally) = self.tally.borrow_mut().get_mut(publisher as usize) {
                 tally.see(seq);
             }
-            report::record(&mut hist.borrow_mut(), Duration::from_nanos(now.saturating_sub(sent)));
-            delivered.fetch_add(1, Ordering::Relaxed);
+            report::record(&mut self.hist.borrow_mut(), Duration::from_nanos(now.saturating_sub(sent)));
+            self.delivered.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+async fn receive(mut ws: Socket, flavour: Flavour, counter: Counter) {
+    while let Some(Ok(message)) = ws.recv().await {
+        let bytes: &[u8] = match &message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+            _ => continue,
+        };
+        counter.bytes(frame_len(bytes.len()));
+        if flavour == Flavour::Socketio && bytes == b"2" {
+            // Engine.IO ping: answer or be dropped.
+            if ws.send(Message::text("3")).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        counter.publications(bytes);
     }
 }
 

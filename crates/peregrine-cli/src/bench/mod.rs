@@ -4,8 +4,9 @@
 //! echoed messages), [`idle`] (many open connections and the server memory
 //! they cost), [`handshake`] (opening handshakes per second), [`fanout`]
 //! (one channel of the realtime server to many subscribers, on one node or
-//! several sharing a broker) and [`publish`] (publishes per second through a
-//! node's HTTP API, and their CPU cost to the node and its broker).
+//! several sharing a broker, over WebSocket or the HTTP fallback transports)
+//! and [`publish`] (publishes per second through a node's HTTP API, and their
+//! CPU cost to the node and its broker).
 //!
 //! The generator is built so that it is never the bottleneck when measuring a
 //! server: it speaks just enough of the protocol. The opening handshake is one
@@ -17,6 +18,7 @@
 
 mod echo;
 mod fanout;
+mod fanout_http;
 mod frames;
 mod handshake;
 mod http;
@@ -46,6 +48,7 @@ use clap::{Args, Subcommand};
                   peregrine bench idle ws://127.0.0.1:9001/ --connections 10000 --server-pid 1234\n  \
                   peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json\n  \
                   peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100\n  \
+                  peregrine bench fanout 127.0.0.1:8080 --transport long_poll --server-pid 1234\n  \
                   peregrine bench publish 127.0.0.1:8080 --connections 32 --server-pid 1234\n  \
                   peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234"
 )]

@@ -66,10 +66,24 @@ pub struct PollAnswer {
     /// Number of the last frame in `frames` (or of the last acknowledged one).
     pub seq: u64,
     /// The frames after the poll's `ack`, as text.
-    pub frames: Vec<String>,
+    pub frames: Vec<FrameText>,
     /// The session has ended: connect again.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
+}
+
+/// A frame serialized as a JSON string straight from its bytes: no owned copy per poll.
+#[derive(Debug, Clone)]
+pub struct FrameText(Bytes);
+
+impl serde::Serialize for FrameText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Frames of `peregrine.json` are UTF-8 by construction; anything else says so.
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => serializer.serialize_str(&String::from_utf8_lossy(&self.0)),
+        }
+    }
 }
 
 impl Mailbox {
@@ -94,13 +108,16 @@ impl Mailbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, frame: Bytes) {
+    fn push(&self, frames: impl IntoIterator<Item = Bytes>) {
         let mut state = self.lock();
-        state.last_seq += 1;
-        let seq = state.last_seq;
-        state.bytes += frame.len();
-        state.frames.push_back((seq, frame));
+        for frame in frames {
+            state.last_seq += 1;
+            let seq = state.last_seq;
+            state.bytes += frame.len();
+            state.frames.push_back((seq, frame));
+        }
         drop(state);
+        // One wake-up for the whole batch.
         self.changed.notify_waiters();
     }
 
@@ -165,7 +182,7 @@ impl Mailbox {
                     let frames = if superseded { Vec::new() } else { state.frames.iter().collect() };
                     break PollAnswer {
                         seq: frames.last().map_or(ack.min(state.last_seq), |(seq, _)| *seq),
-                        frames: frames.iter().map(|(_, f)| String::from_utf8_lossy(f).into_owned()).collect(),
+                        frames: frames.iter().map(|(_, f)| FrameText(Bytes::clone(f))).collect(),
                         closed: state.closed && !superseded,
                     };
                 }
@@ -189,16 +206,15 @@ struct PollOutbound {
 impl Outbound for PollOutbound {
     async fn send(&mut self, batch: &[Queued]) -> std::io::Result<()> {
         self.mailbox.room().await;
-        for queued in batch {
-            self.mailbox.push(Bytes::copy_from_slice(&queued.frame));
-        }
+        // The outbox's frames are shared with every subscriber: no copy.
+        self.mailbox.push(batch.iter().map(|queued| Bytes::from_owner(queued.frame.clone())));
         Ok(())
     }
 
     async fn close(&mut self, d: &Disconnect, push: bool) {
         if push {
             let frame = encode_server_messages(&[ServerMessage::Push(d.push())], Encoding::Json);
-            self.mailbox.push(Bytes::from(frame));
+            self.mailbox.push([Bytes::from(frame)]);
         }
         self.mailbox.close();
     }
