@@ -66,24 +66,10 @@ pub struct PollAnswer {
     /// Number of the last frame in `frames` (or of the last acknowledged one).
     pub seq: u64,
     /// The frames after the poll's `ack`, as text.
-    pub frames: Vec<FrameText>,
+    pub frames: Vec<String>,
     /// The session has ended: connect again.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
-}
-
-/// A frame serialized as a JSON string straight from its bytes: no owned copy per poll.
-#[derive(Debug, Clone)]
-pub struct FrameText(Bytes);
-
-impl serde::Serialize for FrameText {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Frames of `peregrine.json` are UTF-8 by construction; anything else says so.
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => serializer.serialize_str(text),
-            Err(_) => serializer.serialize_str(&String::from_utf8_lossy(&self.0)),
-        }
-    }
 }
 
 impl Mailbox {
@@ -108,16 +94,13 @@ impl Mailbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, frames: impl IntoIterator<Item = Bytes>) {
+    fn push(&self, frame: Bytes) {
         let mut state = self.lock();
-        for frame in frames {
-            state.last_seq += 1;
-            let seq = state.last_seq;
-            state.bytes += frame.len();
-            state.frames.push_back((seq, frame));
-        }
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        state.bytes += frame.len();
+        state.frames.push_back((seq, frame));
         drop(state);
-        // One wake-up for the whole batch.
         self.changed.notify_waiters();
     }
 
@@ -182,7 +165,7 @@ impl Mailbox {
                     let frames = if superseded { Vec::new() } else { state.frames.iter().collect() };
                     break PollAnswer {
                         seq: frames.last().map_or(ack.min(state.last_seq), |(seq, _)| *seq),
-                        frames: frames.iter().map(|(_, f)| FrameText(Bytes::clone(f))).collect(),
+                        frames: frames.iter().map(|(_, f)| String::from_utf8_lossy(f).into_owned()).collect(),
                         closed: state.closed && !superseded,
                     };
                 }
@@ -206,15 +189,16 @@ struct PollOutbound {
 impl Outbound for PollOutbound {
     async fn send(&mut self, batch: &[Queued]) -> std::io::Result<()> {
         self.mailbox.room().await;
-        // The outbox's frames are shared with every subscriber: no copy.
-        self.mailbox.push(batch.iter().map(|queued| Bytes::from_owner(queued.frame.clone())));
+        for queued in batch {
+            self.mailbox.push(Bytes::copy_from_slice(&queued.frame));
+        }
         Ok(())
     }
 
     async fn close(&mut self, d: &Disconnect, push: bool) {
         if push {
             let frame = encode_server_messages(&[ServerMessage::Push(d.push())], Encoding::Json);
-            self.mailbox.push([Bytes::from(frame)]);
+            self.mailbox.push(Bytes::from(frame));
         }
         self.mailbox.close();
     }
