@@ -108,7 +108,12 @@ impl WebSocketUpgrade {
             Ok(answer) => answer,
             Err(error) => return error.into_response(),
         };
+        // Boxed until the upgrade: what an async block captures stays in its future for
+        // good, next to the callback's future, in a task that may live for days; moved out
+        // of the box, the upgrade's state and the callback's future share the same bytes.
+        let upgrade = Box::new((websocket, callback));
         tokio::spawn(async move {
+            let (websocket, callback) = *upgrade;
             match websocket.await {
                 Ok(socket) => callback(socket).await,
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed after the 101"),
