@@ -213,6 +213,8 @@ impl Hub {
         let mut sessions = self.session_shard(session);
         let channels = sessions.entry(session).or_default();
         if !channels.iter().any(|c| **c == *channel) {
+            // Exact: most sessions are in one or two channels for their whole life.
+            channels.reserve_exact(1);
             channels.push(name);
         }
         first
