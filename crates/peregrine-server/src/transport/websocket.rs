@@ -205,11 +205,15 @@ mod tests {
         (reader, writer)
     }
 
+    /// Every idle connection holds both futures, in tasks tokio rounds up to 128 bytes: at
+    /// 19,000 connections, each 128 bytes more is 2.4 MB. They were 864 and 240 bytes when
+    /// the bound was set (docs/benchmarks.md, "Where the bytes of a subscribed connection
+    /// go"); a big local held across an await, or a second timer, goes past it.
     #[tokio::test]
     async fn an_idle_connection_holds_small_futures() {
         let (reader, writer) = session_future_sizes();
         eprintln!("session reader future: {reader} bytes, writer future: {writer} bytes");
-        assert!(reader <= 4096, "reader future {reader} bytes");
-        assert!(writer <= 4096, "writer future {writer} bytes");
+        assert!(reader <= 1024, "the session's reader future grew to {reader} bytes");
+        assert!(writer <= 320, "the session's writer future grew to {writer} bytes");
     }
 }
