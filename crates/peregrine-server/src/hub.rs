@@ -29,8 +29,8 @@
 //! ));
 //! ```
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,18 +47,26 @@ pub type SessionId = u64;
 /// Number of shards of the channel and session maps.
 pub const SHARDS: usize = 16;
 
+/// One subscription in a channel's map. Kept to 24 bytes (one per subscriber per channel,
+/// the hub's biggest table): what only a subscription being set up needs is boxed.
 #[derive(Debug)]
 struct Subscriber {
     outbox: Arc<Outbox>,
-    encoding: Encoding,
     /// `Some` while the subscription is being set up (history read, recovery): publications
     /// wait here so that the subscribe reply goes out before them, see [`Hub::go_live`].
-    pending: Option<Vec<Publication>>,
-    /// Payload bytes in `pending`.
-    pending_bytes: usize,
+    pending: Option<Box<Pending>>,
+    encoding: Encoding,
     /// The broker reported publications missed: nothing more is delivered, and the session
     /// is asked to send the client back to recover from its position.
     lost: bool,
+}
+
+/// Publications held back for a subscription being set up.
+#[derive(Debug, Default)]
+struct Pending {
+    publications: Vec<Publication>,
+    /// Payload bytes in `publications`.
+    bytes: usize,
 }
 
 /// Publications held for one subscription while it is set up (its recovery streamed),
@@ -98,8 +106,11 @@ impl Channel {
 #[derive(Debug)]
 pub struct Hub {
     hasher: RandomState,
-    channels: Vec<Mutex<HashMap<String, Channel>>>,
-    sessions: Vec<Mutex<HashMap<SessionId, HashSet<String>>>>,
+    /// Channel name → subscribers. The name is shared with the session index below.
+    channels: Vec<Mutex<HashMap<Arc<str>, Channel>>>,
+    /// Session → the channels it is in, for [`unsubscribe_all`](Hub::unsubscribe_all): a
+    /// short list per session (a `Vec`, not a set: a session is in a few channels).
+    sessions: Vec<Mutex<HashMap<SessionId, Vec<Arc<str>>>>>,
     slow_disconnects: AtomicU64,
 }
 
@@ -128,11 +139,11 @@ impl Hub {
         (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
-    fn channel_shard(&self, channel: &str) -> MutexGuard<'_, HashMap<String, Channel>> {
+    fn channel_shard(&self, channel: &str) -> MutexGuard<'_, HashMap<Arc<str>, Channel>> {
         lock(&self.channels[self.shard(channel)])
     }
 
-    fn session_shard(&self, session: SessionId) -> MutexGuard<'_, HashMap<SessionId, HashSet<String>>> {
+    fn session_shard(&self, session: SessionId) -> MutexGuard<'_, HashMap<SessionId, Vec<Arc<str>>>> {
         lock(&self.sessions[self.shard(&session)])
     }
 
@@ -146,11 +157,7 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        self.insert(
-            channel,
-            session,
-            Subscriber { outbox, encoding, pending: None, pending_bytes: 0, lost: false },
-        )
+        self.insert(channel, session, Subscriber { outbox, encoding, pending: None, lost: false })
     }
 
     /// Like [`subscribe`](Hub::subscribe), but publications are held back until
@@ -163,8 +170,8 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        let pending = Some(Vec::new());
-        self.insert(channel, session, Subscriber { outbox, encoding, pending, pending_bytes: 0, lost: false })
+        let pending = Some(Box::default());
+        self.insert(channel, session, Subscriber { outbox, encoding, pending, lost: false })
     }
 
     /// Ends the set-up of a [`subscribe_pending`](Hub::subscribe_pending) subscription:
@@ -182,7 +189,7 @@ impl Hub {
             .get_mut(channel)
             .and_then(|ch| ch.subscribers.get_mut(&session))
             .ok_or(GoLiveError::NotSubscribed)?;
-        let held = sub.pending.take().unwrap_or_default();
+        let held = sub.pending.take().map(|p| p.publications).unwrap_or_default();
         for frame in finish(held) {
             sub.outbox.push(frame).map_err(GoLiveError::Outbox)?;
         }
@@ -191,17 +198,25 @@ impl Hub {
 
     fn insert(&self, channel: &str, session: SessionId, subscriber: Subscriber) -> bool {
         let encoding = subscriber.encoding;
-        let first = {
+        let (first, name) = {
             let mut shard = self.channel_shard(channel);
-            let first = !shard.contains_key(channel);
-            let ch = shard.entry(channel.to_owned()).or_default();
+            let name: Arc<str> =
+                shard.get_key_value(channel).map_or_else(|| channel.into(), |(k, _)| k.clone());
+            let ch = shard.entry(Arc::clone(&name)).or_default();
+            let first = ch.subscribers.is_empty();
             if let Some(old) = ch.subscribers.insert(session, subscriber) {
                 *ch.count(old.encoding) -= 1;
             }
             *ch.count(encoding) += 1;
-            first
+            (first, name)
         };
-        self.session_shard(session).entry(session).or_default().insert(channel.to_owned());
+        let mut sessions = self.session_shard(session);
+        let channels = sessions.entry(session).or_default();
+        if !channels.iter().any(|c| **c == *channel) {
+            // Exact: most sessions are in one or two channels for their whole life.
+            channels.reserve_exact(1);
+            channels.push(name);
+        }
         first
     }
 
@@ -211,10 +226,12 @@ impl Hub {
     pub fn unsubscribe(&self, channel: &str, session: SessionId) -> bool {
         {
             let mut shard = self.session_shard(session);
-            if let Some(set) = shard.get_mut(&session) {
-                set.remove(channel);
-                if set.is_empty() {
+            if let Some(channels) = shard.get_mut(&session) {
+                channels.retain(|c| **c != *channel);
+                if channels.is_empty() {
                     shard.remove(&session);
+                } else if channels.capacity() > 2 * channels.len() + 4 {
+                    channels.shrink_to_fit();
                 }
             }
         }
@@ -237,7 +254,7 @@ impl Hub {
     /// without local subscribers, for `Broker::unsubscribe_node`.
     pub fn unsubscribe_all(&self, session: SessionId) -> Vec<String> {
         let channels = self.session_shard(session).remove(&session).unwrap_or_default();
-        channels.into_iter().filter(|c| self.remove_from_channel(c, session)).collect()
+        channels.into_iter().filter(|c| self.remove_from_channel(c, session)).map(|c| c.to_string()).collect()
     }
 
     /// Number of local subscribers of `channel`.
@@ -247,7 +264,7 @@ impl Hub {
 
     /// Channels with at least one local subscriber (unordered).
     pub fn channels(&self) -> Vec<String> {
-        self.channels.iter().flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>()).collect()
+        self.channels.iter().flat_map(|s| lock(s).keys().map(|c| c.to_string()).collect::<Vec<_>>()).collect()
     }
 
     /// Subscribers whose outbox overflowed during a broadcast, since the hub was created.
@@ -286,14 +303,15 @@ impl Hub {
                 // Join/leave events during set-up are not held: presence in the reply-to-be
                 // is read after this point anyway.
                 if let Some(p) = publication {
-                    if pending.len() >= MAX_PENDING || sub.pending_bytes + p.data.len() > sub.outbox.limit() {
+                    let held = &mut pending.publications;
+                    if held.len() >= MAX_PENDING || pending.bytes + p.data.len() > sub.outbox.limit() {
                         if sub.outbox.overflow() {
                             slow.push(session);
                         }
                         continue;
                     }
-                    sub.pending_bytes += p.data.len();
-                    pending.push(p.clone());
+                    pending.bytes += p.data.len();
+                    held.push(p.clone());
                 }
                 continue;
             }

@@ -9,11 +9,13 @@
 
 mod run;
 
+#[cfg(test)]
+pub(crate) use run::writer_future_size;
 pub use run::{CLOSE_GRACE, run};
 mod stream;
 mod subscribe;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,11 +51,56 @@ pub struct Identity {
 struct Subscription {
     presence: bool,
     join_leave: bool,
-    /// Channel info from the subscription token, shown in presence and join/leave.
-    chan_info: Option<serde_json::Value>,
+    /// Channel info from the subscription token, shown in presence and join/leave (boxed:
+    /// most subscriptions have none, and every session keeps its subscriptions).
+    chan_info: Option<Box<serde_json::Value>>,
     /// Unix time (seconds) when the subscription token expires, unless `sub_refresh`
     /// brings a newer one: the subscription then ends with an `unsubscribe` push (2501).
     expires: Option<u64>,
+}
+
+/// A session's live subscriptions by channel: a list, not a hash map. A session has a few
+/// (at most `client.max_subscriptions`), and every connection keeps its own: two take 112
+/// bytes here against 250 in a map.
+#[derive(Debug, Default)]
+struct Subscriptions(Vec<(String, Subscription)>);
+
+impl Subscriptions {
+    fn contains_key(&self, channel: &str) -> bool {
+        self.0.iter().any(|(c, _)| c == channel)
+    }
+
+    fn get_mut(&mut self, channel: &str) -> Option<&mut Subscription> {
+        self.0.iter_mut().find(|(c, _)| c == channel).map(|(_, s)| s)
+    }
+
+    /// Adds or replaces the subscription to `channel`.
+    fn insert(&mut self, channel: String, subscription: Subscription) {
+        if let Some(old) = self.get_mut(&channel) {
+            *old = subscription;
+            return;
+        }
+        // Exact: most sessions subscribe once or twice and never again.
+        self.0.reserve_exact(1);
+        self.0.push((channel, subscription));
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<Subscription> {
+        let i = self.0.iter().position(|(c, _)| c == channel)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Subscription)> {
+        self.0.iter().map(|(c, s)| (c.as_str(), s))
+    }
+
+    fn take_all(&mut self) -> Vec<(String, Subscription)> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 /// One client's protocol state. Not shared: the transport's reader task owns it.
@@ -64,18 +111,19 @@ pub struct Session {
     client_id: String,
     control: Arc<SessionControl>,
     encoding: Encoding,
-    /// Set by a token given at the handshake (query or header), used by `connect`.
-    handshake_identity: Option<Identity>,
-    identity: Option<Identity>,
-    subscriptions: HashMap<String, Subscription>,
+    /// Set by a token given at the handshake (query or header), used by `connect`. Boxed,
+    /// like the identity: most sessions have none, and the rest keep one for good.
+    handshake_identity: Option<Box<Identity>>,
+    identity: Option<Box<Identity>>,
+    subscriptions: Subscriptions,
     /// Subscriptions whose recovery did not fit in their reply, oldest first: the rest of it
     /// is sent page by page as the outbox drains, then they go live.
     streams: VecDeque<stream::Streaming>,
     publish_bucket: TokenBucket,
     /// A publish that failed for now (rate limit, broker unreachable), by idempotency key:
     /// later publishes wait behind it until it is resent, so a client's publishes land in
-    /// the order it sent them ([`PUBLISH_HOLD`] at most).
-    held_publish: Option<(String, tokio::time::Instant)>,
+    /// the order it sent them ([`PUBLISH_HOLD`] at most). Boxed: rare.
+    held_publish: Option<Box<(String, tokio::time::Instant)>>,
     /// Replies waiting to go out as one frame.
     replies: Vec<ServerMessage>,
     /// What is left of the current frame's page, in bytes of publications: the history and
@@ -93,7 +141,7 @@ impl Session {
         id: SessionId,
         control: Arc<SessionControl>,
         encoding: Encoding,
-        handshake_identity: Option<Identity>,
+        handshake_identity: Option<Box<Identity>>,
     ) -> Session {
         let client = &node.config().client;
         let publish_bucket = TokenBucket::new(client.publish_rate, client.publish_burst);
@@ -105,7 +153,7 @@ impl Session {
             encoding,
             handshake_identity,
             identity: None,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             streams: VecDeque::new(),
             publish_bucket,
             held_publish: None,
@@ -132,7 +180,7 @@ impl Session {
 
     /// Every subscription, live or with its recovery still streaming: channel and options.
     fn every_subscription(&self) -> impl Iterator<Item = (&str, &Subscription)> {
-        let live = self.subscriptions.iter().map(|(c, s)| (c.as_str(), s));
+        let live = self.subscriptions.iter();
         live.chain(self.streams.iter().map(|s| (s.channel(), s.subscription())))
     }
 
@@ -235,13 +283,14 @@ impl Session {
                 format!("protocol version {v} is not supported (this server speaks {PROTOCOL_VERSION})"),
             ));
         }
-        let identity = match (req.token.as_deref(), self.handshake_identity.take()) {
-            (Some(token), _) => self.node.authenticate(Some(token))?,
+        let mut identity = match (req.token.as_deref(), self.handshake_identity.take()) {
+            (Some(token), _) => Box::new(self.node.authenticate(Some(token))?),
             (None, Some(identity)) => identity,
-            (None, None) => self.node.authenticate(None)?,
+            (None, None) => Box::new(self.node.authenticate(None)?),
         };
         self.node.set_user(self.id, &identity.user)?;
-        let server_side = identity.channels.clone();
+        // Taken, not copied: the session keeps its identity as long as it lives.
+        let server_side = std::mem::take(&mut identity.channels);
         let expires = identity.expires;
         self.identity = Some(identity);
         let result = ConnectResult {
@@ -271,7 +320,7 @@ impl Session {
             ));
         }
         let now = tokio::time::Instant::now();
-        if let Some((held, until)) = &self.held_publish {
+        if let Some((held, until)) = self.held_publish.as_deref() {
             if now >= *until || req.idempotency_key.as_deref() == Some(held) {
                 self.held_publish = None;
             } else {
@@ -294,7 +343,7 @@ impl Session {
         };
         let result = outcome.inspect_err(|e| {
             if let Some(key) = req.idempotency_key.as_ref().filter(|_| e.temporary) {
-                self.held_publish = Some((key.clone(), now + PUBLISH_HOLD));
+                self.held_publish = Some(Box::new((key.clone(), now + PUBLISH_HOLD)));
             }
         })?;
         let positioned = opts.has_history();
@@ -386,7 +435,7 @@ impl Session {
             node: Arc::clone(&self.node),
             session: self.id,
             info: self.info(),
-            subscriptions: self.subscriptions.drain().collect(),
+            subscriptions: self.subscriptions.take_all(),
         }
     }
 
@@ -458,7 +507,8 @@ impl Leftovers {
         let node = &self.node;
         for (channel, subscription) in &self.subscriptions {
             node.metrics().subscriptions.dec();
-            let info = ClientInfo { chan_info: subscription.chan_info.clone(), ..self.info.clone() };
+            let info =
+                ClientInfo { chan_info: subscription.chan_info.as_deref().cloned(), ..self.info.clone() };
             if subscription.presence {
                 let _ = node.presence_store().remove(channel, &self.info.client).await;
             }

@@ -118,6 +118,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         poll_fn(|cx| self.poll_with(cx, |d, w| d.poll_flush(w))).await
     }
 
+    /// Gives back the connection's read and write buffers while they hold
+    /// nothing: for a writer that has flushed and may stay idle a long time
+    /// (a subscriber between publications). The next message allocates them
+    /// anew: call it once a batch is out, not between the messages of one.
+    pub fn release_idle_buffers(&self) {
+        self.shared.lock().conn.release_idle_buffers();
+    }
+
     /// Sends a close frame and flushes it; the read half ends once the peer
     /// answers (or the close timeout passes).
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {

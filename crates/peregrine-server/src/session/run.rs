@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use peregrine_wire::Encoding;
 use peregrine_wire::codes::disconnect as dc;
+use tokio::time::Instant;
 
 use super::{Identity, Session};
 use crate::admission::Ticket;
@@ -30,12 +31,26 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// Serves one client over a transport until it goes away or is disconnected. `ticket` is
 /// its admission: its handshake slot is given back once `connect` is answered, its address
 /// slot when the connection ends.
-pub async fn run<I: Inbound, O: Outbound>(
+pub fn run<I: Inbound, O: Outbound>(
+    node: Arc<Node>,
+    inbound: I,
+    outbound: O,
+    encoding: Encoding,
+    identity: Option<Identity>,
+    ticket: Ticket,
+    transport: Transport,
+) -> impl Future<Output = ()> + Send {
+    // An async fn keeps its arguments in its future for its whole life, beside the locals
+    // they move to: boxed, the identity (moved into the session) costs a pointer there.
+    serve(node, inbound, outbound, encoding, identity.map(Box::new), ticket, transport)
+}
+
+async fn serve<I: Inbound, O: Outbound>(
     node: Arc<Node>,
     mut inbound: I,
     mut outbound: O,
     encoding: Encoding,
-    identity: Option<Identity>,
+    identity: Option<Box<Identity>>,
     mut ticket: Ticket,
     transport: Transport,
 ) {
@@ -50,7 +65,7 @@ pub async fn run<I: Inbound, O: Outbound>(
     transport_gauge.inc();
     let metrics_node = Arc::clone(&node);
     let writer_control = Arc::clone(&control);
-    let writer_task = tokio::spawn(async move { write_loop(outbound, writer_control, metrics_node).await });
+    let writer_task = tokio::spawn(write_loop(outbound, writer_control, metrics_node));
     let mut session = Session::new(Arc::clone(&node), id, Arc::clone(&control), encoding, identity);
     read_loop(&mut inbound, &mut session, &control, &node, &mut ticket).await;
     // The writer ends once the outbox is closed and drained, or after its close.
@@ -86,18 +101,28 @@ async fn read_loop<I: Inbound>(
     ticket: &mut Ticket,
 ) {
     let metrics = node.metrics();
-    let connect_deadline = tokio::time::sleep(node.config().client.connect_timeout);
-    tokio::pin!(connect_deadline);
-    let mut disconnecting: Option<tokio::time::Instant> = None;
+    let connect_by = Instant::now() + node.config().client.connect_timeout;
+    let mut disconnecting: Option<Instant> = None;
     let mut told_connected = false;
+    // One timer for every deadline (connect, credentials and subscription tokens, close
+    // grace), reset to the next one: a timer is about 100 bytes, and this future lives as
+    // long as the connection.
+    let timer = tokio::time::sleep_until(connect_by);
+    tokio::pin!(timer);
     loop {
-        let expiry = session.expires_in().unwrap_or(Duration::from_secs(86_400 * 365));
-        let grace_over = async {
-            match disconnecting {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        let deadline = match disconnecting {
+            Some(at) => Some(at),
+            None => {
+                let connect = (!session.is_connected()).then_some(connect_by);
+                let expiry = session.expires_in().map(|left| Instant::now() + left);
+                connect.into_iter().chain(expiry).min()
             }
         };
+        if let Some(at) = deadline
+            && timer.deadline() != at
+        {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
             received = inbound.recv() => {
                 let payload = match received {
@@ -127,11 +152,17 @@ async fn read_loop<I: Inbound>(
                     told_connected = true;
                 }
             }
-            _ = &mut connect_deadline, if !session.is_connected() && disconnecting.is_none() => {
-                control.disconnect(Disconnect::new(dc::STALE, "no connect command in time"));
-            }
-            _ = tokio::time::sleep(expiry), if session.expires_in().is_some() && disconnecting.is_none() => {
-                if let Err(d) = Box::pin(session.expire()).await {
+            _ = &mut timer, if deadline.is_some() => {
+                if disconnecting.is_some() {
+                    return;
+                }
+                if !session.is_connected() {
+                    if Instant::now() >= connect_by {
+                        control.disconnect(Disconnect::new(dc::STALE, "no connect command in time"));
+                    }
+                } else if session.expires_in().is_some()
+                    && let Err(d) = Box::pin(session.expire()).await
+                {
                     control.disconnect(d);
                 }
             }
@@ -147,13 +178,22 @@ async fn read_loop<I: Inbound>(
                     control.disconnect(d);
                 }
             }
-            _ = grace_over => return,
         }
         if disconnecting.is_none() && control.requested_disconnect().is_some() {
             // Keep reading (the peer's close reply ends the loop), but not forever.
-            disconnecting = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            disconnecting = Some(Instant::now() + CLOSE_GRACE);
         }
     }
+}
+
+/// The size of the writer task's future (for the memory tests).
+#[cfg(test)]
+pub(crate) fn writer_future_size<O: Outbound>(
+    outbound: O,
+    control: Arc<SessionControl>,
+    node: Arc<Node>,
+) -> usize {
+    std::mem::size_of_val(&write_loop(outbound, control, node))
 }
 
 async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, node: Arc<Node>) {
@@ -163,6 +203,10 @@ async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, 
     loop {
         if control.requested_disconnect().is_some() {
             break;
+        }
+        if batch.capacity() > 0 && outbox.queued_frames() == 0 {
+            // Going idle, maybe for long: an idle connection keeps no batch.
+            batch = Vec::new();
         }
         tokio::select! {
             biased;
@@ -186,7 +230,9 @@ async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, 
             // A clogged connection must not keep a disconnect (slow consumer, shutdown)
             // waiting.
             _ = control.writer_notified() => if control.requested_disconnect().is_some() { break },
-            result = outbound.send(&batch) => {
+            // Boxed: the write's state lives only while writing, and the idle writer's
+            // task stays small.
+            result = Box::pin(outbound.send(&batch)) => {
                 if result.is_err() {
                     return;
                 }

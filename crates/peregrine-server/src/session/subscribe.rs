@@ -145,7 +145,7 @@ impl Session {
         if opts.private {
             let user = self.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
             let claims = self.node.authorize_subscription(req.token.as_deref(), &user, &channel)?;
-            (chan_info, expires) = (claims.info, claims.expires);
+            (chan_info, expires) = (claims.info.map(Box::new), claims.expires);
         }
         let hub = self.node.hub();
         if opts.max_subscribers > 0 && hub.subscriber_count(&channel) >= opts.max_subscribers {
@@ -282,7 +282,7 @@ impl Session {
         // Recorded before any `.await`, so that a session cancelled from here on still
         // clears it (presence, count) when it ends.
         self.metrics().subscriptions.inc();
-        let info = ClientInfo { chan_info: p.subscription.chan_info.clone(), ..self.info() };
+        let info = ClientInfo { chan_info: p.subscription.chan_info.as_deref().cloned(), ..self.info() };
         let (presence, join_leave) = (p.subscription.presence, p.subscription.join_leave);
         self.subscriptions.insert(p.channel.clone(), p.subscription);
         if presence {
@@ -305,7 +305,7 @@ impl Session {
         let Some(sub) = self.subscriptions.remove(channel) else { return };
         self.metrics().subscriptions.dec();
         self.leave_hub(channel).await;
-        let info = ClientInfo { chan_info: sub.chan_info.clone(), ..self.info() };
+        let info = ClientInfo { chan_info: sub.chan_info.as_deref().cloned(), ..self.info() };
         if sub.presence {
             let _ = self.node.presence_store().remove(channel, &self.client_id).await;
         }

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use peregrine::upgrade::UpgradedWebSocket;
-use peregrine::{CloseCode, Message, Utf8Bytes, WebSocketReader, WebSocketWriter};
+use peregrine::{CloseCode, Message, Utf8Bytes, WebSocket, WebSocketReader, WebSocketWriter};
 use peregrine_wire::{Encoding, ServerMessage, encode_server_messages};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -41,13 +40,16 @@ pub fn socket_config(node: &Node) -> peregrine::Config {
 /// Not an `async fn`: the socket is split before the future is built, so the future (alive
 /// as long as the connection, in the task the upgrade spawned) holds two pointers instead of
 /// a whole WebSocket.
-pub fn serve(
+pub fn serve<S>(
     node: Arc<Node>,
-    socket: UpgradedWebSocket,
+    socket: WebSocket<S>,
     encoding: Encoding,
     identity: Option<Identity>,
     ticket: Ticket,
-) -> impl Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (reader, writer) = socket.split();
     let outbound = WebSocketOutbound { writer, encoding };
     run(node, WebSocketInbound(reader), outbound, encoding, identity, ticket, Transport::WebSocket)
@@ -96,7 +98,11 @@ where
                 self.writer.feed(message).await.map_err(std::io::Error::other)?;
             }
         }
-        self.writer.flush().await.map_err(std::io::Error::other)
+        self.writer.flush().await.map_err(std::io::Error::other)?;
+        // Most connections then wait a long time for the next publication: an idle one
+        // keeps no buffer (a few hundred bytes each, at 10,000s of connections).
+        self.writer.release_idle_buffers();
+        Ok(())
     }
 
     async fn close(&mut self, d: &Disconnect, push: bool) {
@@ -176,4 +182,38 @@ fn message_of(frame: &Frame, encoding: Encoding) -> Message {
 /// Counts a refused handshake by reason.
 pub fn count_rejection(node: &Node, reason: &str) {
     node.metrics().count_rejection(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one idle connection's two tasks hold, in bytes: printed by the test for the
+    /// memory breakdown in docs/benchmarks.md.
+    fn session_future_sizes() -> (usize, usize) {
+        let node = Node::new(crate::config::Config::development()).expect("development config");
+        let ticket = node.admit(None, None, None).expect("admitted");
+        let config = peregrine::Config::default();
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let socket = WebSocket::from_raw(ours, peregrine::Role::Server, &config, &[]);
+        let reader = std::mem::size_of_val(&serve(Arc::clone(&node), socket, Encoding::Json, None, ticket));
+        let (_, writer) =
+            WebSocket::from_raw(tokio::io::duplex(64).0, peregrine::Role::Server, &config, &[]).split();
+        let outbound = WebSocketOutbound { writer, encoding: Encoding::Json };
+        let (_, control) = node.register().expect("registered");
+        let writer = crate::session::writer_future_size(outbound, control, node);
+        (reader, writer)
+    }
+
+    /// Every idle connection holds both futures, in tasks tokio rounds up to 128 bytes: at
+    /// 19,000 connections, each 128 bytes more is 2.4 MB. They were 864 and 240 bytes when
+    /// the bound was set (docs/benchmarks.md, "Where the bytes of a subscribed connection
+    /// go"); a big local held across an await, or a second timer, goes past it.
+    #[tokio::test]
+    async fn an_idle_connection_holds_small_futures() {
+        let (reader, writer) = session_future_sizes();
+        eprintln!("session reader future: {reader} bytes, writer future: {writer} bytes");
+        assert!(reader <= 1024, "the session's reader future grew to {reader} bytes");
+        assert!(writer <= 320, "the session's writer future grew to {writer} bytes");
+    }
 }

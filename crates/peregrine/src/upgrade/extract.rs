@@ -108,11 +108,23 @@ impl WebSocketUpgrade {
             Ok(answer) => answer,
             Err(error) => return error.into_response(),
         };
+        // The task may live for days, and its future is as large as its largest state plus
+        // what the async block captures. So the upgrade's state is boxed (captured, it
+        // would stay beside the callback's future for good) and moved out of its box in
+        // a block that frees the box; and the upgraded socket is bound before the callback
+        // runs (a `match` on the upgrade would keep the whole unsplit WebSocket's room
+        // through the callback's await).
+        let upgrade = Box::new((websocket, callback));
         tokio::spawn(async move {
-            match websocket.await {
-                Ok(socket) => callback(socket).await,
-                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed after the 101"),
-            }
+            let (websocket, callback) = {
+                let upgrade = upgrade;
+                *upgrade
+            };
+            let socket = match websocket.await {
+                Ok(socket) => socket,
+                Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed after the 101"),
+            };
+            callback(socket).await
         });
         response.map(axum::body::Body::new)
     }
