@@ -8,7 +8,7 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use peregrine::Message;
@@ -20,11 +20,15 @@ use tokio::net::{TcpSocket, TcpStream};
 
 type Socket = peregrine::WebSocket<TcpStream>;
 
+/// `room:*` to subscribe to, `check:*` to publish on.
+const NAMESPACES: &str =
+    "[channels.named.room]\nhistory_size = 0\n[channels.named.check]\nallow_publish = true\n";
+
 /// A production-mode node (anonymous clients allowed) with `client` settings, ready.
 fn node(name: &str, client: &str) -> PeregrineNode {
     let port = free_port();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\napi_key = \"k\"\n[token]\nallow_anonymous = true\n[client]\n{client}\n"
+        "listen = \"127.0.0.1:{port}\"\napi_key = \"k\"\n[token]\nallow_anonymous = true\n[client]\n{client}\n{NAMESPACES}"
     );
     let mut node = PeregrineNode::spawn(name, &config);
     node.port = port;
@@ -240,11 +244,11 @@ async fn past_the_open_files_limit_handshakes_get_503_and_connections_in_carry_o
         &file,
         format!(
             "listen = \"127.0.0.1:{port}\"\napi_key = \"k\"\n[token]\nallow_anonymous = true\n\
-             [client]\nmax_connections_per_address = 0\nhandshake_rate_per_address = 0.0\n"
+             [client]\nmax_connections_per_address = 0\nhandshake_rate_per_address = 0.0\n{NAMESPACES}"
         ),
     )
     .unwrap();
-    let mut child = Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .args(["-c", "ulimit -n 300 && exec \"$0\" serve --config \"$1\""])
         .arg(support::BIN)
         .arg(&file)

@@ -205,7 +205,11 @@ pub fn run(args: AbuseArgs) -> anyhow::Result<()> {
 async fn run_case(args: &AbuseArgs, case: Case, hold: Duration) -> anyhow::Result<CaseResult> {
     let (limit, settings) = case.setup();
     // The namespaces the abusers and the bystander use, whatever the base configuration.
-    let namespaces = ["channels.named.abuse.history_size=0", "channels.named.bystander.history_size=0"];
+    let namespaces = [
+        "channels.named.abuse.history_size=0",
+        "channels.named.abuse.allow_publish=true",
+        "channels.named.bystander.history_size=0",
+    ];
     let extra: Vec<String> =
         settings.iter().chain(&namespaces).flat_map(|s| ["--set".to_owned(), (*s).to_owned()]).collect();
     let mut server = Server::start(&args.server, &extra, args.server_log.as_deref())?;

@@ -100,9 +100,9 @@ pub struct StormArgs {
 /// Failed connection attempts, by kind.
 #[derive(Debug, Default, Clone, Serialize)]
 struct Failures {
-    /// `503` with `Retry-After`: too many handshakes in progress.
+    /// `503` from the new server (with `Retry-After`: too many handshakes in progress).
     busy_503: u64,
-    /// `503` from the stopping server (its drain).
+    /// `503` from the stopping server (its drain), before the new one started.
     shutting_down_503: u64,
     /// `429`: a per-address limit.
     too_many_429: u64,
@@ -148,6 +148,8 @@ struct StormResult {
 struct Shared {
     /// When the server was stopped; clients back after it record their time.
     stopped_at: Option<Instant>,
+    /// The new server has been started: a 503 now is the new one's, not the drain's.
+    restarted: bool,
     back: Vec<Duration>,
     attempts: u64,
     failures: Failures,
@@ -297,6 +299,7 @@ async fn storm(
     }
     server.stop_while_running(args.stop == Stop::Kill).await;
     server.restart()?;
+    state.borrow_mut().restarted = true;
     let new_pid = server.pid();
     let new_started = Instant::now();
     let cpu_start = CpuOf::take(&[new_pid]);
@@ -421,7 +424,6 @@ impl Client {
     /// Counts a failed attempt by kind; returns the server's `Retry-After`, if any.
     fn count(&self, error: &anyhow::Error) -> Option<Duration> {
         let mut shared = self.state.borrow_mut();
-        let failures = &mut shared.failures;
         if let Some(peregrine::Error::Handshake(HandshakeError::UnexpectedStatus {
             status, headers, ..
         })) = error.downcast_ref::<peregrine::Error>()
@@ -430,11 +432,13 @@ impl Client {
                 .get("retry-after")
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            match (status, retry_after) {
-                (503, Some(_)) => failures.busy_503 += 1,
-                (503, None) => failures.shutting_down_503 += 1,
-                (429, _) => failures.too_many_429 += 1,
-                _ => failures.other += 1,
+            match *status {
+                503 if shared.stopped_at.is_some() && !shared.restarted => {
+                    shared.failures.shutting_down_503 += 1
+                }
+                503 => shared.failures.busy_503 += 1,
+                429 => shared.failures.too_many_429 += 1,
+                _ => shared.failures.other += 1,
             }
             return retry_after;
         }
@@ -445,6 +449,7 @@ impl Client {
                 Some(peregrine::Error::Io(e)) => Some(e.kind()),
                 _ => None,
             });
+        let failures = &mut shared.failures;
         if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
             failures.refused += 1;
         } else {
