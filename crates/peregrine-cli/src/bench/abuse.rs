@@ -223,9 +223,8 @@ async fn run_case(args: &AbuseArgs, case: Case, hold: Duration) -> anyhow::Resul
         tokio::task::spawn_local(async move {
             loop {
                 let now = rss_bytes(pid);
-                let mut peak = peak.borrow_mut();
-                *peak = (*peak).max(now);
-                drop(peak);
+                let highest = (*peak.borrow()).max(now);
+                *peak.borrow_mut() = highest;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })

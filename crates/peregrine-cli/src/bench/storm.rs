@@ -270,10 +270,12 @@ async fn storm(
     while connected() < args.connections {
         // Nobody in after a while, and failures that are not the server being busy: the
         // setup is wrong (a namespace not configured, a token needed...), say so.
-        if connected() == 0 && started.elapsed() > Duration::from_secs(5) {
-            if let Some(sample) = state.borrow().failures.other_sample.clone() {
-                bail!("no client could connect: {sample}");
-            }
+        let sample = state.borrow().failures.other_sample.clone();
+        if connected() == 0
+            && started.elapsed() > Duration::from_secs(5)
+            && let Some(sample) = sample
+        {
+            bail!("no client could connect: {sample}");
         }
         anyhow::ensure!(
             Instant::now() < until,

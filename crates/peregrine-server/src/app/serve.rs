@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -224,10 +224,7 @@ where
     S::Future: Send + 'static,
 {
     let service = TowerToHyperService::new(app);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Without a timer hyper applies no header timeout at all: a client trickling its request
-    // head a byte at a time (slowloris) would hold a task and a descriptor for ever.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::trace!(error = %e, "HTTP connection ended with an error");
     }
@@ -296,11 +293,6 @@ fn init_logging(config: &Config) {
         LogFormat::Human => builder.try_init(),
     };
 }
-
-/// How long a request head may take to arrive in full, counted from the connection's start
-/// (and from the end of the previous request on a kept-alive one). Past it the connection is
-/// closed: trickled or missing heads cost a node at most this long.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// File descriptors kept for what is not a client connection: the listener, Redis,
 /// logs, and the sockets a refused handshake still needs to say 503.
