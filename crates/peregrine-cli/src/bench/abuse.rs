@@ -102,7 +102,7 @@ impl Case {
                 ],
             ),
             Case::Subscriptions => ("client.max_subscriptions = 128", OPEN),
-            Case::SlowHeaders => ("the request head's read timeout", OPEN),
+            Case::SlowHeaders => ("none yet: no deadline on a request head (a finding)", OPEN),
             Case::PublishRate => ("client.publish_rate = 50/s, burst 100", OPEN),
             Case::Oversized => ("client.max_message_size = 64 KiB", OPEN),
         }
