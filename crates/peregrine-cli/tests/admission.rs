@@ -24,6 +24,16 @@ type Socket = peregrine::WebSocket<TcpStream>;
 const NAMESPACES: &str =
     "[channels.named.room]\nhistory_size = 0\n[channels.named.check]\nallow_publish = true\n";
 
+/// A child process killed (by its PID) and reaped on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A production-mode node (anonymous clients allowed) with `client` settings, ready.
 fn node(name: &str, client: &str) -> PeregrineNode {
     let port = free_port();
@@ -248,7 +258,7 @@ async fn past_the_open_files_limit_handshakes_get_503_and_connections_in_carry_o
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new("sh")
+    let child = std::process::Command::new("sh")
         .args(["-c", "ulimit -n 300 && exec \"$0\" serve --config \"$1\""])
         .arg(support::BIN)
         .arg(&file)
@@ -257,7 +267,9 @@ async fn past_the_open_files_limit_handshakes_get_503_and_connections_in_carry_o
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn peregrine serve under ulimit -n 300");
-    let mut stderr = child.stderr.take().unwrap();
+    // Killed when the test ends, also when it fails half-way.
+    let mut child = KillOnDrop(child);
+    let mut stderr = child.0.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
@@ -289,12 +301,13 @@ async fn past_the_open_files_limit_handshakes_get_503_and_connections_in_carry_o
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(held);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    let _ = support::wait_bounded(&mut child, Duration::from_secs(20)).or_else(|| {
-        let _ = child.kill();
-        child.wait().ok()
-    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = support::wait_bounded(&mut child.0, Duration::from_secs(20));
+    drop(child);
     let log = log.join().unwrap();
     assert!(
         log.contains("takes up to 44 connections") && log.contains("lowered to the open-files limit"),
