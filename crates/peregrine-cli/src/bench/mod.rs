@@ -16,6 +16,7 @@
 //! comparison pins it to one core) and reports its own CPU use next to the
 //! server's, so a saturated generator shows.
 
+mod abuse;
 mod echo;
 mod fanout;
 mod fanout_http;
@@ -26,6 +27,8 @@ mod idle;
 mod publish;
 mod report;
 mod scale;
+mod spawned;
+mod storm;
 mod sys;
 mod target;
 
@@ -76,6 +79,13 @@ enum BenchCommand {
     /// Many subscribed connections (one node or several), broadcasts to all: connect rate,
     /// memory per connection, time to reach everyone, CPU per delivery.
     Scale(scale::ScaleArgs),
+    /// Restart the server (it is started by the generator) under N subscribed clients and
+    /// time how they all come back, with full-jitter backoff or naive reconnects.
+    Storm(storm::StormArgs),
+    /// Each limit (per address, handshakes in progress, subscriptions, slow headers, no
+    /// `connect`, publish rate, message size) against many abusers: what they get and the
+    /// server memory held.
+    Abuse(abuse::AbuseArgs),
 }
 
 /// Options every scenario takes.
@@ -134,6 +144,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Fanout(args) => fanout::run(args),
         BenchCommand::Publish(args) => publish::run(args),
         BenchCommand::Scale(args) => scale::run(args),
+        BenchCommand::Storm(args) => storm::run(args),
+        BenchCommand::Abuse(args) => abuse::run(args),
     }
 }
 

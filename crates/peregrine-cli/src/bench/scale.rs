@@ -62,12 +62,18 @@ pub struct ScaleArgs {
     /// process publishes).
     #[arg(long)]
     listen_only: bool,
-    /// With `--listen-only`: how long to listen.
+    /// With `--listen-only`: how long to listen at most (it ends sooner once every
+    /// connection has all `--broadcasts`).
     #[arg(long, default_value_t = 20.0)]
     listen_for: f64,
-    /// Write the latency of every delivery (microseconds, one per line) to this file.
+    /// Write every delivery to this file, one per line: the broadcast's number and its
+    /// latency in microseconds (`3 1520`).
     #[arg(long)]
     latencies_out: Option<std::path::PathBuf>,
+    /// Create this (empty) file once every connection is open and subscribed, for a script
+    /// that starts the publishing process only when all listeners are ready.
+    #[arg(long)]
+    ready_out: Option<std::path::PathBuf>,
     /// The API key of the node publishing the broadcasts.
     #[arg(long)]
     api_key: Option<String>,
@@ -195,6 +201,9 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
     }
     let connect_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    if let Some(path) = &args.ready_out {
+        std::fs::write(path, "").with_context(|| format!("writing {}", path.display()))?;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_per = rss_before
         .zip(total_rss(&pids))
@@ -204,7 +213,11 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
     let own_before = CpuSample::take(None);
     let broadcast_started = Instant::now();
     if args.listen_only {
-        tokio::time::sleep(Duration::from_secs_f64(args.listen_for)).await;
+        let until = Instant::now() + Duration::from_secs_f64(args.listen_for);
+        let expected = args.connections as u64 * args.broadcasts;
+        while delivered(&reach) < expected && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     } else {
         for n in 0..args.broadcasts {
             publish(args.addrs[0], &args.broadcast_channel, n, args.api_key.as_deref()).await?;
@@ -227,7 +240,11 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
     let reach = reach.borrow();
     let deliveries: u64 = reach.iter().map(|r| r.len() as u64).sum();
     if let Some(path) = &args.latencies_out {
-        let lines: String = reach.iter().flatten().map(|us| format!("{us}\n")).collect();
+        let lines: String = reach
+            .iter()
+            .enumerate()
+            .flat_map(|(n, r)| r.iter().map(move |us| format!("{n} {us}\n")))
+            .collect();
         std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
     }
     let per_broadcast = |pick: fn(&[u64]) -> u64| -> Option<f64> {
@@ -285,7 +302,11 @@ type Socket = peregrine::WebSocket<TcpStream>;
 
 /// Opens a connection, sends `connect` and the subscriptions in one frame, and waits for
 /// every reply.
-async fn open(addr: SocketAddr, source: std::net::IpAddr, channels: &[String]) -> anyhow::Result<Socket> {
+pub(super) async fn open(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    channels: &[String],
+) -> anyhow::Result<Socket> {
     let tcp = connect_from(addr, Some(source)).await?;
     let url = format!("ws://{addr}/connection/websocket");
     let (mut ws, _) =
