@@ -287,6 +287,28 @@ async fn past_the_open_files_limit_handshakes_get_503_and_connections_in_carry_o
     let (status, head, body) = refused(port, from(11)).await;
     assert_eq!(status, 503, "{head}");
     assert!(body.contains("connection limit of this node reached (44)"), "{body}");
+    // Sockets past the open-files limit less half the reserve (44 + 128) get a canned 503
+    // at once, before any request: `accept` itself never runs out of descriptors.
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        sockets.push(tcp_from(port, from(12)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut answered = Vec::new();
+    for tcp in &sockets {
+        let mut buf = [0u8; 512];
+        if let Ok(n) = tcp.try_read(&mut buf)
+            && n > 0
+        {
+            answered.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!((20..=100).contains(&answered.len()), "{} sockets answered at once", answered.len());
+    for answer in &answered {
+        assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("Retry-After: 1"), "{answer}");
+        assert!(answer.contains("out of sockets (its open-files limit)"), "{answer}");
+    }
+    drop(sockets);
     for ws in held.iter_mut().step_by(11) {
         still_works(ws).await;
     }

@@ -256,3 +256,55 @@ async fn per_address_limits_answer_429_and_are_off_in_development() {
     drop(clients);
     server.finish().await;
 }
+
+/// A client that connects and sends nothing, or trickles its request head ("slowloris"),
+/// is closed after `client.handshake_timeout`; a well-behaved one meanwhile is served.
+#[tokio::test]
+async fn slow_or_silent_request_heads_are_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = Config::development();
+    config.client.handshake_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut trickling = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let trickle = async {
+        let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\nX-Slow: ", server.addr);
+        trickling.write_all(head.as_bytes()).await.unwrap();
+        // One byte every 50 ms: never a complete head; stops when the server closes.
+        let mut buf = [0u8; 64];
+        loop {
+            tokio::select! {
+                n = trickling.read(&mut buf) => return n.unwrap_or(0),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if trickling.write_all(b"x").await.is_err() {
+                        return 0;
+                    }
+                }
+            }
+        }
+    };
+    let closed_silent = async {
+        let mut silent = silent;
+        let mut buf = [0u8; 64];
+        silent.read(&mut buf).await.unwrap_or(0)
+    };
+    // Meanwhile a normal request is answered.
+    let (status, _) = http(
+        server.addr,
+        &format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (trickled, silent_read) =
+        tokio::time::timeout(common::WAIT, async { tokio::join!(trickle, closed_silent) })
+            .await
+            .expect("both slow clients are closed");
+    assert_eq!((trickled, silent_read), (0, 0), "closed without an answer");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
+    server.finish().await;
+}

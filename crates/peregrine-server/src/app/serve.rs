@@ -59,6 +59,9 @@ pub struct Server {
     node: Arc<Node>,
     listener: TcpListener,
     tls: Option<peregrine::tls::TlsAcceptor>,
+    /// Accepted sockets past which new ones get a canned 503 at once: the open-files limit
+    /// less half the reserve, so `accept` itself never runs out (`usize::MAX`: unknown).
+    socket_limit: usize,
 }
 
 impl Server {
@@ -106,7 +109,8 @@ impl Server {
                 ""
             },
         );
-        Ok(Server { node, listener, tls })
+        let socket_limit = fd_capacity.map_or(usize::MAX, |c| c + FD_RESERVE / 2);
+        Ok(Server { node, listener, tls, socket_limit })
     }
 
     /// The address actually bound (useful with port 0).
@@ -122,7 +126,8 @@ impl Server {
     /// Serves until `shutdown` resolves, then shuts down gracefully (see the module doc).
     /// Returns how many sessions were still open at the deadline.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> usize {
-        let Server { node, listener, tls } = self;
+        let Server { node, listener, tls, socket_limit } = self;
+        let open_sockets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let heartbeat = tokio::spawn(Arc::clone(&node).heartbeat());
         let app = router(Arc::clone(&node));
         let mut accept_errors = AcceptErrors::default();
@@ -131,22 +136,40 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(e) => return accept_errors.pause_after(e),
             };
+            let socket = OpenSocket::count(&open_sockets);
+            if socket.open > socket_limit {
+                crate::transport::websocket::count_rejection(&node, "open_files");
+                tokio::spawn(async move {
+                    let _socket = socket;
+                    refuse_socket(tcp).await;
+                });
+                return None;
+            }
             let _ = tcp.set_nodelay(true);
+            // Signalled when the connection's first request head is in (see `within_deadline`).
+            let first_request = Arc::new(tokio::sync::Notify::new());
+            let seen = Arc::clone(&first_request);
             let app = tower::ServiceBuilder::new()
                 .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    seen.notify_one();
                     request.extensions_mut().insert(super::router::Peer(peer));
                     request
                 })
                 .service(app.clone());
             let tls = tls.clone();
+            let head_timeout = node.config().client.handshake_timeout;
             tokio::spawn(async move {
-                match tls {
-                    None => serve_connection(tcp, app).await,
-                    Some(acceptor) => match acceptor.accept(tcp).await {
-                        Ok(stream) => serve_connection(stream, app).await,
-                        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    },
-                }
+                let _socket = socket;
+                let connection = async move {
+                    match tls {
+                        None => serve_connection(tcp, app, head_timeout).await,
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(stream) => serve_connection(stream, app, head_timeout).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        },
+                    }
+                };
+                within_deadline(connection, &first_request, head_timeout, peer).await;
             });
             None
         };
@@ -188,6 +211,40 @@ impl Server {
     }
 }
 
+/// One accepted socket, counted while it is open.
+struct OpenSocket {
+    sockets: Arc<std::sync::atomic::AtomicUsize>,
+    /// Sockets open with this one.
+    open: usize,
+}
+
+impl OpenSocket {
+    fn count(sockets: &Arc<std::sync::atomic::AtomicUsize>) -> OpenSocket {
+        let open = sockets.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        OpenSocket { sockets: Arc::clone(sockets), open }
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Answers a socket accepted past the open-files limit with a 503 and closes it, without
+/// reading its request: a client told why and when to come back, and a descriptor freed at
+/// once, rather than `accept` failing with EMFILE for everyone.
+async fn refuse_socket(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const REASON: &str = "this node is out of sockets (its open-files limit): try another node or later\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{REASON}",
+        REASON.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(answer.as_bytes())).await;
+}
+
 /// Failed `accept`s: out of file descriptors (EMFILE) would fail again at once, so the loop
 /// pauses instead of spinning, and says so in the log at most every 10 s.
 #[derive(Default)]
@@ -211,7 +268,30 @@ impl AcceptErrors {
     }
 }
 
-async fn serve_connection<I, S>(io: I, app: S)
+/// Runs `connection` and drops it (closing the socket) if its first request head is not in
+/// within `timeout`, TLS handshake included: a client that connects and then sends nothing,
+/// or trickles its headers, holds a socket and a task for that long only. (hyper's own
+/// header timeout covers the requests after the first; before the first, the server's
+/// protocol detection reads with none.)
+async fn within_deadline(
+    connection: impl Future<Output = ()>,
+    first_request: &tokio::sync::Notify,
+    timeout: std::time::Duration,
+    peer: SocketAddr,
+) {
+    tokio::pin!(connection);
+    tokio::select! {
+        () = &mut connection => return,
+        () = first_request.notified() => {}
+        () = tokio::time::sleep(timeout) => {
+            tracing::debug!(%peer, ?timeout, "no complete request head in time: connection closed");
+            return;
+        }
+    }
+    connection.await;
+}
+
+async fn serve_connection<I, S>(io: I, app: S, head_timeout: std::time::Duration)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<
@@ -224,7 +304,8 @@ where
     S::Future: Send + 'static,
 {
     let service = TowerToHyperService::new(app);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(head_timeout);
     if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
         tracing::trace!(error = %e, "HTTP connection ended with an error");
     }

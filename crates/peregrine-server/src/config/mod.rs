@@ -172,6 +172,11 @@ pub struct ClientConfig {
     /// How long a new connection has to send `connect`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a new TCP connection (or a kept-alive one, between requests) has to send a
+    /// complete HTTP request head; past it the connection is closed (slow or silent
+    /// clients, "slowloris").
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// Bytes queued for a connection before it is disconnected as a slow consumer.
     pub queue_max_bytes: usize,
     /// Largest WebSocket message accepted from a client, in bytes.
@@ -206,6 +211,7 @@ impl Default for ClientConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             queue_max_bytes: 1 << 20,
             max_message_size: 64 << 10,
             max_subscriptions: 128,

@@ -32,6 +32,9 @@ impl Config {
         if client.pong_timeout.is_zero() || client.ping_interval.is_zero() {
             return fail("client.ping_interval and client.pong_timeout must be more than 0".into());
         }
+        if client.handshake_timeout.is_zero() {
+            return fail("client.handshake_timeout must be more than 0 (e.g. \"10s\")".into());
+        }
         if client.publish_rate.is_nan() || client.publish_rate <= 0.0 || client.publish_burst == 0 {
             return fail("client.publish_rate and client.publish_burst must be more than 0".into());
         }
