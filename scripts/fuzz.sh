@@ -111,10 +111,10 @@ for t in "${targets[@]}"; do
     elif [[ $t == wire_decode ]]; then
         extra+=(-dict="$FUZZ_DIR/dicts/wire.dict")
     fi
-    # The `arbitrary` targets read a script from the input: long inputs from the start (not
+    # session_commands reads a script from its input: long inputs from the start (not
     # libFuzzer's slowly growing length) reach deep sessions in a 20 s run (coverage 12.8k
     # against 8.7k edges after 45 s, fuzz/README.md).
-    if [[ $t == *_commands ]]; then
+    if [[ $t == session_commands ]]; then
         extra+=(-len_control=0 -max_len=4096)
     fi
     status=0

@@ -384,7 +384,8 @@ impl Resolve for Resolver {
                 (claims, SECRET)
             }
             TokenSpec::Subscription { user, channel, expiry } => {
-                let claims = serde_json::json!({ "sub": user_name(*user), "channel": channel.name(), "exp": exp(*expiry) });
+                let (sub, channel) = (user_name(*user), channel.name());
+                let claims = serde_json::json!({ "sub": sub, "channel": channel, "exp": exp(*expiry) });
                 (claims, SECRET)
             }
             TokenSpec::WrongKey { user } => {
