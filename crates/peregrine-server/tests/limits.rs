@@ -78,6 +78,31 @@ async fn subscription_and_subscriber_limits_answer_limit_exceeded() {
 }
 
 #[tokio::test]
+async fn subscriptions_restored_at_connect_count_against_the_subscription_limit() {
+    // Found by fuzz/fuzz_targets/session_commands.rs (regressions/session_commands/): every
+    // channel of `connect.subs` passed the limit, as none was active while they were checked.
+    let mut config = Config::development();
+    config.client.max_subscriptions = 2;
+    let server = TestServer::start(config).await;
+    let mut c = Client::open(&server, Encoding::Json).await;
+    let subs = ["a:1", "a:2", "a:3"].map(|ch| (ch.to_owned(), SubscribeOptions::default())).into();
+    let connect = ConnectRequest { subs, ..Default::default() };
+    let Ok(ReplyKind::Connect(result)) = c.command(CommandKind::Connect(connect)).await else {
+        panic!("connect refused")
+    };
+    assert_eq!(result.subs.keys().collect::<Vec<_>>(), ["a:1", "a:2"]);
+    match c.push().await {
+        Push::Unsubscribe { channel, code, reason } => {
+            assert_eq!((channel.as_str(), code), ("a:3", codes::unsubscribe::SERVER));
+            assert!(reason.contains("at most 2"), "{reason}");
+        }
+        other => panic!("expected the third subscription refused, got {other:?}"),
+    }
+    assert_eq!(server.node.channels(), ["a:1", "a:2"]);
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn publish_rate_limit_is_a_temporary_error_after_the_burst() {
     let mut config = Config::development();
     config.client.publish_rate = 0.5;

@@ -65,7 +65,7 @@ impl Session {
             join_leave: req.join_leave,
         };
         let mut page = self.page_left;
-        let prepared = self.prepare(req.channel, opts, &mut page).await;
+        let prepared = self.prepare(req.channel, opts, 0, &mut page).await;
         self.page_left = page;
         match prepared {
             Err(e) => {
@@ -97,7 +97,7 @@ impl Session {
             if self.is_subscribed(&channel) || prepared.iter().any(|p: &Prepared| p.channel == channel) {
                 continue;
             }
-            match self.prepare(channel.clone(), opts, &mut page).await {
+            match self.prepare(channel.clone(), opts, prepared.len(), &mut page).await {
                 Ok(p) => {
                     result.subs.insert(channel, p.result.clone());
                     prepared.push(p);
@@ -123,11 +123,14 @@ impl Session {
     }
 
     /// `page` is what is left of the reply's page, in bytes of publications: the recovery
-    /// takes from it, and what does not fit is streamed.
+    /// takes from it, and what does not fit is streamed. `also_prepared` counts the
+    /// subscriptions prepared before this one and not active yet (those of one `connect`):
+    /// they count against `client.max_subscriptions` too.
     async fn prepare(
         &mut self,
         channel: String,
         req: SubscribeOptions,
+        also_prepared: usize,
         page: &mut usize,
     ) -> Result<Prepared, ReplyError> {
         let opts = self.node.channel_options(&channel)?;
@@ -135,7 +138,7 @@ impl Session {
             return Err(reply_error(err::ALREADY_SUBSCRIBED, format!("already subscribed to {channel}")));
         }
         let max = self.node.config().client.max_subscriptions;
-        if self.subscriptions.len() + self.streams.len() >= max {
+        if self.subscriptions.len() + self.streams.len() + also_prepared >= max {
             return Err(reply_error(
                 err::LIMIT_EXCEEDED,
                 format!("at most {max} subscriptions per connection"),
