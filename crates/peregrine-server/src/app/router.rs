@@ -59,6 +59,7 @@ pub struct Peer(pub std::net::SocketAddr);
 async fn websocket_endpoint(
     State(node): State<Arc<Node>>,
     peer: Option<axum::Extension<Peer>>,
+    socket: Option<axum::Extension<Arc<super::serve::OpenSocket>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, peregrine::upgrade::UpgradeError>,
 ) -> Response {
@@ -84,9 +85,14 @@ async fn websocket_endpoint(
     let upgrade = upgrade.protocols(Encoding::subprotocols());
     let encoding = upgrade.selected_protocol().and_then(Encoding::from_subprotocol).unwrap_or(Encoding::Json);
     let config = websocket::socket_config(&node);
-    upgrade
-        .config(config)
-        .on_upgrade(move |socket| websocket::serve(node, socket, encoding, identity, ticket))
+    upgrade.config(config).on_upgrade(move |ws| {
+        // The socket stays counted against the open-files limit while the session runs.
+        let counted = socket;
+        async move {
+            websocket::serve(node, ws, encoding, identity, ticket).await;
+            drop(counted);
+        }
+    })
 }
 
 /// What the checks before a session need to know of the request that opens it.

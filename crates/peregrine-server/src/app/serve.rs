@@ -136,23 +136,24 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(e) => return accept_errors.pause_after(e),
             };
-            let socket = OpenSocket::count(&open_sockets);
+            let socket = Arc::new(OpenSocket::count(&open_sockets));
             if socket.open > socket_limit {
                 crate::transport::websocket::count_rejection(&node, "open_files");
-                tokio::spawn(async move {
-                    let _socket = socket;
-                    refuse_socket(tcp).await;
-                });
-                return None;
+                refuse_socket(&tcp);
+                return None; // closed here, its descriptor free before the next accept
             }
             let _ = tcp.set_nodelay(true);
             // Signalled when the connection's first request head is in (see `within_deadline`).
             let first_request = Arc::new(tokio::sync::Notify::new());
             let seen = Arc::clone(&first_request);
+            // An upgraded WebSocket keeps the count of its socket (the router moves it into
+            // the session) after the HTTP connection task ends.
+            let held = Arc::clone(&socket);
             let app = tower::ServiceBuilder::new()
                 .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
                     seen.notify_one();
                     request.extensions_mut().insert(super::router::Peer(peer));
+                    request.extensions_mut().insert(Arc::clone(&held));
                     request
                 })
                 .service(app.clone());
@@ -211,8 +212,10 @@ impl Server {
     }
 }
 
-/// One accepted socket, counted while it is open.
-struct OpenSocket {
+/// One accepted socket, counted while it is open (shared as `Arc<OpenSocket>`: the
+/// connection's task and, once upgraded, its WebSocket session).
+#[derive(Debug)]
+pub struct OpenSocket {
     sockets: Arc<std::sync::atomic::AtomicUsize>,
     /// Sockets open with this one.
     open: usize,
@@ -231,18 +234,15 @@ impl Drop for OpenSocket {
     }
 }
 
-/// Answers a socket accepted past the open-files limit with a 503 and closes it, without
-/// reading its request: a client told why and when to come back, and a descriptor freed at
-/// once, rather than `accept` failing with EMFILE for everyone.
-async fn refuse_socket(mut tcp: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    const REASON: &str = "this node is out of sockets (its open-files limit): try another node or later\n";
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{REASON}",
-        REASON.len()
-    );
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(answer.as_bytes())).await;
+/// Answers a socket accepted past the open-files limit with a 503 (a fresh socket's send
+/// buffer takes it whole; no waiting) without reading its request; the caller then closes
+/// it. A client told why and when to come back, and a descriptor freed at once, rather than
+/// `accept` failing with EMFILE for everyone.
+fn refuse_socket(tcp: &tokio::net::TcpStream) {
+    const ANSWER: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+        Content-Type: text/plain; charset=utf-8\r\nContent-Length: 78\r\nConnection: close\r\n\r\n\
+        this node is out of sockets (its open-files limit): try another node or later\n";
+    let _ = tcp.try_write(ANSWER.as_bytes());
 }
 
 /// Failed `accept`s: out of file descriptors (EMFILE) would fail again at once, so the loop
