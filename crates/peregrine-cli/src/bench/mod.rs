@@ -24,6 +24,7 @@ mod idle;
 mod publish;
 mod report;
 mod scale;
+mod soak;
 mod sys;
 mod target;
 
@@ -47,7 +48,8 @@ use clap::{Args, Subcommand};
                   peregrine bench handshake ws://127.0.0.1:9001/ --concurrency 32 --json\n  \
                   peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100\n  \
                   peregrine bench publish 127.0.0.1:8080 --connections 32 --server-pid 1234\n  \
-                  peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234"
+                  peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234\n  \
+                  peregrine bench soak 127.0.0.1:8080 --connections 10000 --duration 3600"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -73,6 +75,9 @@ enum BenchCommand {
     /// Many subscribed connections (one node or several), broadcasts to all: connect rate,
     /// memory per connection, time to reach everyone, CPU per delivery.
     Scale(scale::ScaleArgs),
+    /// An hour (or any bounded time) of churn against one node: connections come and go at
+    /// random, subscribe, publish and read history; every error and lost publication counted.
+    Soak(soak::SoakArgs),
 }
 
 /// Options every scenario takes.
@@ -131,6 +136,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Fanout(args) => fanout::run(args),
         BenchCommand::Publish(args) => publish::run(args),
         BenchCommand::Scale(args) => scale::run(args),
+        BenchCommand::Soak(args) => soak::run(args),
     }
 }
 
