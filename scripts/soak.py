@@ -80,9 +80,9 @@ def load(directory):
 
 def verdicts(rows, phases):
     """The targets of issue 24, each with its figures and whether it is met."""
-    warm, churn_end = phases["warmup_end_s"], phases["churn_end_s"]
+    warm, leave = phases["warmup_end_s"], phases["leave_start_s"]
     baseline = [r for r in rows if r["t_s"] < phases["clients_start_s"]]
-    measured = [r for r in rows if warm <= r["t_s"] <= churn_end]
+    measured = [r for r in rows if warm <= r["t_s"] < leave]
     final = rows[-1]
     v = {}
     rss = [r["rss_kib"] for r in measured]
@@ -93,7 +93,7 @@ def verdicts(rows, phases):
         var = sum((t - mean_t) ** 2 for t in ts)
         slope = sum((t - mean_t) * (r - mean_r) for t, r in zip(ts, rss)) / var if var else 0.0
         v["rss"] = {
-            "definition": "(max - min) / min of VmRSS over the samples from the end of the warm-up to the end of the churn",
+            "definition": "(max - min) / min of VmRSS over the samples from the end of the warm-up until the clients start leaving",
             "min_kib": low, "max_kib": high, "spread_pct": round((high - low) / low * 100, 2),
             "trend_kib_per_hour": round(slope * 3600, 1),
             "first_kib": rss[0], "last_kib": rss[-1], "samples": len(rss),
@@ -110,15 +110,22 @@ def verdicts(rows, phases):
     return v
 
 
-def svg(rows, phases, path):
-    """Three panels over time: RSS; open files; sessions and tasks. Marks the warm-up's end
-    and the churn's end."""
+def svg(rows, phases, path, rss):
+    """Panels over time: RSS; RSS in the measured window, zoomed, with the 5% band above
+    its minimum; open files; sessions and tasks. Marks the warm-up's end, the moment the
+    clients start leaving and the moment the last is gone."""
     width, panel_h, left, right, top, gap = 900, 190, 80, 20, 30, 40
     panels = [
-        ("server RSS (MiB)", [("rss_kib", 1 / 1024, "#1f77b4", "RSS")]),
-        ("open files", [("fds", 1, "#d62728", "open files")]),
-        ("live sessions / tasks", [("sessions", 1, "#2ca02c", "sessions"), ("tasks", 1, "#9467bd", "tokio tasks")]),
+        ("server RSS (MiB)", [("rss_kib", 1 / 1024, "#1f77b4", "RSS")], None),
+        ("open files", [("fds", 1, "#d62728", "open files")], None),
+        ("live sessions / tasks", [("sessions", 1, "#2ca02c", "sessions"), ("tasks", 1, "#9467bd", "tokio tasks")], None),
     ]
+    if rss:
+        low = rss["min_kib"] / 1024
+        band = (low, low * 1.05)
+        zoom = (low * 0.98, max(rss["max_kib"] / 1024, band[1]) * 1.01)
+        panels.insert(1, ("RSS after the warm-up, zoomed (MiB); dotted: min and min + 5%",
+                          [("rss_kib", 1 / 1024, "#1f77b4", "RSS")], (zoom, band)))
     height = top + len(panels) * (panel_h + gap) + 20
     t_max = max(r["t_s"] for r in rows) or 1
     x = lambda t: left + (width - left - right) * t / t_max
@@ -126,29 +133,39 @@ def svg(rows, phases, path):
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{left}" y="18" font-size="14" font-weight="bold">peregrine serve under churn: '
            f'{phases.get("title", "")}</text>']
-    for n, (title, series) in enumerate(panels):
+    for n, (title, series, zoom) in enumerate(panels):
         y0 = top + n * (panel_h + gap)
-        values = [r[k] * scale for k, scale, _, _ in series for r in rows if r[k] is not None]
-        v_max = max(values, default=1) * 1.1 or 1
-        v_min = 0.0
+        shown = rows
+        if zoom:
+            (v_min, v_max), band = zoom
+            shown = [r for r in rows if phases["warmup_end_s"] <= r["t_s"] < phases["leave_start_s"]]
+        else:
+            values = [r[k] * scale for k, scale, _, _ in series for r in rows if r[k] is not None]
+            v_min, v_max = 0.0, max(values, default=1) * 1.1 or 1
         y = lambda v: y0 + panel_h - panel_h * (v - v_min) / (v_max - v_min)
         out.append(f'<rect x="{left}" y="{y0}" width="{width - left - right}" height="{panel_h}" fill="none" stroke="#999"/>')
         out.append(f'<text x="{left + 4}" y="{y0 + 14}" font-weight="bold">{title}</text>')
         for i in range(5):
             v = v_min + (v_max - v_min) * i / 4
-            out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
+            out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.{1 if zoom else 0}f}</text>')
             out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
-        for name, at in (("warm-up end", phases["warmup_end_s"]), ("clients gone", phases["churn_end_s"])):
+        marks = (("warm-up end", phases["warmup_end_s"]), ("clients leave", phases["leave_start_s"]),
+                 ("all gone", phases["churn_end_s"]))
+        for m, (name, at) in enumerate(marks):
             out.append(f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="{y0}" y2="{y0 + panel_h}" stroke="#555" stroke-dasharray="4 3"/>')
-            out.append(f'<text x="{x(at) + 3:.1f}" y="{y0 + panel_h - 4}" fill="#555">{name}</text>')
+            # Labels near the right edge go on the line's left.
+            side = (x(at) - 3, "end") if x(at) > width * 0.75 else (x(at) + 3, "start")
+            out.append(f'<text x="{side[0]:.1f}" y="{y0 + panel_h - 4 - 13 * m}" text-anchor="{side[1]}" fill="#555">{name}</text>')
+        for level in zoom[1] if zoom else ():
+            out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="#1f77b4" stroke-dasharray="2 3"/>')
         for k, (key, scale, color, label) in enumerate(series):
-            points = " ".join(f"{x(r['t_s']):.1f},{y(r[key] * scale):.1f}" for r in rows if r[key] is not None)
+            points = " ".join(f"{x(r['t_s']):.1f},{y(r[key] * scale):.1f}" for r in shown if r[key] is not None)
             out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.5"/>')
             out.append(f'<text x="{width - right - 4}" y="{y0 + 14 + 14 * k}" text-anchor="end" fill="{color}">{label}</text>')
         if n == len(panels) - 1:
-            for i in range(7):
-                t = t_max * i / 6
-                out.append(f'<text x="{x(t):.1f}" y="{y0 + panel_h + 14}" text-anchor="middle">{t / 60:.0f} min</text>')
+            step = next(m for m in (1, 2, 5, 10, 15, 20, 30, 60, 120) if t_max / 60 / m <= 10) * 60
+            for i in range(int(t_max // step) + 1):
+                out.append(f'<text x="{x(i * step):.1f}" y="{y0 + panel_h + 14}" text-anchor="middle">{i * step / 60:.0f} min</text>')
     out.append("</svg>")
     open(path, "w").write("\n".join(out) + "\n")
 
@@ -156,7 +173,7 @@ def svg(rows, phases, path):
 def report(directory):
     rows, phases = load(directory)
     v = verdicts(rows, phases)
-    svg(rows, phases, f"{directory}/soak.svg")
+    svg(rows, phases, f"{directory}/soak.svg", v.get("rss"))
     json.dump(v, open(f"{directory}/verdicts.json", "w"), indent=2)
     gen = json.load(open(f"{directory}/generator.json"))
     ok = lambda met: "met" if met else "**not met**"
