@@ -1,11 +1,13 @@
 //! `peregrine bench`: a load generator for WebSocket servers.
 //!
-//! Five scenarios, each a submodule: [`echo`] (throughput and latency of
+//! Seven scenarios, each a submodule: [`echo`] (throughput and latency of
 //! echoed messages), [`idle`] (many open connections and the server memory
 //! they cost), [`handshake`] (opening handshakes per second), [`fanout`]
 //! (one channel of the realtime server to many subscribers, on one node or
-//! several sharing a broker) and [`publish`] (publishes per second through a
-//! node's HTTP API, and their CPU cost to the node and its broker).
+//! several sharing a broker), [`publish`] (publishes per second through a
+//! node's HTTP API, and their CPU cost to the node and its broker), [`scale`]
+//! (many subscribed connections and broadcasts to all) and [`soak`] (a long
+//! bounded churn of connections, every error and lost publication counted).
 //!
 //! The generator is built so that it is never the bottleneck when measuring a
 //! server: it speaks just enough of the protocol. The opening handshake is one
