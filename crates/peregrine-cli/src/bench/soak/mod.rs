@@ -227,13 +227,11 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.channels == 0 || args.live_channels == 0 {
         bail!("--connections, --channels and --live-channels must be at least 1");
     }
-    if !args.addr.ip().is_loopback() {
-        bail!("bench soak only targets loopback servers (127.0.0.0/8)");
-    }
+    anyhow::ensure!(args.addr.ip().is_loopback(), "bench soak only targets loopback servers (127.0.0.0/8)");
     super::check_open_files("--connections", args.connections)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // One thread: the slots share their counters through `Rc` and `Cell`, without locks.
     let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&runtime, soak(args.clone()))?;
+    let result = local.block_on(&super::runtime(1)?, soak(args.clone()))?;
     let table = [
         ("visits", format!("{} (peak {} open)", thousands(result.visits as f64), result.open_peak)),
         (
