@@ -198,7 +198,9 @@ def report(directory):
                 "deliveries_missing", "deliveries_out_of_order", "history_reads", "connect_errors", "subscribe_errors",
                 "publish_errors", "history_errors", "unanswered", "undecodable", "errors"):
         lines.append(f"| {key} | {gen[key]:,} |")
-    lines.append(f"| server_closed (server ended an active client) | {gen['server_closed'] or 0} |")
+    lines.append(f"| server_closed (server ended an active client, by code) | {gen['server_closed'] or 0} |")
+    if "connect_failures" in gen:
+        lines.append(f"| connect_failures (by reason) | {gen['connect_failures'] or 0} |")
     text = "\n".join(lines) + "\n"
     open(f"{directory}/report.md", "w").write(text)
     print(text)

@@ -109,6 +109,9 @@ struct SoakResult {
     visits: u64,
     open_peak: u64,
     connect_errors: u64,
+    /// Why connections failed to open (reason: count): e.g. `HTTP 503`, the server's
+    /// admission limit on handshakes in progress.
+    connect_failures: HashMap<String, u64>,
     left_clean: u64,
     left_abrupt: u64,
     left_silent: u64,
@@ -145,6 +148,7 @@ struct Counters {
     open: Cell<u64>,
     open_peak: Cell<u64>,
     connect_errors: Cell<u64>,
+    connect_failures: RefCell<HashMap<String, u64>>,
     left_clean: Cell<u64>,
     left_abrupt: Cell<u64>,
     left_silent: Cell<u64>,
@@ -167,6 +171,14 @@ struct Counters {
     undecodable: Cell<u64>,
     /// A unique number per visit, the publisher id in live publications.
     next_visit_id: Cell<u64>,
+}
+
+impl Counters {
+    /// Counts a connection that could not be opened, and why.
+    fn connect_failed(&self, why: String) {
+        add(&self.connect_errors, 1);
+        *self.connect_failures.borrow_mut().entry(why).or_default() += 1;
+    }
 }
 
 fn add(counter: &Cell<u64>, n: u64) {
@@ -299,14 +311,20 @@ async fn soak(args: SoakArgs) -> anyhow::Result<SoakResult> {
             loop {
                 tokio::time::sleep(every).await;
                 let c = &shared.counters;
+                let errors: Vec<String> = error_counts(c)
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(what, n)| format!("{what} {n}"))
+                    .collect();
                 eprintln!(
-                    "soak {:>6.0}s: {} open, {} visits, {} acked, {} deliveries, {} errors",
+                    "soak {:>6.0}s: {} open, {} visits, {} acked, {} deliveries, {} errors {:?}",
                     started.elapsed().as_secs_f64(),
                     c.open.get(),
                     c.visits.get(),
                     c.publishes_acked.get(),
                     c.deliveries.get(),
                     error_count(c),
+                    errors,
                 );
             }
         })
@@ -325,6 +343,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<SoakResult> {
         visits: c.visits.get(),
         open_peak: c.open_peak.get(),
         connect_errors: c.connect_errors.get(),
+        connect_failures: c.connect_failures.borrow().clone(),
         left_clean: c.left_clean.get(),
         left_abrupt: c.left_abrupt.get(),
         left_silent: c.left_silent.get(),
@@ -350,18 +369,40 @@ async fn soak(args: SoakArgs) -> anyhow::Result<SoakResult> {
     })
 }
 
+/// Every count of something that should never happen, by name.
+fn error_counts(c: &Counters) -> [(&'static str, u64); 10] {
+    [
+        ("connect", c.connect_errors.get()),
+        ("silent not reaped", c.silent_not_reaped.get()),
+        ("closed by the server", c.server_closed.borrow().values().sum()),
+        ("subscribe", c.subscribe_errors.get()),
+        ("publish", c.publish_errors.get()),
+        ("missing", c.deliveries_missing.get()),
+        ("out of order", c.deliveries_out_of_order.get()),
+        ("history", c.history_errors.get()),
+        ("unanswered", c.unanswered.get()),
+        ("undecodable", c.undecodable.get()),
+    ]
+}
+
 fn error_count(c: &Counters) -> u64 {
-    let server_closed: u64 = c.server_closed.borrow().values().sum();
-    c.connect_errors.get()
-        + c.silent_not_reaped.get()
-        + server_closed
-        + c.subscribe_errors.get()
-        + c.publish_errors.get()
-        + c.deliveries_missing.get()
-        + c.deliveries_out_of_order.get()
-        + c.history_errors.get()
-        + c.unanswered.get()
-        + c.undecodable.get()
+    error_counts(c).iter().map(|(_, n)| n).sum()
+}
+
+/// Why connections failed to open, in a few words: `HTTP 503`, `timeout`, `io: ...`.
+fn connect_failure(error: &anyhow::Error) -> String {
+    use peregrine::proto::handshake::HandshakeError;
+    match error.downcast_ref::<peregrine::Error>() {
+        Some(peregrine::Error::Handshake(HandshakeError::UnexpectedStatus { status, .. })) => {
+            format!("HTTP {status}")
+        }
+        Some(peregrine::Error::Io(e)) => format!("io: {}", e.kind()),
+        Some(other) => other.to_string(),
+        None => match error.downcast_ref::<std::io::Error>() {
+            Some(e) => format!("io: {}", e.kind()),
+            None => error.to_string(),
+        },
+    }
 }
 
 type Socket = peregrine::WebSocket<TcpStream>;
@@ -415,7 +456,8 @@ async fn visit(
     let connect_timeout = Duration::from_secs_f64(args.common.connect_timeout);
     let mut ws = match tokio::time::timeout(connect_timeout, open(args.addr, source)).await {
         Ok(Ok(ws)) => ws,
-        _ => return add(&c.connect_errors, 1),
+        Ok(Err(error)) => return c.connect_failed(connect_failure(&error)),
+        Err(_) => return c.connect_failed("timeout".into()),
     };
     add(&c.open, 1);
     c.open_peak.set(c.open_peak.get().max(c.open.get()));

@@ -241,7 +241,7 @@ impl<'a> Visit<'a> {
         let c = &self.shared.counters;
         match (what, result) {
             (Pending::Connect, Ok(_)) => {}
-            (Pending::Connect, Err(_)) => add(&c.connect_errors, 1),
+            (Pending::Connect, Err(error)) => c.connect_failed(format!("connect refused: {}", error.code)),
             (Pending::Subscribe(i), Ok(ReplyKind::Subscribe(result))) => self.subscribed(i, result),
             (Pending::Subscribe(_), _) => add(&c.subscribe_errors, 1),
             (Pending::Publish(i), result) => {
