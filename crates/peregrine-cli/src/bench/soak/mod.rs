@@ -15,7 +15,7 @@
 //! silent one it failed to reap is counted in `errors`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -149,6 +149,9 @@ struct Counters {
     open_peak: Cell<u64>,
     connect_errors: Cell<u64>,
     connect_failures: RefCell<HashMap<String, u64>>,
+    /// Live publishes (visit, sequence number) that failed or went unanswered: a subscriber
+    /// skipping one has not lost it.
+    unconfirmed: RefCell<HashSet<(u64, u64)>>,
     left_clean: Cell<u64>,
     left_abrupt: Cell<u64>,
     left_silent: Cell<u64>,

@@ -42,7 +42,11 @@ struct Subscription {
 enum Pending {
     Connect,
     Subscribe(usize),
-    Publish(usize),
+    /// A publish to subscription `sub`, with its live sequence number.
+    Publish {
+        sub: usize,
+        seq: u64,
+    },
     History(usize),
 }
 
@@ -181,11 +185,16 @@ impl<'a> Visit<'a> {
             return None;
         }
         let i = ready[rng.below(ready.len())];
-        let stamp = Stamp { p: self.id, s: if self.subs[i].history { 0 } else { self.live_seq } };
-        let data = Payload::json_of(&stamp).ok()?;
+        // Each attempt its own number: a publish whose reply came too late may still have
+        // been delivered, and must not look repeated when the next one goes out.
+        let seq = self.live_seq;
+        let data = Payload::json_of(&Stamp { p: self.id, s: seq }).ok()?;
+        if !self.subs[i].history {
+            self.live_seq += 1;
+        }
         self.publishing = true;
         let request = PublishRequest { channel: self.subs[i].channel.clone(), data, idempotency_key: None };
-        Some(self.command(Pending::Publish(i), CommandKind::Publish(request)))
+        Some(self.command(Pending::Publish { sub: i, seq }, CommandKind::Publish(request)))
     }
 
     /// A history read of one of the history channels.
@@ -202,14 +211,19 @@ impl<'a> Visit<'a> {
     fn expire(&mut self) {
         let now = Instant::now();
         let before = self.pending.len();
-        let mut publish_expired = false;
+        let mut expired = Vec::new();
         self.pending.retain(|_, (what, sent)| {
             let keep = now.duration_since(*sent) < REPLY_TIMEOUT;
-            publish_expired |= !keep && matches!(what, Pending::Publish(_));
+            if !keep {
+                expired.push(*what);
+            }
             keep
         });
-        if publish_expired {
-            self.publishing = false;
+        for what in expired {
+            if let Pending::Publish { sub, seq } = what {
+                self.publishing = false;
+                self.unconfirmed(sub, seq);
+            }
         }
         add(&self.shared.counters.unanswered, (before - self.pending.len()) as u64);
     }
@@ -237,6 +251,13 @@ impl<'a> Visit<'a> {
         }
     }
 
+    /// Remembers a live publish that failed or went unanswered: subscribers may never see it.
+    fn unconfirmed(&self, sub: usize, seq: u64) {
+        if !self.subs[sub].history {
+            self.shared.counters.unconfirmed.borrow_mut().insert((self.id, seq));
+        }
+    }
+
     fn answered(&mut self, what: Pending, result: Result<ReplyKind, peregrine_wire::ReplyError>) {
         let c = &self.shared.counters;
         match (what, result) {
@@ -244,15 +265,13 @@ impl<'a> Visit<'a> {
             (Pending::Connect, Err(error)) => c.connect_failed(format!("connect refused: {}", error.code)),
             (Pending::Subscribe(i), Ok(ReplyKind::Subscribe(result))) => self.subscribed(i, result),
             (Pending::Subscribe(_), _) => add(&c.subscribe_errors, 1),
-            (Pending::Publish(i), result) => {
+            (Pending::Publish { sub, seq }, result) => {
                 self.publishing = false;
                 if result.is_ok() {
                     add(&c.publishes_acked, 1);
-                    if !self.subs[i].history {
-                        self.live_seq += 1;
-                    }
                 } else {
                     add(&c.publish_errors, 1);
+                    self.unconfirmed(sub, seq);
                 }
             }
             (Pending::History(i), Ok(ReplyKind::History(history))) => {
@@ -329,6 +348,13 @@ impl<'a> Visit<'a> {
             return add(&c.undecodable, 1);
         };
         match sub.last_seq.get_mut(&stamp.p) {
+            Some(last) if stamp.s > *last + 1 => {
+                // Skipped numbers are missing unless their publish failed or went unanswered.
+                let unconfirmed = c.unconfirmed.borrow();
+                let missing = (*last + 1..stamp.s).filter(|&s| !unconfirmed.contains(&(stamp.p, s))).count();
+                add(&c.deliveries_missing, missing as u64);
+                *last = stamp.s;
+            }
             Some(last) => {
                 count_order(c, *last + 1, stamp.s);
                 *last = (*last).max(stamp.s);
