@@ -94,6 +94,9 @@ pub struct Metrics {
     pub nodes: Gauge,
     /// Open connections by transport.
     pub transports: Family<TransportLabel, Gauge>,
+    /// Tasks alive on the runtime serving `/metrics`, read at each render: a soak watches it
+    /// for leaked tasks. Counts the whole runtime (every node, in a process with several).
+    pub runtime_tasks: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -134,6 +137,7 @@ impl Metrics {
             http_relayed: Counter::default(),
             nodes: Gauge::default(),
             transports: Family::default(),
+            runtime_tasks: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open client connections", m.connections.clone());
@@ -176,6 +180,11 @@ impl Metrics {
             m.http_relayed.clone(),
         );
         registry.register("transport_connections", "Open connections by transport", m.transports.clone());
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive on the node's tokio runtime",
+            m.runtime_tasks.clone(),
+        );
         m.broker_up.set(1);
         Metrics { registry, ..m }
     }
@@ -212,6 +221,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -1,12 +1,15 @@
 //! `peregrine bench`: a load generator for WebSocket servers.
 //!
-//! Five scenarios, each a submodule: [`echo`] (throughput and latency of
+//! Ten scenarios, each a submodule: [`echo`] (throughput and latency of
 //! echoed messages), [`idle`] (many open connections and the server memory
 //! they cost), [`handshake`] (opening handshakes per second), [`fanout`]
 //! (one channel of the realtime server to many subscribers, on one node or
-//! several sharing a broker, over WebSocket or the HTTP fallback transports)
-//! and [`publish`] (publishes per second through a node's HTTP API, and their
-//! CPU cost to the node and its broker).
+//! several sharing a broker, over WebSocket or the HTTP fallback transports),
+//! [`publish`] (publishes per second through a node's HTTP API, and their CPU
+//! cost to the node and its broker), [`scale`] (many subscribed connections and
+//! broadcasts to all), [`storm`] (a server restarted under many clients),
+//! [`abuse`] (each limit against many abusers) and [`soak`] (a long bounded
+//! churn of connections, every error and lost publication counted).
 //!
 //! The generator is built so that it is never the bottleneck when measuring a
 //! server: it speaks just enough of the protocol. The opening handshake is one
@@ -27,6 +30,7 @@ mod idle;
 mod publish;
 mod report;
 mod scale;
+mod soak;
 mod spawned;
 mod storm;
 mod sys;
@@ -53,7 +57,8 @@ use clap::{Args, Subcommand};
                   peregrine bench fanout 127.0.0.1:8080 --subscribers 1000 --rate 100\n  \
                   peregrine bench fanout 127.0.0.1:8080 --transport long_poll --server-pid 1234\n  \
                   peregrine bench publish 127.0.0.1:8080 --connections 32 --server-pid 1234\n  \
-                  peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234"
+                  peregrine bench scale 127.0.0.1:8080 --connections 10000 --server-pid 1234\n  \
+                  peregrine bench soak 127.0.0.1:8080 --connections 10000 --duration 3600"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -86,6 +91,9 @@ enum BenchCommand {
     /// `connect`, publish rate, message size) against many abusers: what they get and the
     /// server memory held.
     Abuse(abuse::AbuseArgs),
+    /// An hour (or any bounded time) of churn against one node: connections come and go at
+    /// random, subscribe, publish and read history; every error and lost publication counted.
+    Soak(soak::SoakArgs),
 }
 
 /// Options every scenario takes.
@@ -146,6 +154,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Scale(args) => scale::run(args),
         BenchCommand::Storm(args) => storm::run(args),
         BenchCommand::Abuse(args) => abuse::run(args),
+        BenchCommand::Soak(args) => soak::run(args),
     }
 }
 
