@@ -102,7 +102,7 @@ impl Case {
                 ],
             ),
             Case::Subscriptions => ("client.max_subscriptions = 128", OPEN),
-            Case::SlowHeaders => ("none yet: no deadline on a request head (a finding)", OPEN),
+            Case::SlowHeaders => ("client.handshake_timeout = 10 s", OPEN),
             Case::PublishRate => ("client.publish_rate = 50/s, burst 100", OPEN),
             Case::Oversized => ("client.max_message_size = 64 KiB", OPEN),
         }
