@@ -78,21 +78,18 @@ async fn websocket_endpoint(
         host: Some(request.host()),
         path: request.path(),
     };
-    let (identity, ticket) = match admit(&node, &client) {
+    let (identity, mut ticket) = match admit(&node, &client) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
     let upgrade = upgrade.protocols(Encoding::subprotocols());
     let encoding = upgrade.selected_protocol().and_then(Encoding::from_subprotocol).unwrap_or(Encoding::Json);
     let config = websocket::socket_config(&node);
-    upgrade.config(config).on_upgrade(move |ws| {
-        // The socket stays counted against the open-files limit while the session runs.
-        let counted = socket;
-        async move {
-            websocket::serve(node, ws, encoding, identity, ticket).await;
-            drop(counted);
-        }
-    })
+    // The socket stays counted against the open-files limit while the session runs.
+    if let Some(axum::Extension(socket)) = socket {
+        ticket.hold(socket);
+    }
+    upgrade.config(config).on_upgrade(move |ws| websocket::serve(node, ws, encoding, identity, ticket))
 }
 
 /// What the checks before a session need to know of the request that opens it.
