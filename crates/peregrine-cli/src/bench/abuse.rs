@@ -124,12 +124,8 @@ pub struct AbuseArgs {
     /// 20 s longer, past the server's read timeout).
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
-    /// Where the server's output goes (else it is discarded).
-    #[arg(long)]
-    server_log: Option<std::path::PathBuf>,
-    /// The server's command line (`peregrine serve ...`, which takes `--set`).
-    #[arg(last = true, required = true)]
-    server: Vec<String>,
+    #[command(flatten)]
+    process: super::spawned::ServerCommand,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -212,7 +208,7 @@ async fn run_case(args: &AbuseArgs, case: Case, hold: Duration) -> anyhow::Resul
     ];
     let extra: Vec<String> =
         settings.iter().chain(&namespaces).flat_map(|s| ["--set".to_owned(), (*s).to_owned()]).collect();
-    let mut server = Server::start(&args.server, &extra, args.server_log.as_deref())?;
+    let mut server = Server::start(&args.process.server, &extra, args.process.server_log.as_deref())?;
     wait_listening(args.addr, &mut server).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = server.pid();

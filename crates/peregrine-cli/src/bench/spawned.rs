@@ -102,3 +102,15 @@ pub(crate) async fn wait_listening(addr: SocketAddr, server: &mut Server) -> any
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The server a scenario starts itself: its command line and where its output goes.
+#[derive(Debug, clap::Args, Clone)]
+pub struct ServerCommand {
+    /// Where the server's output goes (else it is discarded).
+    #[arg(long)]
+    pub server_log: Option<std::path::PathBuf>,
+    /// The server's command line (`peregrine serve ...`, which takes `--set`): started
+    /// before the run, and again after a stop.
+    #[arg(last = true, required = true)]
+    pub server: Vec<String>,
+}

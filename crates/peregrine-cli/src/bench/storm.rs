@@ -87,12 +87,8 @@ pub struct StormArgs {
     /// Give up waiting for everyone to be back after this many seconds.
     #[arg(long, default_value_t = 180.0)]
     give_up_after: f64,
-    /// Where the server's output goes (else it is discarded).
-    #[arg(long)]
-    server_log: Option<std::path::PathBuf>,
-    /// The server's command line: started before the run and again after the stop.
-    #[arg(last = true, required = true)]
-    server: Vec<String>,
+    #[command(flatten)]
+    process: super::spawned::ServerCommand,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -173,7 +169,7 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
     super::check_open_files("--connections", args.connections)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
-    let mut server = Server::start(&args.server, &[], args.server_log.as_deref())?;
+    let mut server = Server::start(&args.process.server, &[], args.process.server_log.as_deref())?;
     let result = local.block_on(&runtime, storm(&args, &mut server, timeout, give_up));
     server.stop(false);
     let result = result?;
