@@ -168,18 +168,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 continue;
             }
             if let Some(kind) = self.write_failed {
-                // What had arrived is delivered and held no close frame:
-                // the write failure ends the stream.
-                return Poll::Ready(Some(Err(self.abort(Error::Io(kind.into())))));
+                // Everything read so far held no close frame: read on to the end.
+                match ready!(self.poll_read_after_failed_write(read)) {
+                    true => continue,
+                    false => return Poll::Ready(Some(Err(self.abort(Error::Io(kind.into()))))),
+                }
             }
             if self.conn.output().has_remaining()
                 && let Poll::Ready(Err(e)) = self.poll_write_output(write)
             {
-                if self.read_after_failed_write(read) {
-                    self.write_failed = Some(e.kind());
-                    continue;
-                }
-                return Poll::Ready(Some(Err(self.abort(Error::Io(e)))));
+                // The peer may have closed with a reason (1009 for a message over its
+                // limit, say) and reset the connection while we were still writing:
+                // what can no longer be sent is dropped, and reading goes on, so that
+                // a close frame that came first is delivered instead of a bare write
+                // error (which a reader would take for a 1006).
+                self.discard_output();
+                self.write_failed = Some(e.kind());
+                self.keepalive.start_close_deadline(self.close_timeout);
+                continue;
             }
             if let Poll::Ready(tick) = self.keepalive.poll_tick(&mut Context::from_waker(read)) {
                 match tick {
@@ -230,22 +236,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// After a write failed: the peer may have closed with a reason (1009 for
-    /// a message over its limit, say) and then reset the connection while we
-    /// were still writing. Drops what can no longer be sent and reads what
-    /// has already arrived, without waiting, so that a close frame in it is
-    /// delivered instead of a bare write error (which a reader would take for
-    /// a 1006). Returns whether anything was read.
-    fn read_after_failed_write(&mut self, read: &Waker) -> bool {
-        self.discard_output();
-        let mut got = false;
-        while let Poll::Ready(Ok(n)) = self.poll_read(read) {
-            if n == 0 {
-                break;
-            }
-            got = true;
+    /// After a write failed: waits for more input until the end of the stream
+    /// or the close deadline. A reset connection soon reads as ended, but the
+    /// bytes that came before the reset may not have been seen by the reactor
+    /// yet, so one read that finds nothing proves nothing. Returns whether
+    /// anything was read.
+    fn poll_read_after_failed_write(&mut self, read: &Waker) -> Poll<bool> {
+        match self.poll_read(read) {
+            Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
+            Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Pending => match self.keepalive.poll_tick(&mut Context::from_waker(read)) {
+                Poll::Ready(_) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            },
         }
-        got
     }
 
     /// Drops the output that can no longer be written.
@@ -560,5 +564,63 @@ mod tests {
         let largest = largest_read.load(Ordering::Relaxed);
         assert!(largest <= MAX_READ, "a read asked for {largest} bytes");
         assert!(largest >= MAX_READ / 2, "reads were not sized for the frame: {largest}");
+    }
+    /// A connection the peer has closed with a reason and then reset: every write
+    /// fails, and the close frame that came first shows up only on a later read (the
+    /// reactor had not seen it when the write failed).
+    struct ResetAfterClose {
+        close_frame: Option<Vec<u8>>,
+        reads: usize,
+    }
+
+    impl AsyncRead for ResetAfterClose {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            if self.reads == 1 {
+                let waker = cx.waker().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    waker.wake();
+                });
+                return Poll::Pending;
+            }
+            if let Some(frame) = self.close_frame.take() {
+                buf.put_slice(&frame);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for ResetAfterClose {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_that_arrives_after_a_failed_write_is_still_delivered() {
+        // The server's close frame, unmasked: 1009 and a reason.
+        let mut close_frame = vec![0x88, 2 + 8, 0x03, 0xF1];
+        close_frame.extend_from_slice(b"too big!");
+        let io = ResetAfterClose { close_frame: Some(close_frame), reads: 0 };
+        let mut client = WebSocket::from_raw(io, Role::Client, &Config::default(), &[]);
+        assert!(client.send(Message::binary(vec![0u8; 1 << 16])).await.is_err(), "the write fails");
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv()).await.unwrap();
+        match heard {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!((frame.code.as_u16(), frame.reason.as_str()), (1009, "too big!"));
+            }
+            other => panic!("expected the peer's 1009, got {other:?}"),
+        }
     }
 }
