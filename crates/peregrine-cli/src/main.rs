@@ -10,6 +10,15 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than the system allocator: under connection churn glibc's heap keeps the
+/// holes the handshakes leave between long-lived session state, and a node held 8-9 KB per
+/// idle subscribed connection against jemalloc's 3.7 KB (docs/benchmarks.md, "Where the
+/// bytes of a subscribed connection go"). Only the binary chooses: the library crates leave
+/// the allocator to their users.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A WebSocket toolbox: an interactive client that shows frames and explains
 /// failures, an echo server, and a load generator.
 #[derive(Debug, Parser)]
