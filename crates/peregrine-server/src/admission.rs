@@ -66,9 +66,6 @@ pub struct Ticket {
     admission: Arc<Admission>,
     address: Option<IpAddr>,
     pending: bool,
-    /// Whatever must live as long as the connection (its socket's place in the count of
-    /// open sockets, `app::serve`).
-    held: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Admission {
@@ -107,7 +104,7 @@ impl Admission {
         }
         // Until the address is admitted too, the ticket only holds the handshake slot
         // (dropping it on a refusal below gives the slot back).
-        let mut ticket = Ticket { admission: Arc::clone(self), address: None, pending: true, held: None };
+        let mut ticket = Ticket { admission: Arc::clone(self), address: None, pending: true };
         let Some(ip) = address else { return Ok(ticket) };
         let per_address = limits.max_connections_per_address;
         let rate = limits.handshake_rate_per_address;
@@ -169,11 +166,6 @@ impl Admission {
 }
 
 impl Ticket {
-    /// Keeps `value` alive as long as the connection.
-    pub fn hold(&mut self, value: Arc<dyn std::any::Any + Send + Sync>) {
-        self.held = Some(value);
-    }
-
     /// The session answered `connect`: the handshake slot is free for the next client.
     pub fn connected(&mut self) {
         if std::mem::take(&mut self.pending) {

@@ -59,7 +59,6 @@ pub struct Peer(pub std::net::SocketAddr);
 async fn websocket_endpoint(
     State(node): State<Arc<Node>>,
     peer: Option<axum::Extension<Peer>>,
-    socket: Option<axum::Extension<Arc<super::serve::OpenSocket>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, peregrine::upgrade::UpgradeError>,
 ) -> Response {
@@ -78,17 +77,13 @@ async fn websocket_endpoint(
         host: Some(request.host()),
         path: request.path(),
     };
-    let (identity, mut ticket) = match admit(&node, &client) {
+    let (identity, ticket) = match admit(&node, &client) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
     let upgrade = upgrade.protocols(Encoding::subprotocols());
     let encoding = upgrade.selected_protocol().and_then(Encoding::from_subprotocol).unwrap_or(Encoding::Json);
     let config = websocket::socket_config(&node);
-    // The socket stays counted against the open-files limit while the session runs.
-    if let Some(axum::Extension(socket)) = socket {
-        ticket.hold(socket);
-    }
     upgrade.config(config).on_upgrade(move |ws| websocket::serve(node, ws, encoding, identity, ticket))
 }
 

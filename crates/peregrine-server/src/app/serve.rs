@@ -127,7 +127,11 @@ impl Server {
     /// Returns how many sessions were still open at the deadline.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> usize {
         let Server { node, listener, tls, socket_limit } = self;
-        let open_sockets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Sockets open = HTTP connections being served (counted by their tasks) + upgraded
+        // WebSockets (their sessions' gauge): nothing per connection to allocate or share.
+        let http_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let websockets =
+            node.metrics().transport_connections(crate::transport::Transport::WebSocket.as_str());
         let heartbeat = tokio::spawn(Arc::clone(&node).heartbeat());
         let app = router(Arc::clone(&node));
         let mut accept_errors = AcceptErrors::default();
@@ -136,8 +140,8 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(e) => return accept_errors.pause_after(e),
             };
-            let socket = Arc::new(OpenSocket::count(&open_sockets));
-            if socket.open > socket_limit {
+            let socket = OpenSocket::count(&http_connections);
+            if socket.open + usize::try_from(websockets.get()).unwrap_or(0) > socket_limit {
                 crate::transport::websocket::count_rejection(&node, "open_files");
                 refuse_socket(&tcp);
                 return None; // closed here, its descriptor free before the next accept
@@ -146,14 +150,10 @@ impl Server {
             // Signalled when the connection's first request head is in (see `within_deadline`).
             let first_request = Arc::new(tokio::sync::Notify::new());
             let seen = Arc::clone(&first_request);
-            // An upgraded WebSocket keeps the count of its socket (the router moves it into
-            // the session) after the HTTP connection task ends.
-            let held = Arc::clone(&socket);
             let app = tower::ServiceBuilder::new()
                 .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
                     seen.notify_one();
                     request.extensions_mut().insert(super::router::Peer(peer));
-                    request.extensions_mut().insert(Arc::clone(&held));
                     request
                 })
                 .service(app.clone());
@@ -212,10 +212,10 @@ impl Server {
     }
 }
 
-/// One accepted socket, counted while it is open (shared as `Arc<OpenSocket>`: the
-/// connection's task and, once upgraded, its WebSocket session).
+/// One HTTP connection, counted while its task serves it (an upgraded WebSocket is counted
+/// by its session from then on).
 #[derive(Debug)]
-pub struct OpenSocket {
+struct OpenSocket {
     sockets: Arc<std::sync::atomic::AtomicUsize>,
     /// Sockets open with this one.
     open: usize,
