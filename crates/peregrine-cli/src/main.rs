@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 /// holes the handshakes leave between long-lived session state, and a node held 8-9 KB per
 /// idle subscribed connection against jemalloc's 3.7 KB (docs/benchmarks.md, "Where the
 /// bytes of a subscribed connection go"). Only the binary chooses: the library crates leave
-/// the allocator to their users.
-#[cfg(not(target_env = "msvc"))]
+/// the allocator to their users; `--no-default-features` builds it with the system's.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -91,6 +91,9 @@ struct ScaleResult {
     connections: usize,
     connect_s: f64,
     connects_per_s: f64,
+    /// Handshakes the servers turned away with 503 or 429 (and `Retry-After`) while
+    /// connecting; each was tried again after that delay, as a client should.
+    refused_and_retried: u64,
     server_rss_per_connection_bytes: Option<f64>,
     broadcasts: u64,
     deliveries: u64,
@@ -180,15 +183,18 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
         report::progress(args.common.json, args.connections as u64, "connecting [{bar:30}] {pos}/{len}");
     let started = Instant::now();
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let refused = Rc::new(std::cell::Cell::new(0u64));
     let mut opening = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let permit = std::sync::Arc::clone(&permits).acquire_owned().await?;
         let addr = args.addrs[i % args.addrs.len()];
         let source = sources[i % sources.len()];
         let channels = [format!("scale:{}", i % args.channels), args.broadcast_channel.clone()];
-        let (reach, bar) = (Rc::clone(&reach), bar.clone());
+        let (reach, bar, refused) = (Rc::clone(&reach), bar.clone(), Rc::clone(&refused));
         opening.push(tokio::task::spawn_local(async move {
-            let ws = open(addr, source, &channels).await.with_context(|| format!("connection {i} to {addr}"));
+            let ws = open_retrying(addr, source, &channels, &refused)
+                .await
+                .with_context(|| format!("connection {i} to {addr}"));
             drop(permit);
             bar.inc(1);
             let ws = ws?;
@@ -276,6 +282,7 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
         connections: args.connections,
         connect_s: round1(connect_s),
         connects_per_s: round1(args.connections as f64 / connect_s),
+        refused_and_retried: refused.get(),
         server_rss_per_connection_bytes: rss_per,
         broadcasts: if args.listen_only {
             reach.iter().filter(|r| !r.is_empty()).count() as u64
@@ -299,6 +306,39 @@ fn delivered(reach: &Reach) -> u64 {
 }
 
 type Socket = peregrine::WebSocket<TcpStream>;
+
+/// Handshakes refused with 503 or 429 are tried again, at most this many times each.
+const RETRIES: u32 = 20;
+
+/// [`open`], trying again after a 503 or 429 (the server's `Retry-After`, 1 s without
+/// one), as the SDKs do: a busy node under a connect burst is not a failed run.
+async fn open_retrying(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    channels: &[String],
+    refused: &std::cell::Cell<u64>,
+) -> anyhow::Result<Socket> {
+    let mut attempts = 0;
+    loop {
+        let error = match open(addr, source, channels).await {
+            Ok(ws) => return Ok(ws),
+            Err(error) => error,
+        };
+        let Some(peregrine::Error::Handshake(
+            peregrine::proto::handshake::HandshakeError::UnexpectedStatus { status, headers, .. },
+        )) = error.downcast_ref::<peregrine::Error>()
+        else {
+            return Err(error);
+        };
+        if !matches!(status, 503 | 429) || attempts == RETRIES {
+            return Err(error);
+        }
+        let delay = headers.get("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(1);
+        attempts += 1;
+        refused.set(refused.get() + 1);
+        tokio::time::sleep(Duration::from_secs(delay)).await;
+    }
+}
 
 /// Opens a connection, sends `connect` and the subscriptions in one frame, and waits for
 /// every reply.
