@@ -242,6 +242,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// yet, so one read that finds nothing proves nothing. Returns whether
     /// anything was read.
     fn poll_read_after_failed_write(&mut self, read: &Waker) -> Poll<bool> {
+        // A peer that keeps sending does not keep a connection we cannot write to.
+        if self.keepalive.close_expired() {
+            return Poll::Ready(false);
+        }
         match self.poll_read(read) {
             Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
             Poll::Ready(Err(_)) => Poll::Ready(false),
@@ -622,5 +626,51 @@ mod tests {
             }
             other => panic!("expected the peer's 1009, got {other:?}"),
         }
+    }
+
+    /// Every write fails; every read brings another text frame.
+    struct DeafChatterbox;
+
+    impl AsyncRead for DeafChatterbox {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            buf.put_slice(&[0x81, 1, b'x']);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for DeafChatterbox {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_a_peer_that_keeps_sending_is_dropped_at_the_close_timeout() {
+        let config = Config::default().close_timeout(std::time::Duration::from_millis(50));
+        let mut client = WebSocket::from_raw(DeafChatterbox, Role::Client, &config, &[]);
+        assert!(client.send(Message::text("hello")).await.is_err(), "the write fails");
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match client.recv().await {
+                    Some(Ok(Message::Text(_))) => tokio::task::yield_now().await,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the stream ends");
+        assert!(matches!(ended, Some(Err(Error::Io(_)))), "{ended:?}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50), "not before the close timeout");
     }
 }
