@@ -569,8 +569,33 @@ mod tests {
         assert!(largest <= MAX_READ, "a read asked for {largest} bytes");
         assert!(largest >= MAX_READ / 2, "reads were not sized for the frame: {largest}");
     }
-    /// A connection the peer has closed with a reason and then reset: every write
-    /// fails, and the close frame that came first shows up only on a later read (the
+    /// A connection whose every write fails (the peer reset it), reading from `R`.
+    struct Deaf<R>(R);
+
+    impl<R: AsyncRead + Unpin> AsyncRead for Deaf<R> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl<R: Unpin> AsyncWrite for Deaf<R> {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What the peer of a reset connection sent before the reset: a close frame that
+    /// shows up that came first shows up only on a later read (the
     /// reactor had not seen it when the write failed).
     struct ResetAfterClose {
         close_frame: Option<Vec<u8>>,
@@ -599,24 +624,12 @@ mod tests {
         }
     }
 
-    impl AsyncWrite for ResetAfterClose {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
-            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[tokio::test]
     async fn a_close_frame_that_arrives_after_a_failed_write_is_still_delivered() {
         // The server's close frame, unmasked: 1009 and a reason.
         let mut close_frame = vec![0x88, 2 + 8, 0x03, 0xF1];
         close_frame.extend_from_slice(b"too big!");
-        let io = ResetAfterClose { close_frame: Some(close_frame), reads: 0 };
+        let io = Deaf(ResetAfterClose { close_frame: Some(close_frame), reads: 0 });
         let mut client = WebSocket::from_raw(io, Role::Client, &Config::default(), &[]);
         assert!(client.send(Message::binary(vec![0u8; 1 << 16])).await.is_err(), "the write fails");
         let heard = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv()).await.unwrap();
@@ -628,10 +641,10 @@ mod tests {
         }
     }
 
-    /// Every write fails; every read brings another text frame.
-    struct DeafChatterbox;
+    /// Every read brings another text frame.
+    struct Chatterbox;
 
-    impl AsyncRead for DeafChatterbox {
+    impl AsyncRead for Chatterbox {
         fn poll_read(
             self: Pin<&mut Self>,
             _: &mut Context<'_>,
@@ -642,22 +655,10 @@ mod tests {
         }
     }
 
-    impl AsyncWrite for DeafChatterbox {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
-            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[tokio::test]
     async fn after_a_failed_write_a_peer_that_keeps_sending_is_dropped_at_the_close_timeout() {
         let config = Config::default().close_timeout(std::time::Duration::from_millis(50));
-        let mut client = WebSocket::from_raw(DeafChatterbox, Role::Client, &config, &[]);
+        let mut client = WebSocket::from_raw(Deaf(Chatterbox), Role::Client, &config, &[]);
         assert!(client.send(Message::text("hello")).await.is_err(), "the write fails");
         let started = std::time::Instant::now();
         let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
