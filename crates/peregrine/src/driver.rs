@@ -594,9 +594,8 @@ mod tests {
         }
     }
 
-    /// What the peer of a reset connection sent before the reset: a close frame that
-    /// shows up that came first shows up only on a later read (the
-    /// reactor had not seen it when the write failed).
+    /// What the peer of a reset connection sent before the reset: a close frame, which
+    /// shows up only on a later read (the reactor had not seen it when the write failed).
     struct ResetAfterClose {
         close_frame: Option<Vec<u8>>,
         reads: usize,
