@@ -242,18 +242,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// yet, so one read that finds nothing proves nothing. Returns whether
     /// anything was read.
     fn poll_read_after_failed_write(&mut self, read: &Waker) -> Poll<bool> {
-        // A peer that keeps sending does not keep a connection we cannot write to.
-        if self.keepalive.close_expired() {
+        // The close deadline is set: the tick is that deadline, also for a peer that
+        // keeps sending to a connection we cannot write to.
+        if self.keepalive.poll_tick(&mut Context::from_waker(read)).is_ready() {
             return Poll::Ready(false);
         }
-        match self.poll_read(read) {
-            Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
-            Poll::Ready(Err(_)) => Poll::Ready(false),
-            Poll::Pending => match self.keepalive.poll_tick(&mut Context::from_waker(read)) {
-                Poll::Ready(_) => Poll::Ready(false),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        Poll::Ready(matches!(ready!(self.poll_read(read)), Ok(n) if n > 0))
     }
 
     /// Drops the output that can no longer be written.

@@ -324,20 +324,30 @@ async fn open_retrying(
             Ok(ws) => return Ok(ws),
             Err(error) => error,
         };
-        let Some(peregrine::Error::Handshake(
-            peregrine::proto::handshake::HandshakeError::UnexpectedStatus { status, headers, .. },
-        )) = error.downcast_ref::<peregrine::Error>()
-        else {
-            return Err(error);
-        };
+        let Some((status, retry_after)) = refusal(&error) else { return Err(error) };
         if !matches!(status, 503 | 429) || attempts == RETRIES {
             return Err(error);
         }
-        let delay = headers.get("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(1);
+        let delay = retry_after.unwrap_or(Duration::from_secs(1));
         attempts += 1;
         refused.set(refused.get() + 1);
-        tokio::time::sleep(Duration::from_secs(delay)).await;
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// The HTTP status of a refused handshake and its `Retry-After`, if `error` is one.
+pub(super) fn refusal(error: &anyhow::Error) -> Option<(u16, Option<Duration>)> {
+    let peregrine::Error::Handshake(peregrine::proto::handshake::HandshakeError::UnexpectedStatus {
+        status,
+        headers,
+        ..
+    }) = error.downcast_ref::<peregrine::Error>()?
+    else {
+        return None;
+    };
+    let retry_after =
+        headers.get("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    Some((*status, retry_after))
 }
 
 /// Opens a connection, sends `connect` and the subscriptions in one frame, and waits for

@@ -26,12 +26,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use peregrine::proto::handshake::HandshakeError;
 use peregrine_client::Backoff;
 use serde::Serialize;
 
 use super::report::{self, thousands};
-use super::scale::open;
+use super::scale::{open, refusal};
 use super::spawned::{Server, wait_listening};
 use super::sys::{CpuOf, round1, rss_bytes};
 use super::target::loopback_sources;
@@ -422,15 +421,8 @@ impl Client {
     /// Counts a failed attempt by kind; returns the server's `Retry-After`, if any.
     fn count(&self, error: &anyhow::Error) -> Option<Duration> {
         let mut shared = self.state.borrow_mut();
-        if let Some(peregrine::Error::Handshake(HandshakeError::UnexpectedStatus {
-            status, headers, ..
-        })) = error.downcast_ref::<peregrine::Error>()
-        {
-            let retry_after = headers
-                .get("retry-after")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            match *status {
+        if let Some((status, retry_after)) = refusal(error) {
+            match status {
                 503 if shared.stopped_at.is_some() && !shared.restarted => {
                     shared.failures.shutting_down_503 += 1
                 }
