@@ -343,7 +343,10 @@ impl Session {
         };
         let result = outcome.inspect_err(|e| {
             if let Some(key) = req.idempotency_key.as_ref().filter(|_| e.temporary) {
-                self.held_publish = Some(Box::new((key.clone(), now + PUBLISH_HOLD)));
+                // From when it failed, not from when it started: a publish that waited out a
+                // broker outage must still hold the later ones back.
+                let until = tokio::time::Instant::now() + PUBLISH_HOLD;
+                self.held_publish = Some(Box::new((key.clone(), until)));
             }
         })?;
         let positioned = opts.has_history();

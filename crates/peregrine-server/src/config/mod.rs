@@ -106,7 +106,7 @@ pub struct RedisConfig {
     pub tls: bool,
     /// Prefix of every key and Pub/Sub channel, so deployments can share one Redis.
     pub prefix: String,
-    /// How long to wait for Redis when connecting or for one command.
+    /// How long to wait for Redis when connecting or for one command (reconnecting included).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// How long a channel's position (epoch and offset) outlives its last publication.

@@ -145,11 +145,33 @@ impl Backend {
         let publish = if self.config.cluster { "SPUBLISH" } else { "PUBLISH" };
         let mut command = redis::cmd(publish);
         command.arg(name).arg(message);
-        let result: redis::RedisResult<u64> = match server.commands.clone() {
-            Commands::Server(mut c) => command.query_async(&mut c).await,
-            Commands::Cluster(mut c) => command.query_async(&mut c).await,
-        };
+        let result = self
+            .within_timeout(server, async {
+                match server.commands.clone() {
+                    Commands::Server(mut c) => command.query_async(&mut c).await,
+                    Commands::Cluster(mut c) => command.query_async(&mut c).await,
+                }
+            })
+            .await?;
         result.map_err(|e| BrokerError::Unavailable(format!("Redis {}: {e}", server.name)))
+    }
+
+    /// Awaits one command on `server` for at most `broker.redis.timeout`, reconnecting
+    /// included. While Redis is down the connection manager retries in the background and a
+    /// command would wait for it: bounded, the command fails with a temporary error in time
+    /// for its client to resend it (the SDK's acknowledgement timeout is 5 s) instead of
+    /// holding that client's session still.
+    async fn within_timeout<T>(
+        &self,
+        server: &Server,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>, BrokerError> {
+        tokio::time::timeout(self.config.timeout, command).await.map_err(|_| {
+            BrokerError::Unavailable(format!(
+                "Redis {}: no answer within {:?} (broker.redis.timeout)",
+                server.name, self.config.timeout
+            ))
+        })
     }
 
     /// Runs a script on the server holding `channel` (the first key routes it in a cluster).
@@ -158,10 +180,14 @@ impl Backend {
         server: &Server,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, BrokerError> {
-        let result = match server.commands.clone() {
-            Commands::Server(mut c) => invocation.invoke_async(&mut c).await,
-            Commands::Cluster(mut c) => invocation.invoke_async(&mut c).await,
-        };
+        let result = self
+            .within_timeout(server, async {
+                match server.commands.clone() {
+                    Commands::Server(mut c) => invocation.invoke_async(&mut c).await,
+                    Commands::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+                }
+            })
+            .await?;
         match result {
             Ok(value) => Ok(value),
             Err(e) => {
@@ -311,7 +337,11 @@ async fn standalone_server(
     let manager = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.timeout))
         .set_response_timeout(Some(config.timeout))
-        .set_max_delay(Duration::from_secs(2));
+        .set_max_delay(Duration::from_secs(2))
+        // Few retries per reconnection (100 ms, then 200 ms): a command that finds Redis down
+        // waits for the reconnection, so while it stays down commands fail fast with
+        // temporary errors; the next command starts the next reconnection.
+        .set_number_of_retries(2);
     let commands =
         client.get_connection_manager_with_config(manager).await.map_err(|e| login_error(address, &e))?;
     let connection_config = connection_config(config);
