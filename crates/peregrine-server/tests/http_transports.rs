@@ -171,6 +171,43 @@ async fn long_polling_resends_until_acknowledged_and_ends_when_nobody_polls() {
     tokio::time::timeout(WAIT, gone).await.expect("the session ends");
     let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=2")).await;
     assert_eq!(status, 404, "{body}");
+    // A command for the ended session: the same answer.
+    let (status, body) = send(&server, &key, "{\"id\":3,\"ping\":{}}").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("unknown or expired session"), "{body}");
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn bad_opening_requests_get_a_clear_error_and_open_no_session() {
+    let mut config = peregrine_server::config::Config::development();
+    // The long-polling session opened at the end ends soon after nobody polls.
+    config.client.ping_interval = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let big = format!("{{\"id\":1,\"publish\":{{\"channel\":\"c\",\"data\":\"{}\"}}}}", "x".repeat(70_000));
+    for path in ["/connection/stream", "/connection/poll/open"] {
+        for (body, status, why) in [
+            ("not json", 400, "malformed commands"),
+            ("{\"id\":1,\"nonsense\":{}}", 400, "malformed commands"),
+            (big.as_str(), 413, "at most 65536 bytes"),
+        ] {
+            let (got, answer) = server.api_text(path, body).await;
+            assert_eq!(got, status, "{path} with {:.30}: {answer}", body);
+            assert!(answer.contains(why), "{path}: {answer}");
+        }
+    }
+    let (status, answer) = server.get("/connection/sse?commands=not%20json").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("malformed commands"), "{answer}");
+    assert_eq!(server.node.session_count(), 0, "no session was opened");
+    // The node is unaffected: a good opening request opens a session.
+    let (status, opened) = server.api_text("/connection/poll/open", "{\"id\":1,\"connect\":{}}").await;
+    assert_eq!(status, 200, "{opened}");
+    assert_eq!(server.node.session_count(), 1);
+    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("client_id"), "{body}");
     server.finish().await;
 }
 
@@ -268,6 +305,31 @@ async fn a_session_of_a_user_answers_only_requests_with_that_user_s_token() {
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["frames"], json!(["{\"id\":2,\"ping\":{}}"]), "{answer}");
     assert_eq!(server.node.session_count(), 1);
+
+    // The same over SSE and HTTP streaming: their keys answer only alice's token too.
+    let connect = format!("{{\"id\":1,\"connect\":{{\"token\":\"{alice}\"}}}}");
+    let stream_request = format!(
+        "POST /connection/stream HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{connect}",
+        server.addr,
+        connect.len()
+    );
+    let mut sse = Streamed::open(&server, sse_request(&server, &connect)).await;
+    let sse_key = sse.until("\n\n").await.strip_prefix("event: session\ndata: ").unwrap().trim().to_owned();
+    let mut stream = Streamed::open(&server, stream_request).await;
+    let first: Value = serde_json::from_str(stream.until("\n").await.trim()).unwrap();
+    let stream_key = first["session"].as_str().unwrap().to_owned();
+    for key in [&sse_key, &stream_key] {
+        let (status, body) = send(&server, &format!("{key}&token={bob}"), ping).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = send(&server, key, ping).await;
+        assert_eq!(status, 401, "{body}");
+        let (status, body) = send(&server, &format!("{key}&token={alice}"), ping).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // Both sessions answer alice's ping.
+    sse.until("\"id\":9,\"ping\"").await;
+    stream.until("\"id\":9,\"ping\"").await;
+    drop((sse, stream));
     // Nobody polls any more: the session ends, and leaves nothing behind.
     server.finish().await;
 }

@@ -432,10 +432,27 @@ pub fn request_token(headers: &HeaderMap, query: Option<String>) -> Option<Strin
 }
 
 /// `413` for a frame over `client.max_message_size`.
-pub fn too_big(node: &Node, frame: &[u8]) -> Option<Response> {
+fn too_big(node: &Node, frame: &[u8]) -> Option<Response> {
     let max = node.config().client.max_message_size;
     (frame.len() > max)
         .then(|| refusal(StatusCode::PAYLOAD_TOO_LARGE, &format!("a frame is at most {max} bytes")))
+}
+
+/// The refusal of a batch of commands from an HTTP request (a send, or the commands an
+/// opening request carries), checked before any session sees it: `413` over
+/// `client.max_message_size`, `400` when it does not decode; `None` when it is fine. So a
+/// bad opening request opens no session, and a bad send never reaches one.
+pub fn refuse_commands(node: &Node, batch: &[u8]) -> Option<Response> {
+    if let Some(too_big) = too_big(node, batch) {
+        return Some(too_big);
+    }
+    if let Err(e) = decode_commands_bounded(batch, Encoding::Json, MAX_COMMANDS) {
+        return Some(refusal(StatusCode::BAD_REQUEST, &format!("malformed commands: {e}")));
+    }
+    if std::str::from_utf8(batch).is_err() {
+        return Some(refusal(StatusCode::BAD_REQUEST, "malformed commands: not UTF-8"));
+    }
+    None
 }
 
 /// `POST /connection/send?session=<key>`: a batch of commands (as one WebSocket message of
@@ -450,15 +467,11 @@ pub async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(too_big) = too_big(&node, &body) {
-        return too_big;
+    if let Some(refused) = refuse_commands(&node, &body) {
+        return refused;
     }
-    if let Err(e) = decode_commands_bounded(&body, Encoding::Json, MAX_COMMANDS) {
-        return refusal(StatusCode::BAD_REQUEST, &format!("malformed commands: {e}"));
-    }
-    let Ok(frame) = String::from_utf8(body.to_vec()) else {
-        return refusal(StatusCode::BAD_REQUEST, "malformed commands: not UTF-8");
-    };
+    // Checked UTF-8 just above: nothing is replaced.
+    let frame = String::from_utf8_lossy(&body).into_owned();
     let token = request_token(&headers, query.token);
     sessions.serve(&node, &query.session, token, SessionRequest::Send(frame)).await.into_response()
 }

@@ -213,8 +213,10 @@ pub async fn open(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let Some(too_big) = super::http::too_big(&node, &body) {
-        return too_big;
+    if !body.is_empty()
+        && let Some(refused) = super::http::refuse_commands(&node, &body)
+    {
+        return refused;
     }
     let client = ClientRequest::of(peer.as_ref(), &headers, &uri);
     let (identity, ticket) = match admit(&node, &client) {

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use peregrine_wire::{Encoding, ServerMessage, encode_server_messages};
@@ -182,12 +182,10 @@ fn open(
     first: Option<Bytes>,
     framing: Framing,
 ) -> Response {
-    if first.as_ref().is_some_and(|b| b.len() > node.config().client.max_message_size) {
-        let max = node.config().client.max_message_size;
-        return super::http::refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("a batch is at most {max} bytes"),
-        );
+    if let Some(first) = first.as_ref().filter(|b| !b.is_empty())
+        && let Some(refused) = super::http::refuse_commands(&node, first)
+    {
+        return refused;
     }
     let client = ClientRequest::of(peer.as_ref(), &headers, &uri);
     let (identity, ticket) = match admit(&node, &client) {

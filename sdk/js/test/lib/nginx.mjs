@@ -90,12 +90,20 @@ function testConfig(port, serverPort, downPort) {
     }`;
 }
 
+/** This SDK's directory under /sdk/ (pages, bundles, examples), with the types modules need. */
+const pagesLocation = `
+    location /sdk/ {
+        alias ${SDK_DIR}/;
+        types { text/html html; text/javascript js mjs; text/css css; }
+    }`;
+
 /**
  * The shipped deploy/nginx/peregrine.conf (what users run in front of several nodes) with its
  * upstream servers replaced by `servers` (`host:port` and parameters each, e.g.
- * "127.0.0.1:8081 backup") and its `listen` by loopback `port`.
+ * "127.0.0.1:8081 backup") and its `listen` by loopback `port`; with `pages`, it also serves
+ * this SDK's directory under /sdk/, so pages share the nodes' origin.
  */
-export function renderShipped(port, servers) {
+export function renderShipped(port, servers, { pages = false } = {}) {
   const shipped = fs.readFileSync(path.join(SDK_DIR, '../../deploy/nginx/peregrine.conf'), 'utf8');
   let upstream = false;
   let written = false;
@@ -107,7 +115,7 @@ export function renderShipped(port, servers) {
     if (upstream && code.startsWith('server ')) {
       if (!written) out.push(...servers.map((s) => `    server ${s};`));
       written = true;
-    } else if (/^listen /.test(code)) out.push(`    listen 127.0.0.1:${port};`);
+    } else if (/^listen /.test(code)) out.push(`    listen 127.0.0.1:${port};`, ...(pages ? [pagesLocation] : []));
     else out.push(line);
   }
   if (!written) throw new Error('no upstream servers in deploy/nginx/peregrine.conf: the rendering no longer fits it');
@@ -115,9 +123,9 @@ export function renderShipped(port, servers) {
 }
 
 /** nginx in front of the servers at `servers` (see renderShipped), with the shipped configuration. */
-export async function startBalancer(servers) {
+export async function startBalancer(servers, options = {}) {
   const port = await freePort();
-  return runNginx(port, renderShipped(port, servers));
+  return runNginx(port, renderShipped(port, servers, options));
 }
 
 /** Starts nginx in front of the server on `serverPort`; resolves once it listens. */
