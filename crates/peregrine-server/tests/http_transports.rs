@@ -318,6 +318,9 @@ async fn a_session_of_a_user_answers_only_requests_with_that_user_s_token() {
     let mut stream = Streamed::open(&server, stream_request).await;
     let first: Value = serde_json::from_str(stream.until("\n").await.trim()).unwrap();
     let stream_key = first["session"].as_str().unwrap().to_owned();
+    // Bound to alice once her `connect` is answered (the key comes before it).
+    sse.until("client_id").await;
+    stream.until("client_id").await;
     for key in [&sse_key, &stream_key] {
         let (status, body) = send(&server, &format!("{key}&token={bob}"), ping).await;
         assert_eq!(status, 403, "{body}");

@@ -338,9 +338,11 @@ async fn standalone_server(
         .set_connection_timeout(Some(config.timeout))
         .set_response_timeout(Some(config.timeout))
         .set_max_delay(Duration::from_secs(2))
-        // Few retries per reconnection (100 ms, then 200 ms): a command that finds Redis down
-        // waits for the reconnection, so while it stays down commands fail fast with
-        // temporary errors; the next command starts the next reconnection.
+        // Few retries per reconnection (about 100 ms, then 200 ms, each up to twice that with
+        // jitter): a command that finds Redis down waits for the reconnection, so while it
+        // stays down commands fail within a second with temporary errors; the next command
+        // starts the next reconnection. (A Redis Cluster client keeps its own retries: there
+        // a command fails at `broker.redis.timeout`.)
         .set_number_of_retries(2);
     let commands =
         client.get_connection_manager_with_config(manager).await.map_err(|e| login_error(address, &e))?;
