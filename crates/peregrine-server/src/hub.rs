@@ -3,7 +3,9 @@
 //! The [`Hub`] maps each channel to its local subscribers (session id → [`Outbox`] and wire
 //! encoding), in [`SHARDS`] shards of `std::sync::Mutex<HashMap>` so that unrelated channels
 //! do not contend. [`Hub::broadcast`] encodes a publication push **once per wire encoding in
-//! use on the channel** and pushes the same [`Frame`] into every subscriber's outbox.
+//! use on the channel** and pushes the same [`Frame`] into every subscriber's outbox; on a
+//! single-threaded node, an idle WebSocket subscriber's outbox writes it into the socket at
+//! once, so a broadcast to many idle subscribers wakes no task per subscriber.
 //!
 //! It never blocks and never drops silently: a subscriber whose outbox overflows is returned
 //! to the caller (once), who disconnects it with `codes::disconnect::SLOW`, and counted in
@@ -101,8 +103,10 @@ impl Channel {
 /// The node-local channel registry and fan-out. Share it as `Arc<Hub>`.
 ///
 /// Locks are `std::sync::Mutex`es held only for map operations and one broadcast's encoding
-/// and pushes, never across an `.await`. A channel shard and a session shard are never held
-/// at the same time.
+/// and pushes, never across an `.await`. On a single-threaded node a push to an idle
+/// WebSocket subscriber is its non-blocking socket write (see [`crate::outbox`]), so a
+/// broadcast holds its channel's shard for about one `send` per subscriber: this keeps
+/// every subscriber's publications in the same order. A channel shard and a session shard are never held at the same time.
 #[derive(Debug)]
 pub struct Hub {
     hasher: RandomState,

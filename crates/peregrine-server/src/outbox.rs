@@ -10,6 +10,16 @@
 //! the session with `codes::disconnect::SLOW`. Nothing is dropped silently (principle 11):
 //! the push that overflowed is reported to its caller exactly once.
 //!
+//! ## Writing at once
+//!
+//! A transport that can write without waiting gives the outbox a [`DirectWrite`]. While the
+//! writer task is idle (waiting in [`Outbox::ready`] with nothing queued), a push writes its
+//! frame into the socket itself: a broadcast to 10,000s of idle subscribers then costs one
+//! write each, not a task wake-up, a poll and a write. Anything the socket does not take at
+//! once, or a push while the writer is busy, goes through the queue and the writer as
+//! before, so frames keep their order. The session's writer installs it only on a
+//! one-thread runtime (see `session::run`).
+//!
 //! ## Frame type
 //!
 //! Frames are [`Frame`] = `Arc<[u8]>`: cheap to clone, so one encoding is shared by every
@@ -60,6 +70,24 @@ pub struct Queued {
     pub published: Option<Instant>,
 }
 
+/// What [`DirectWrite::write_now`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// The frame is out.
+    Written,
+    /// The frame was taken but not all of it is out (or the connection failed): the writer
+    /// must flush before writing anything else.
+    Taken,
+    /// Nothing was done (the transport has other output waiting): queue the frame.
+    Refused,
+}
+
+/// A transport's way to write one frame at once, from the task that pushes it.
+pub trait DirectWrite: Send + Sync + fmt::Debug {
+    /// Writes `frame` (a publication that reached the hub at `published`) without waiting.
+    fn write_now(&self, frame: &Frame, published: Option<Instant>) -> Direct;
+}
+
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Queued>,
@@ -67,6 +95,11 @@ struct State {
     high_water: usize,
     overflowed: bool,
     closed: bool,
+    /// The writer waits in [`Outbox::ready`] with nothing to do: a push may write directly.
+    writer_idle: bool,
+    /// A direct write left output behind: the writer must flush it.
+    unflushed: bool,
+    direct: Option<Arc<dyn DirectWrite>>,
     waker: Option<Waker>,
     /// The session waiting for the queue to drain (see [`Outbox::drained_to`]): its waker
     /// and the byte count it waits for.
@@ -109,6 +142,26 @@ impl Outbox {
             if s.overflowed {
                 return Err(PushError::Overflowed);
             }
+            if s.writer_idle
+                && let Some(direct) = &s.direct
+            {
+                // The queue is empty while the writer is idle, so nothing can be ahead of
+                // this frame; the lock keeps the writer from starting meanwhile.
+                match direct.write_now(&frame, published) {
+                    Direct::Written => return Ok(()),
+                    Direct::Taken => {
+                        s.writer_idle = false;
+                        s.unflushed = true;
+                        let waker = s.waker.take();
+                        drop(s);
+                        if let Some(w) = waker {
+                            w.wake();
+                        }
+                        return Ok(());
+                    }
+                    Direct::Refused => {}
+                }
+            }
             let bytes = s.bytes + frame.len();
             if bytes > self.limit {
                 s.overflowed = true;
@@ -122,6 +175,7 @@ impl Outbox {
             s.bytes = bytes;
             s.high_water = s.high_water.max(bytes);
             s.queue.push_back(Queued { frame, published });
+            s.writer_idle = false;
             s.waker.take()
         };
         if let Some(w) = waker {
@@ -192,20 +246,38 @@ impl Outbox {
         taken
     }
 
-    /// Resolves when there is something for the writer to do: frames are queued, or the outbox
-    /// overflowed, or it was closed. Meant for the session's single writer task (a second
-    /// concurrent waiter replaces the first one's waker).
+    /// Resolves when there is something for the writer to do: frames are queued, a direct
+    /// write left output to flush, or the outbox overflowed, or it was closed. Meant for the
+    /// session's single writer task (a second concurrent waiter replaces the first one's
+    /// waker). While it waits, pushes may write directly (see [`set_direct`](Outbox::set_direct)).
     pub async fn ready(&self) {
         poll_fn(|cx| {
             let mut s = self.lock();
-            if !s.queue.is_empty() || s.overflowed || s.closed {
+            if !s.queue.is_empty() || s.unflushed || s.overflowed || s.closed {
+                s.writer_idle = false;
                 Poll::Ready(())
             } else {
+                s.writer_idle = true;
                 s.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
         })
         .await
+    }
+
+    /// Lets pushes write directly through `direct` while the writer is idle (`Some`), or no
+    /// longer (`None`: the writer is going away, or about to write something of its own).
+    pub fn set_direct(&self, direct: Option<Arc<dyn DirectWrite>>) {
+        let mut s = self.lock();
+        if direct.is_none() {
+            s.writer_idle = false;
+        }
+        s.direct = direct;
+    }
+
+    /// Whether a direct write left output that the writer must flush (and clears it).
+    pub fn take_unflushed(&self) -> bool {
+        std::mem::take(&mut self.lock().unflushed)
     }
 
     /// Resolves when at most `bytes` are queued (or the outbox overflowed or was closed):

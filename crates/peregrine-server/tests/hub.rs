@@ -1,11 +1,13 @@
 //! Hub fan-out and outbox behaviour.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use peregrine_server::broker::{Broker, MemoryBroker, PublishOptions};
 use peregrine_server::hub::{Hub, SessionId};
-use peregrine_server::outbox::{Frame, Outbox, PushError};
+use peregrine_server::outbox::{Direct, DirectWrite, Frame, Outbox, PushError};
 use peregrine_wire::{Encoding, Publication, Push, ServerMessage, decode_server_messages};
 use serde_json::json;
 
@@ -226,4 +228,89 @@ fn a_lost_channel_stops_delivery_to_its_subscribers_and_names_them_once() {
     })
     .unwrap();
     assert_eq!(held.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1], "nothing held after the loss");
+}
+
+/// A transport that writes at once, recording what it wrote; `answer` says how it went.
+#[derive(Debug)]
+struct Recorder {
+    written: Mutex<Vec<u8>>,
+    answer: Mutex<Direct>,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder { written: Mutex::default(), answer: Mutex::new(Direct::Written) })
+    }
+    fn answer(&self, answer: Direct) {
+        *self.answer.lock().unwrap() = answer;
+    }
+    fn written(&self) -> Vec<u8> {
+        self.written.lock().unwrap().clone()
+    }
+}
+
+impl DirectWrite for Recorder {
+    fn write_now(&self, frame: &Frame, _published: Option<std::time::Instant>) -> Direct {
+        let answer = *self.answer.lock().unwrap();
+        if answer != Direct::Refused {
+            self.written.lock().unwrap().push(frame[0]);
+        }
+        answer
+    }
+}
+
+/// Polls the writer's wait once: `true` when it has something to do.
+fn writer_ready(outbox: &Outbox) -> bool {
+    let ready = std::pin::pin!(outbox.ready());
+    ready.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+}
+
+#[test]
+fn pushes_write_directly_only_while_the_writer_is_idle_and_keep_their_order() {
+    let outbox = Outbox::new(1024);
+    let recorder = Recorder::new();
+    outbox.set_direct(Some(recorder.clone()));
+    let frame = |i: u8| Frame::from(&[i][..]);
+
+    // The writer has not waited yet (it may be writing): queued.
+    outbox.push(frame(0)).unwrap();
+    assert!(writer_ready(&outbox));
+    assert_eq!(outbox.drain_batch(usize::MAX), vec![frame(0)]);
+    // Idle: written at once, nothing queued, the writer stays asleep.
+    assert!(!writer_ready(&outbox));
+    outbox.push(frame(1)).unwrap();
+    outbox.push(frame(2)).unwrap();
+    assert_eq!((recorder.written(), outbox.queued_frames()), (vec![1, 2], 0));
+    assert!(!writer_ready(&outbox));
+
+    // Taken but not all out: the writer must flush before anything else is written, so the
+    // next push queues behind it even though the transport would take it.
+    recorder.answer(Direct::Taken);
+    outbox.push(frame(3)).unwrap();
+    recorder.answer(Direct::Written);
+    outbox.push(frame(4)).unwrap();
+    assert_eq!((recorder.written(), outbox.queued_frames()), (vec![1, 2, 3], 1));
+    assert!(writer_ready(&outbox));
+    assert!(outbox.take_unflushed());
+    assert!(!outbox.take_unflushed());
+    assert_eq!(outbox.drain_batch(usize::MAX), vec![frame(4)]);
+
+    // The transport refuses (other output waits): queued, and the writer is woken.
+    assert!(!writer_ready(&outbox));
+    recorder.answer(Direct::Refused);
+    outbox.push(frame(5)).unwrap();
+    assert!(writer_ready(&outbox));
+    assert_eq!(outbox.drain_batch(usize::MAX), vec![frame(5)]);
+
+    // No direct writes once the writer says so, idle or not; a closed outbox refuses first.
+    recorder.answer(Direct::Written);
+    assert!(!writer_ready(&outbox));
+    outbox.set_direct(None);
+    outbox.push(frame(6)).unwrap();
+    assert_eq!(outbox.drain_batch(usize::MAX), vec![frame(6)]);
+    outbox.set_direct(Some(recorder.clone()));
+    assert!(!writer_ready(&outbox));
+    outbox.close();
+    assert_eq!(outbox.push(frame(7)), Err(PushError::Closed));
+    assert_eq!(recorder.written(), vec![1, 2, 3]);
 }

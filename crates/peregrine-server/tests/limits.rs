@@ -178,6 +178,10 @@ async fn a_connection_that_never_sends_connect_is_closed_as_stale() {
 #[tokio::test]
 async fn a_subscribe_cut_short_by_a_slow_disconnect_leaves_no_phantom_subscriber() {
     let mut config = Config::development();
+    // Replies go through the writer task, which has not run yet when the frame's commands
+    // are handled, so they pile up in the queue. (On a `workers = 1` node an idle
+    // connection's replies go straight into its socket, which takes 10 KB at once.)
+    config.workers = 2;
     config.channels.named.insert("room".into(), ChannelOptions { max_subscribers: 1, ..Default::default() });
     // A small queue: two 5 KB history replies do not fit in it.
     config.client.queue_max_bytes = 8192;

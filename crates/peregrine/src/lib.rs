@@ -27,5 +27,5 @@ pub use peregrine_proto as proto;
 pub use peregrine_proto::{CloseCode, CloseFrame, Limits, Message, Role, Utf8Bytes};
 pub use server::{accept, accept_with};
 pub use socket::{Frames, WebSocket};
-pub use split::{WebSocketReader, WebSocketWriter};
+pub use split::{DirectSender, TrySend, WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;

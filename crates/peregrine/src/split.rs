@@ -6,12 +6,13 @@
 //! is polled with a waker that wakes both halves: whichever task the
 //! transport wakes, the other one is not stranded.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 use atomic_waker::AtomicWaker;
+use bytes::Buf;
 use futures_core::Stream;
 use futures_sink::Sink;
 use peregrine_proto::{CloseCode, Message};
@@ -71,6 +72,27 @@ pub struct WebSocketWriter<S> {
     shared: Arc<Shared<S>>,
 }
 
+/// A second handle on the write half that sends without waiting, from any task or thread:
+/// for a fan-out that writes each subscriber's frame into its socket itself instead of
+/// waking one writer task per subscriber. Made by [`WebSocketWriter::direct_sender`].
+#[derive(Debug)]
+pub struct DirectSender<S> {
+    shared: Arc<Shared<S>>,
+}
+
+/// What [`DirectSender::try_send`] did with a message.
+#[derive(Debug)]
+pub enum TrySend {
+    /// Written to the socket completely.
+    Sent,
+    /// Queued, and not all of it taken by the socket yet: the write half must
+    /// [`flush`](WebSocketWriter::flush) the rest.
+    Buffered,
+    /// Other output was waiting to be written: nothing was done, and the message is given
+    /// back to be sent through the write half behind it.
+    Busy(Message),
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
     /// The next message; `None` once the connection has ended.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
@@ -118,6 +140,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         poll_fn(|cx| self.poll_with(cx, |d, w| d.poll_flush(w))).await
     }
 
+    /// A handle that sends a message at once when nothing else is waiting to be written,
+    /// for use beside this half (see [`DirectSender::try_send`]).
+    pub fn direct_sender(&self) -> DirectSender<S> {
+        DirectSender { shared: Arc::clone(&self.shared) }
+    }
+
     /// Gives back the connection's read and write buffers while they hold
     /// nothing: for a writer that has flushed and may stay idle a long time
     /// (a subscriber between publications). The next message allocates them
@@ -131,6 +159,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.shared.lock().start_close(code, reason)?;
         self.flush().await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> DirectSender<S> {
+    /// Sends `message` without waiting, if no other output is pending: it is framed and
+    /// written with what the socket takes now, and the buffers are given back once all of it
+    /// is out. The caller orders it against the write half's messages: call it only while
+    /// the write half is not in the middle of sending, and after a
+    /// [`TrySend::Buffered`], flush through the write half before sending again.
+    ///
+    /// Fails as [`WebSocketWriter::feed`] does (the connection is closing or failed).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> peregrine::Result<()> {
+    /// use peregrine::{Config, Message, Role, TrySend, WebSocket};
+    /// let (ours, theirs) = tokio::io::duplex(1 << 16);
+    /// let (_reader, writer) = WebSocket::from_raw(ours, Role::Server, &Config::default(), &[]).split();
+    /// let mut peer = WebSocket::from_raw(theirs, Role::Client, &Config::default(), &[]);
+    /// let sender = writer.direct_sender();
+    /// assert!(matches!(sender.try_send(Message::text("hello"))?, TrySend::Sent));
+    /// assert_eq!(peer.recv().await.unwrap()?, Message::text("hello"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_send(&self, message: Message) -> Result<TrySend> {
+        // Tokio's cooperative budget counts socket operations per task poll (128): a fan-out
+        // writing into 10,000s of sockets from one task would find every write after the
+        // 128th refused as if the socket were full, and wake both halves of each connection
+        // to retry. Each direct send is one write the caller chose: it runs outside the budget.
+        let mut message = Some(message);
+        let send = std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(|_| {
+            Poll::Ready(message.take().map(|message| self.send_now(message)))
+        })));
+        match send.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Some(result)) => result,
+            // The inner future is ready at its first and only poll.
+            _ => unreachable!("a direct send is polled once and never waits"),
+        }
+    }
+
+    fn send_now(&self, message: Message) -> Result<TrySend> {
+        let mut driver = self.shared.lock();
+        if driver.conn.output().has_remaining() {
+            return Ok(TrySend::Busy(message));
+        }
+        if let Poll::Ready(Err(error)) = driver.poll_ready(&self.shared.write_waker) {
+            return Err(error);
+        }
+        driver.start_send(message)?;
+        // The waker that wakes both halves: if the socket is full, whichever task flushes
+        // next is woken when it drains.
+        match driver.poll_flush(&self.shared.write_waker) {
+            Poll::Ready(Ok(())) => {
+                driver.conn.release_idle_buffers();
+                Ok(TrySend::Sent)
+            }
+            Poll::Ready(Err(error)) => Err(error),
+            Poll::Pending => Ok(TrySend::Buffered),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use peregrine::{ClientBuilder, CloseCode, CloseFrame, Config, Error, Message, TimeoutKind};
+use peregrine::{ClientBuilder, CloseCode, CloseFrame, Config, Error, Message, TimeoutKind, TrySend};
 use raw::{FrameReader, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, PATIENCE};
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
@@ -300,4 +300,49 @@ async fn a_keepalive_timeout_ends_both_halves_even_when_the_writer_is_blocked() 
     assert!(matches!(end, Ok(None)), "the read half must end: {end:?}");
     let writer_error = timeout(Duration::from_secs(2), writing).await;
     assert!(writer_error.is_ok(), "the write half is still waiting");
+}
+
+#[tokio::test]
+async fn a_direct_sender_writes_at_once_and_leaves_what_the_socket_refuses_to_the_write_half() {
+    let (listener, addr) = raw::listener().await;
+    let server = tokio::spawn(small_buffer_raw_server(listener));
+    let (_reader, mut writer) = small_buffer_client(addr, Config::default()).await.split();
+    let mut tcp = server.await.unwrap();
+    let direct = writer.direct_sender();
+
+    // A small message goes out at once.
+    assert!(matches!(direct.try_send(Message::binary(vec![7; 16])).unwrap(), TrySend::Sent));
+    // Nobody reads: 1 MiB messages fill the socket until one is only partly taken.
+    let mut next = 0;
+    loop {
+        let result = direct.try_send(numbered(next)).unwrap();
+        next += 1;
+        match result {
+            TrySend::Sent => assert!(next < 64, "64 MiB went out with nobody reading"),
+            TrySend::Buffered => break,
+            TrySend::Busy(_) => panic!("busy with nothing else written"),
+        }
+    }
+    // Output is waiting now: the next message is handed back untouched.
+    let TrySend::Busy(back) = direct.try_send(numbered(next)).unwrap() else {
+        panic!("sent while output was waiting");
+    };
+    assert_eq!(back, numbered(next));
+    // The write half flushes the rest, then sends the handed-back message behind it.
+    let flushing = tokio::spawn(async move {
+        writer.send(back).await.unwrap();
+        writer
+    });
+    let mut frames = FrameReader::default();
+    let first = timeout(PATIENCE, frames.next(&mut tcp)).await.unwrap().unwrap();
+    assert_eq!((first.opcode, first.payload), (OP_BINARY, vec![7; 16]));
+    for i in 0..=next {
+        let frame = timeout(PATIENCE, frames.next(&mut tcp)).await.unwrap().unwrap();
+        assert_eq!(frame.opcode, OP_BINARY);
+        assert_eq!(u64::from_be_bytes(frame.payload[..8].try_into().unwrap()), i as u64, "in order");
+        assert_eq!(frame.payload.len(), 1 << 20);
+    }
+    let writer = timeout(PATIENCE, flushing).await.unwrap().unwrap();
+    // After the flush, nothing waits: the direct sender writes at once again.
+    assert!(matches!(writer.direct_sender().try_send(Message::text("again")).unwrap(), TrySend::Sent));
 }

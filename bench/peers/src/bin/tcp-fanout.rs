@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! tcp-fanout send ADDR GO_FILE
-//! tcp-fanout recv ADDRS CONNECTIONS BROADCASTS READY_FILE
+//! tcp-fanout recv ADDRS CONNECTIONS BROADCASTS READY_FILE [READ_PAUSE_US]
 //! ```
 //!
 //! A sender accepts connections until `GO_FILE` appears (`<start, Unix ns> <interval ms>
@@ -15,7 +15,9 @@
 //! in turn (one tokio task each, on one thread, as `peregrine bench scale` reads), touches
 //! `READY_FILE`, prints each broadcast's latencies (from the broadcast's start to the
 //! message's arrival: count, p50, p99, last) and touches `READY_FILE.done`. Both keep their
-//! connections until they are killed.
+//! connections until they are killed. With `READ_PAUSE_US`, a receiver pauses that long
+//! between turns of its event loop once connected, as `peregrine bench scale
+//! --read-pause-us` does.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -31,9 +33,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("send") if args.len() == 4 => send(&args[2], &args[3]),
-        Some("recv") if args.len() == 6 => recv(&args[2], number(&args[3]), number(&args[4]), &args[5]),
+        Some("recv") if args.len() == 6 || args.len() == 7 => {
+            let pause = args.get(6).map_or(0, |us| number(us)) as u64;
+            recv(&args[2], number(&args[3]), number(&args[4]), &args[5], pause)
+        }
         _ => {
-            eprintln!("usage: tcp-fanout send ADDR GO_FILE | recv ADDRS CONNECTIONS BROADCASTS READY_FILE");
+            eprintln!(
+                "usage: tcp-fanout send ADDR GO_FILE | recv ADDRS CONNECTIONS BROADCASTS READY_FILE [READ_PAUSE_US]"
+            );
             std::process::exit(2);
         }
     }
@@ -110,11 +117,14 @@ fn send(addr: &str, go_file: &str) {
     std::thread::sleep(Duration::from_secs(600));
 }
 
-fn recv(addrs: &str, connections: usize, broadcasts: usize, ready_file: &str) {
+fn recv(addrs: &str, connections: usize, broadcasts: usize, ready_file: &str, pause_us: u64) {
     let addrs: Vec<&str> = addrs.split(',').collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let latencies: Rc<RefCell<Vec<Vec<u64>>>> = Rc::new(RefCell::new(vec![Vec::new(); broadcasts]));
+    // Messages read so far, and the pacer's wake-up at the first of a burst.
+    let read = Rc::new(std::cell::Cell::new(0u64));
+    let arrived = Rc::new(tokio::sync::Notify::new());
     local.block_on(&runtime, async {
         let mut streams = Vec::with_capacity(connections);
         for i in 0..connections {
@@ -125,22 +135,45 @@ fn recv(addrs: &str, connections: usize, broadcasts: usize, ready_file: &str) {
         let mut readers = Vec::with_capacity(connections);
         for mut stream in streams {
             let latencies = Rc::clone(&latencies);
+            let (read, arrived) = (Rc::clone(&read), Rc::clone(&arrived));
             readers.push(tokio::task::spawn_local(async move {
                 let mut message = [0u8; MESSAGE];
                 for _ in 0..broadcasts {
                     if stream.read_exact(&mut message).await.is_err() {
                         break;
                     }
-                    let arrived = now_ns();
+                    let arrived_at = now_ns();
                     let b = u64::from_le_bytes(message[..8].try_into().expect("8 bytes")) as usize;
                     let at = u64::from_le_bytes(message[8..16].try_into().expect("8 bytes"));
-                    latencies.borrow_mut()[b].push(arrived.saturating_sub(at) / 1000);
+                    latencies.borrow_mut()[b].push(arrived_at.saturating_sub(at) / 1000);
+                    read.set(read.get() + 1);
+                    if pause_us > 0 {
+                        arrived.notify_one();
+                    }
                 }
                 // Kept open: a socket closed now is kernel work while others still read.
                 stream
             }));
         }
         std::fs::write(ready_file, b"").expect("ready file");
+        if pause_us > 0 {
+            // As `peregrine bench scale --read-pause-us`: while messages arrive, read many
+            // sockets per turn; after a turn with nothing read, wait as usual.
+            let (read, arrived) = (Rc::clone(&read), Rc::clone(&arrived));
+            tokio::task::spawn_local(async move {
+                loop {
+                    arrived.notified().await;
+                    loop {
+                        let before = read.get();
+                        std::thread::sleep(Duration::from_micros(pause_us));
+                        tokio::task::yield_now().await;
+                        if read.get() == before {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
         let mut open = Vec::with_capacity(connections);
         let all = async {
             for reader in readers {

@@ -93,12 +93,20 @@ impl Owned {
 
     /// Panics with `what` and `log` if the process has exited.
     fn check_running(&mut self, what: &str, log: &Path) {
+        if let Err(exited) = self.running(what, log) {
+            panic!("{exited}");
+        }
+    }
+
+    /// Whether the process still runs; if not, what it said (`what`, its status and `log`).
+    fn running(&mut self, what: &str, log: &Path) -> Result<(), String> {
         if let Some(child) = &mut self.0
             && let Ok(Some(status)) = child.try_wait()
         {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{what} exited ({status}) while starting; its log:\n{log}");
+            return Err(format!("{what} exited ({status}) while starting; its log:\n{log}"));
         }
+        Ok(())
     }
 }
 
@@ -151,7 +159,8 @@ pub fn redis_command(port: u16, password: Option<&str>, args: &[&str]) -> std::i
 pub struct RedisOptions {
     /// `requirepass`: clients must AUTH with it.
     pub password: Option<String>,
-    /// A cluster node (`cluster-enabled yes`) with its cluster bus on this port.
+    /// A cluster node (`cluster-enabled yes`) with its cluster bus on this port (`start_with`
+    /// picks a free one: give any value).
     pub cluster_bus_port: Option<u16>,
 }
 
@@ -178,11 +187,25 @@ impl RedisServer {
         if !available(test, &["redis-server", "redis-cli"]) {
             return None;
         }
-        let port = free_port();
-        let dir = fresh_dir(&format!("redis-{port}"));
-        let mut server = RedisServer { port, options, dir, process: Owned(None) };
-        server.spawn();
-        Some(server)
+        // A port from `free_port` can be taken again (by another test's connection) before
+        // Redis binds it: then start afresh on other ports, a few times.
+        for attempt in 1.. {
+            let port = free_port();
+            let mut options = options.clone();
+            if options.cluster_bus_port.is_some() {
+                options.cluster_bus_port = Some(free_port());
+            }
+            let dir = fresh_dir(&format!("redis-{port}"));
+            let mut server = RedisServer { port, options, dir, process: Owned(None) };
+            match server.try_spawn() {
+                Ok(()) => return Some(server),
+                Err(exited) if attempt < 5 && exited.contains("Address already in use") => {
+                    eprintln!("redis-server could not bind port {port} (or its bus port): trying others");
+                }
+                Err(exited) => panic!("{exited}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// `host:port`, as the broker configuration takes it.
@@ -200,6 +223,12 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(exited) = self.try_spawn() {
+            panic!("{exited}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let mut args: Vec<String> =
             ["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
@@ -229,15 +258,15 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server");
         self.process = Owned(Some(child));
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            self.process.check_running("redis-server", &self.log_path());
+            self.process.running("redis-server", &self.log_path())?;
             match self.command(&["PING"]) {
-                Ok(reply) if reply == "+PONG" => return,
+                Ok(reply) if reply == "+PONG" => return Ok(()),
                 _ if Instant::now() > deadline => {
                     let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
                     panic!("redis-server on port {} did not answer PING in time; log:\n{log}", self.port);
@@ -306,7 +335,8 @@ impl RedisCluster {
     pub fn start(test: &str) -> Option<RedisCluster> {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let options = RedisOptions { cluster_bus_port: Some(free_port()), ..Default::default() };
+            // The bus port is chosen when the node starts.
+            let options = RedisOptions { cluster_bus_port: Some(0), ..Default::default() };
             nodes.push(RedisServer::start_with(test, options)?);
         }
         let addresses: Vec<String> = nodes.iter().map(RedisServer::address).collect();

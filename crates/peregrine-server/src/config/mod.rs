@@ -49,7 +49,9 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long to wait for clients to be closed and flushed.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Worker threads of the runtime (0: one per core).
+    /// Worker threads of the runtime (0: one per core). With 1, the node is single-threaded
+    /// and a broadcast writes into idle WebSocket connections itself instead of waking each
+    /// connection's writer task (see [`crate::outbox`]).
     pub workers: usize,
     /// Development mode: permissive defaults, printed with a warning at start.
     pub development: bool,

@@ -186,6 +186,14 @@ async fn read_loop<I: Inbound>(
     }
 }
 
+struct StopDirect<'a>(&'a crate::outbox::Outbox);
+
+impl Drop for StopDirect<'_> {
+    fn drop(&mut self) {
+        self.0.set_direct(None);
+    }
+}
+
 /// The size of the writer task's future (for the memory tests).
 #[cfg(test)]
 pub(crate) fn writer_future_size<O: Outbound>(
@@ -199,6 +207,16 @@ pub(crate) fn writer_future_size<O: Outbound>(
 async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, node: Arc<Node>) {
     let metrics = node.metrics();
     let outbox = &control.outbox;
+    // Pushes write directly only on a single-threaded node (`workers = 1`, e.g. a node per
+    // core): there every write runs on the one thread anyway, and a broadcast saves a task
+    // wake-up per subscriber. With more workers, the writer tasks spread one big broadcast's
+    // writes over every core, which a fan-out writing itself would serialize.
+    if node.config().workers == 1 {
+        outbox.set_direct(outbound.direct());
+    }
+    // However this task ends (its loop, or aborted), pushes stop writing directly: the
+    // handle holds the connection open.
+    let _direct = StopDirect(outbox);
     let mut batch: Vec<Queued> = Vec::new();
     loop {
         if control.requested_disconnect().is_some() {
@@ -218,8 +236,9 @@ async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, 
             break;
         }
         batch.clear();
+        let unflushed = outbox.take_unflushed();
         outbox.drain_queued(&mut batch, WRITE_BATCH);
-        if batch.is_empty() {
+        if batch.is_empty() && !unflushed {
             if outbox.is_closed() {
                 return;
             }
@@ -247,6 +266,8 @@ async fn write_loop<O: Outbound>(mut outbound: O, control: Arc<SessionControl>, 
             }
         }
     }
+    // The disconnect push and the close go out alone.
+    outbox.set_direct(None);
     if let Some(d) = control.requested_disconnect() {
         let clogged = d.code == dc::SLOW;
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, outbound.close(&d, !clogged))).await;

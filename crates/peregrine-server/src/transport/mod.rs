@@ -19,11 +19,12 @@ pub mod stream;
 pub mod websocket;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::disconnect::Disconnect;
-use crate::outbox::Queued;
+use crate::outbox::{DirectWrite, Queued};
 
 /// What the client sent.
 #[derive(Debug)]
@@ -55,6 +56,12 @@ pub trait Outbound: Send + 'static {
     /// Ends the connection: the `disconnect` push first when `push`, then the transport's
     /// close (a WebSocket close frame with the code).
     fn close(&mut self, disconnect: &Disconnect, push: bool) -> impl Future<Output = ()> + Send;
+
+    /// A way for pushes to write a frame at once while this half is idle, if the transport
+    /// has one (see [`DirectWrite`]).
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
 }
 
 /// Which transport a session runs on (the `transport` label of the metrics).

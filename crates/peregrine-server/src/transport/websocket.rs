@@ -9,15 +9,19 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use bytes::Bytes;
-use peregrine::{CloseCode, Message, Utf8Bytes, WebSocket, WebSocketReader, WebSocketWriter};
+use peregrine::{
+    CloseCode, DirectSender, Message, TrySend, Utf8Bytes, WebSocket, WebSocketReader, WebSocketWriter,
+};
 use peregrine_wire::{Encoding, ServerMessage, encode_server_messages};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admission::Ticket;
 use crate::disconnect::Disconnect;
 use crate::node::Node;
-use crate::outbox::{Frame, Queued};
+use crate::outbox::{Direct, DirectWrite, Frame, Queued};
 use crate::session::{Identity, run};
 use crate::transport::{Inbound, Outbound, Received, Transport};
 
@@ -51,7 +55,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (reader, writer) = socket.split();
-    let outbound = WebSocketOutbound { writer, encoding };
+    let outbound = WebSocketOutbound { writer, encoding, node: Arc::clone(&node) };
     run(node, WebSocketInbound(reader), outbound, encoding, identity, ticket, Transport::WebSocket)
 }
 
@@ -81,6 +85,7 @@ where
 struct WebSocketOutbound<S> {
     writer: WebSocketWriter<S>,
     encoding: Encoding,
+    node: Arc<Node>,
 }
 
 impl<S> Outbound for WebSocketOutbound<S>
@@ -107,6 +112,47 @@ where
 
     async fn close(&mut self, d: &Disconnect, push: bool) {
         close_with(&mut self.writer, d, self.encoding, push).await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        let sender = self.writer.direct_sender();
+        Some(Arc::new(WebSocketDirect { sender, encoding: self.encoding, node: Arc::clone(&self.node) }))
+    }
+}
+
+/// Writes a frame into the socket from the pushing task (the hub's fan-out) while the
+/// writer task is idle: see [`crate::outbox`].
+struct WebSocketDirect<S> {
+    sender: DirectSender<S>,
+    encoding: Encoding,
+    node: Arc<Node>,
+}
+
+impl<S> std::fmt::Debug for WebSocketDirect<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketDirect").field("encoding", &self.encoding).finish_non_exhaustive()
+    }
+}
+
+impl<S> DirectWrite for WebSocketDirect<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn write_now(&self, frame: &Frame, published: Option<Instant>) -> Direct {
+        let direct = match self.sender.try_send(message_of(frame, self.encoding)) {
+            Ok(TrySend::Busy(_)) => return Direct::Refused,
+            Ok(TrySend::Sent) => Direct::Written,
+            Ok(TrySend::Buffered) => Direct::Taken,
+            // The writer's flush meets the same error and ends the session.
+            Err(_) => return Direct::Taken,
+        };
+        let metrics = self.node.metrics();
+        metrics.messages_out.inc();
+        metrics.bytes_out.inc_by(frame.len() as u64);
+        if let Some(published) = published {
+            metrics.observe_delivery(published.elapsed());
+        }
+        direct
     }
 }
 
@@ -199,7 +245,7 @@ mod tests {
         let reader = std::mem::size_of_val(&serve(Arc::clone(&node), socket, Encoding::Json, None, ticket));
         let (_, writer) =
             WebSocket::from_raw(tokio::io::duplex(64).0, peregrine::Role::Server, &config, &[]).split();
-        let outbound = WebSocketOutbound { writer, encoding: Encoding::Json };
+        let outbound = WebSocketOutbound { writer, encoding: Encoding::Json, node: Arc::clone(&node) };
         let (_, control) = node.register().expect("registered");
         let writer = crate::session::writer_future_size(outbound, control, node);
         (reader, writer)

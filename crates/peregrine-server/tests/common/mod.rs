@@ -46,6 +46,12 @@ impl Drop for TestServer {
 impl TestServer {
     pub async fn start(mut config: Config) -> TestServer {
         config.listen = "127.0.0.1:0".parse().unwrap();
+        if config.workers == 0 {
+            // The node runs on the test's one-thread runtime: as a `workers = 1` node does,
+            // broadcasts write into idle connections directly. A test of the writer task's
+            // path sets `workers` to 2.
+            config.workers = 1;
+        }
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr();
         let node = Arc::clone(server.node());
