@@ -31,8 +31,8 @@
 //! ));
 //! ```
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,7 +88,10 @@ pub enum GoLiveError {
 
 #[derive(Debug, Default)]
 struct Channel {
-    subscribers: HashMap<SessionId, Subscriber>,
+    /// Ordered by session id, which grows as connections are accepted: a broadcast walks
+    /// the subscribers' sockets and buffers (ours and the kernel's) about in the order they
+    /// were allocated, not scattered over memory as a hash order would.
+    subscribers: BTreeMap<SessionId, Subscriber>,
     /// Subscribers per encoding, by [`Encoding::index`]: a push is encoded once for each
     /// encoding in use.
     encodings: [usize; Encoding::COUNT],

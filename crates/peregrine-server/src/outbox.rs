@@ -18,7 +18,7 @@
 //! write each, not a task wake-up, a poll and a write. Anything the socket does not take at
 //! once, or a push while the writer is busy, goes through the queue and the writer as
 //! before, so frames keep their order. The session's writer installs it only on a
-//! one-thread runtime (see `session::run`).
+//! single-threaded node (`workers = 1`, see `session::run`).
 //!
 //! ## Frame type
 //!
@@ -108,8 +108,8 @@ struct State {
 
 /// A per-session bounded queue of encoded frames, shared as `Arc<Outbox>`.
 ///
-/// The inner `std::sync::Mutex` is only held for queue operations and is never held across
-/// an `.await`.
+/// The inner `std::sync::Mutex` is only held for queue operations (and a direct write's
+/// non-blocking send) and is never held across an `.await`.
 #[derive(Debug)]
 pub struct Outbox {
     limit: usize,

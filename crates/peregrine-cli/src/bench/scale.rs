@@ -74,6 +74,11 @@ pub struct ScaleArgs {
     /// that starts the publishing process only when all listeners are ready.
     #[arg(long)]
     ready_out: Option<std::path::PathBuf>,
+    /// Once the results are written, keep every connection open until this file exists: a
+    /// generator closing its 10,000s of sockets would load the machine (and the servers)
+    /// while other generators still receive.
+    #[arg(long)]
+    hold_open: Option<std::path::PathBuf>,
     /// The API key of the node publishing the broadcasts.
     #[arg(long)]
     api_key: Option<String>,
@@ -266,6 +271,11 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
             .flat_map(|(n, r)| r.iter().map(move |us| format!("{n} {us}\n")))
             .collect();
         std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.hold_open {
+        while !path.exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let per_broadcast = |pick: fn(&[u64]) -> u64| -> Option<f64> {
         let mut values: Vec<u64> = reach.iter().filter(|r| !r.is_empty()).map(|r| pick(r)).collect();

@@ -186,6 +186,7 @@ async fn read_loop<I: Inbound>(
     }
 }
 
+/// Stops pushes from writing directly into the connection when dropped.
 struct StopDirect<'a>(&'a crate::outbox::Outbox);
 
 impl Drop for StopDirect<'_> {
