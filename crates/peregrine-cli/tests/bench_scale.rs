@@ -37,3 +37,36 @@ fn scale_refuses_non_loopback_targets() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
 }
+
+#[test]
+fn scale_reads_in_batches_and_holds_its_connections_until_released() {
+    let server = EchoServer::spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let dir = std::env::temp_dir().join(format!("bench-scale-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (latencies, release) = (dir.join("latencies.txt"), dir.join("release"));
+    let mut generator = Command::new(BIN)
+        .args(["bench", "scale", &addr, "--connections", "40", "--channels", "3", "--broadcasts", "3"])
+        .args(["--interval", "0.1", "--read-pause-us", "1000", "--json", "--latencies-out"])
+        .arg(&latencies)
+        .arg("--hold-open")
+        .arg(&release)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run bench scale");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !latencies.exists() {
+        assert!(std::time::Instant::now() < deadline, "no latencies written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Results written: it keeps its connections until released.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(generator.try_wait().unwrap().is_none(), "it ended before the release file");
+    std::fs::write(&release, "").unwrap();
+    let output = generator.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let r: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!((r["deliveries"].as_u64(), r["lost"].as_u64()), (Some(120), Some(0)), "{r}");
+    assert_eq!(std::fs::read_to_string(&latencies).unwrap().lines().count(), 120);
+    let _ = std::fs::remove_dir_all(dir);
+}

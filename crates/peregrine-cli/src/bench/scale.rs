@@ -262,67 +262,72 @@ async fn scale(args: &ScaleArgs) -> anyhow::Result<ScaleResult> {
         .map(|(&p, before)| before.percent_until(&CpuSample::take(Some(p))).1.map(|pct| pct / 100.0 * window))
         .sum();
     let own_cpu = own_before.percent_until(&CpuSample::take(None)).0;
-    let reach = reach.borrow();
-    let deliveries: u64 = reach.iter().map(|r| r.len() as u64).sum();
     if let Some(path) = &args.latencies_out {
         let lines: String = reach
+            .borrow()
             .iter()
             .enumerate()
             .flat_map(|(n, r)| r.iter().map(move |us| format!("{n} {us}\n")))
             .collect();
         std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
     }
+    // The summary, with the borrow ended before any wait below.
+    let result = {
+        let reach = reach.borrow();
+        let deliveries: u64 = reach.iter().map(|r| r.len() as u64).sum();
+        let per_broadcast = |pick: fn(&[u64]) -> u64| -> Option<f64> {
+            let mut values: Vec<u64> = reach.iter().filter(|r| !r.is_empty()).map(|r| pick(r)).collect();
+            values.sort_unstable();
+            values.get(values.len() / 2).map(|&us| round1(us as f64 / 1000.0))
+        };
+        let sorted: Vec<Vec<u64>> = reach
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.sort_unstable();
+                r
+            })
+            .collect();
+        let quantile = |q: f64| -> Option<f64> {
+            let mut values: Vec<u64> = sorted
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| r[((r.len() as f64 * q) as usize).min(r.len() - 1)])
+                .collect();
+            values.sort_unstable();
+            values.get(values.len() / 2).map(|&us| round1(us as f64 / 1000.0))
+        };
+        let expected = if args.listen_only { deliveries } else { args.connections as u64 * args.broadcasts };
+        ScaleResult {
+            scenario: "scale",
+            nodes: args.addrs.len(),
+            connections: args.connections,
+            connect_s: round1(connect_s),
+            connects_per_s: round1(args.connections as f64 / connect_s),
+            refused_and_retried: refused.get(),
+            server_rss_per_connection_bytes: rss_per,
+            broadcasts: if args.listen_only {
+                reach.iter().filter(|r| !r.is_empty()).count() as u64
+            } else {
+                args.broadcasts
+            },
+            deliveries,
+            lost: expected.saturating_sub(deliveries),
+            reach_p50_ms: quantile(0.5),
+            reach_p99_ms: quantile(0.99),
+            reach_last_ms: per_broadcast(|r| r.iter().copied().max().unwrap_or(0)),
+            server_cpu_us_per_delivery: server_cpu_s
+                .filter(|_| deliveries > 0)
+                .map(|s| (s * 1e6 / deliveries as f64 * 100.0).round() / 100.0),
+            generator_cpu_pct: own_cpu,
+        }
+    };
     if let Some(path) = &args.hold_open {
         while !path.exists() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let per_broadcast = |pick: fn(&[u64]) -> u64| -> Option<f64> {
-        let mut values: Vec<u64> = reach.iter().filter(|r| !r.is_empty()).map(|r| pick(r)).collect();
-        values.sort_unstable();
-        values.get(values.len() / 2).map(|&us| round1(us as f64 / 1000.0))
-    };
-    let sorted: Vec<Vec<u64>> = reach
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.sort_unstable();
-            r
-        })
-        .collect();
-    let quantile = |q: f64| -> Option<f64> {
-        let mut values: Vec<u64> = sorted
-            .iter()
-            .filter(|r| !r.is_empty())
-            .map(|r| r[((r.len() as f64 * q) as usize).min(r.len() - 1)])
-            .collect();
-        values.sort_unstable();
-        values.get(values.len() / 2).map(|&us| round1(us as f64 / 1000.0))
-    };
-    let expected = if args.listen_only { deliveries } else { args.connections as u64 * args.broadcasts };
-    Ok(ScaleResult {
-        scenario: "scale",
-        nodes: args.addrs.len(),
-        connections: args.connections,
-        connect_s: round1(connect_s),
-        connects_per_s: round1(args.connections as f64 / connect_s),
-        refused_and_retried: refused.get(),
-        server_rss_per_connection_bytes: rss_per,
-        broadcasts: if args.listen_only {
-            reach.iter().filter(|r| !r.is_empty()).count() as u64
-        } else {
-            args.broadcasts
-        },
-        deliveries,
-        lost: expected.saturating_sub(deliveries),
-        reach_p50_ms: quantile(0.5),
-        reach_p99_ms: quantile(0.99),
-        reach_last_ms: per_broadcast(|r| r.iter().copied().max().unwrap_or(0)),
-        server_cpu_us_per_delivery: server_cpu_s
-            .filter(|_| deliveries > 0)
-            .map(|s| (s * 1e6 / deliveries as f64 * 100.0).round() / 100.0),
-        generator_cpu_pct: own_cpu,
-    })
+    Ok(result)
 }
 
 /// Reads in batches while deliveries arrive (see `--read-pause-us`).
