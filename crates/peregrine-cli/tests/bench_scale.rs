@@ -45,7 +45,7 @@ fn scale_reads_in_batches_and_holds_its_connections_until_released() {
     let dir = std::env::temp_dir().join(format!("bench-scale-hold-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (latencies, release) = (dir.join("latencies.txt"), dir.join("release"));
-    let mut generator = Command::new(BIN)
+    let generator = Command::new(BIN)
         .args(["bench", "scale", &addr, "--connections", "40", "--channels", "3", "--broadcasts", "3"])
         .args(["--interval", "0.1", "--read-pause-us", "1000", "--json", "--latencies-out"])
         .arg(&latencies)
@@ -54,6 +54,8 @@ fn scale_reads_in_batches_and_holds_its_connections_until_released() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run bench scale");
+    // Killed if the test fails before releasing it: it would hold its connections forever.
+    let mut generator = KillOnDrop(Some(generator));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !latencies.exists() {
         assert!(std::time::Instant::now() < deadline, "no latencies written");
@@ -61,12 +63,25 @@ fn scale_reads_in_batches_and_holds_its_connections_until_released() {
     }
     // Results written: it keeps its connections until released.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(generator.try_wait().unwrap().is_none(), "it ended before the release file");
+    let running = generator.0.as_mut().map(|child| child.try_wait().unwrap().is_none());
+    assert_eq!(running, Some(true), "it ended before the release file");
     std::fs::write(&release, "").unwrap();
-    let output = generator.wait_with_output().unwrap();
+    let output = generator.0.take().unwrap().wait_with_output().unwrap();
     assert!(output.status.success());
     let r: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!((r["deliveries"].as_u64(), r["lost"].as_u64()), (Some(120), Some(0)), "{r}");
     assert_eq!(std::fs::read_to_string(&latencies).unwrap().lines().count(), 120);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A child process killed (by its PID, through `Child::kill`) when dropped unwaited.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

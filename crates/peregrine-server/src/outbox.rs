@@ -15,9 +15,11 @@
 //! A transport that can write without waiting gives the outbox a [`DirectWrite`]. While the
 //! writer task is idle (waiting in [`Outbox::ready`] with nothing queued), a push writes its
 //! frame into the socket itself: a broadcast to 10,000s of idle subscribers then costs one
-//! write each, not a task wake-up, a poll and a write. Anything the socket does not take at
-//! once, or a push while the writer is busy, goes through the queue and the writer as
-//! before, so frames keep their order. The session's writer installs it only on a
+//! write each, not a task wake-up, a poll and a write. A frame the socket takes only in part
+//! stays in the transport's buffer and the writer flushes it; later pushes, and any push
+//! while the writer is busy, go through the queue and the writer as before, so frames keep
+//! their order. The byte limit counts what waits in the queue: what the socket took, or a
+//! part-written frame in the transport's buffer, is no longer ours to bound. The session's writer installs it only on a
 //! single-threaded node (`workers = 1`, see `session::run`).
 //!
 //! ## Frame type

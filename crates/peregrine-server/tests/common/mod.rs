@@ -47,9 +47,10 @@ impl TestServer {
     pub async fn start(mut config: Config) -> TestServer {
         config.listen = "127.0.0.1:0".parse().unwrap();
         if config.workers == 0 {
-            // The node runs on the test's one-thread runtime: as a `workers = 1` node does,
-            // broadcasts write into idle connections directly. A test of the writer task's
-            // path sets `workers` to 2.
+            // As a `workers = 1` node does, pushes write into idle connections directly
+            // (most tests run the node on their one-thread runtime, as such a node runs; the
+            // few `multi_thread` tests then also write directly across threads). A test of
+            // the writer task's path sets `workers` to 2.
             config.workers = 1;
         }
         let server = Server::bind(config).await.expect("bind");
