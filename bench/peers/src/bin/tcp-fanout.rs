@@ -16,7 +16,7 @@
 //! `READY_FILE`, prints each broadcast's latencies (from the broadcast's start to the
 //! message's arrival: count, p50, p99, last) and touches `READY_FILE.done`. Both keep their
 //! connections until they are killed. With `READ_PAUSE_US`, a receiver pauses that long
-//! between turns of its event loop once connected, as `peregrine bench scale
+//! between turns of its event loop while messages arrive, as `peregrine bench scale
 //! --read-pause-us` does.
 
 use std::cell::RefCell;
