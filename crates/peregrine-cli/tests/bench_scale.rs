@@ -6,6 +6,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
+use support::services::Owned;
 use support::{BIN, EchoServer};
 
 #[test]
@@ -55,7 +56,7 @@ fn scale_reads_in_batches_and_holds_its_connections_until_released() {
         .spawn()
         .expect("run bench scale");
     // Killed if the test fails before releasing it: it would hold its connections forever.
-    let mut generator = KillOnDrop(Some(generator));
+    let mut generator = Owned(Some(generator));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !latencies.exists() {
         assert!(std::time::Instant::now() < deadline, "no latencies written");
@@ -72,16 +73,4 @@ fn scale_reads_in_batches_and_holds_its_connections_until_released() {
     assert_eq!((r["deliveries"].as_u64(), r["lost"].as_u64()), (Some(120), Some(0)), "{r}");
     assert_eq!(std::fs::read_to_string(&latencies).unwrap().lines().count(), 120);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A child process killed (by its PID, through `Child::kill`) when dropped unwaited.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -76,7 +76,7 @@ pub fn fresh_dir(name: &str) -> PathBuf {
 
 /// A process we started: killed by PID and reaped on drop.
 #[derive(Debug)]
-struct Owned(Option<Child>);
+pub struct Owned(pub Option<Child>);
 
 impl Owned {
     fn pid(&self) -> Option<u32> {
