@@ -728,6 +728,122 @@ async fn pubsub_connections_cut_mid_stream_recover_from_history() {
     }
 }
 
+/// Clients that join a busy channel get each publication once. A publication can be in the
+/// stream a joining session reads while its Pub/Sub message is still on its way to the node:
+/// the reply holds it, and the node must not push it again when the message arrives (an SSE
+/// client in CI once got 28, 29, 28, 29). The Rust SDK drops such repeats itself, so the
+/// joiners here speak the raw protocol, over WebSocket, on the node that does not publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_joining_a_busy_channel_get_each_publication_once() {
+    const TEST: &str = "clients_joining_a_busy_channel_get_each_publication_once";
+    const TOTAL: usize = 4_000;
+    const CHANNEL: &str = "feed:joining";
+    let Some(redis) = Redis::one(TEST) else { return };
+    let backend = redis.backend(TEST);
+    let nodes: Vec<_> = ["node-a", "node-b"].iter().map(|n| PeregrineNode::start(n, &backend, "")).collect();
+    let (queued, publishing) =
+        publish_paced(client(&nodes[0].ws_url(), TOTAL), CHANNEL, TOTAL, 20, Duration::from_millis(5));
+    queued_at_least(&queued, 100).await;
+    let joiners: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, queued) = (nodes[1].ws_url(), queued.clone());
+            tokio::spawn(async move {
+                let (mut joins, mut checked, mut position) = (0, 0, None);
+                while queued.load(Ordering::SeqCst) < TOTAL {
+                    let (last, seen) = join_once(&url, CHANNEL, position.clone()).await;
+                    // Every other join recovers from a little before where the last one ended.
+                    position = (joins % 2 == 0).then(|| (last.0, last.1.saturating_sub(10)));
+                    (joins, checked) = (joins + 1, checked + seen);
+                }
+                (joins, checked)
+            })
+        })
+        .collect();
+    let mut joins = 0;
+    for joiner in joiners {
+        let (n, checked) = joiner.await.unwrap();
+        assert!(checked > 0, "the joiners saw publications");
+        joins += n;
+    }
+    println!("{joins} joins");
+    assert!(joins >= 40, "{joins} joins");
+    assert_acks_are_one_to(&publishing.await.unwrap(), TOTAL);
+}
+
+/// One connection to `url` that subscribes to `channel` in its `connect` (recovering from
+/// `since`, or from the stream's top without it) and reads for 50 ms, asserting that the
+/// publications, recovered then pushed, follow each other offset by offset. Returns the
+/// last position and how many publications it checked.
+async fn join_once(url: &str, channel: &str, since: Option<(String, u64)>) -> ((String, u64), usize) {
+    use peregrine::Message;
+    use peregrine_wire::{
+        Command, CommandKind, ConnectRequest, Encoding, Push, ReplyKind, SUBPROTOCOL_JSON, ServerMessage,
+        StreamPosition, decode_server_messages, encode_commands,
+    };
+    let (mut ws, _) =
+        tokio::time::timeout(WAIT, peregrine::ClientBuilder::new(url).protocol(SUBPROTOCOL_JSON).connect())
+            .await
+            .expect("connected in time")
+            .expect("connected");
+    let options = peregrine_wire::SubscribeOptions {
+        since: since.clone().map(|(epoch, offset)| StreamPosition { epoch, offset }),
+        recover: since.is_some(),
+        join_leave: Some(false),
+        ..Default::default()
+    };
+    let connect = ConnectRequest { subs: [(channel.to_owned(), options)].into(), ..Default::default() };
+    let command = Command { id: 1, kind: CommandKind::Connect(connect) };
+    let frame = String::from_utf8(encode_commands(&[command], Encoding::Json)).unwrap();
+    ws.send(Message::text(frame)).await.unwrap();
+    let mut position: Option<(String, u64)> = None;
+    let mut offsets = Vec::new();
+    let mut checked = 0;
+    let reading = tokio::time::sleep(Duration::from_millis(50));
+    tokio::pin!(reading);
+    loop {
+        let text = tokio::select! {
+            message = tokio::time::timeout(WAIT, ws.recv()) => match message.expect("silence") {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended: {other:?}"),
+            },
+            _ = &mut reading, if position.is_some() => break,
+        };
+        for message in decode_server_messages(text.as_bytes(), Encoding::Json).unwrap() {
+            let publications = match message {
+                ServerMessage::Reply(reply) => {
+                    let Ok(ReplyKind::Connect(mut result)) = reply.result else {
+                        panic!("connect: {reply:?}")
+                    };
+                    let sub = result.subs.remove(channel).expect("subscribed in the connect");
+                    if let Some(since) = &since {
+                        assert!(sub.recovered, "recovered from {since:?}: {sub:?}");
+                    }
+                    let start = since.as_ref().map_or(sub.offset, |s| s.1);
+                    position = Some((sub.epoch, start));
+                    sub.publications
+                }
+                ServerMessage::Push(Push::Publication { publication, .. }) => vec![publication],
+                _ => continue,
+            };
+            let (epoch, offset) = position.as_mut().expect("the reply comes first");
+            for p in publications {
+                offsets.push(p.offset);
+                assert!(p.epoch.as_ref().is_none_or(|e| e == epoch), "one epoch");
+                assert_eq!(
+                    p.offset,
+                    *offset + 1,
+                    "each publication once, in order, from {since:?}: offsets {offsets:?}"
+                );
+                *offset = p.offset;
+                checked += 1;
+            }
+        }
+    }
+    let _ = ws.close(peregrine::CloseCode::NORMAL, "done").await;
+    (position.unwrap(), checked)
+}
+
 // ---------------------------------------------------------------------------------------
 // 7: bad configuration
 // ---------------------------------------------------------------------------------------

@@ -54,13 +54,43 @@ pub const SHARDS: usize = 16;
 #[derive(Debug)]
 struct Subscriber {
     outbox: Arc<Outbox>,
-    /// `Some` while the subscription is being set up (history read, recovery): publications
-    /// wait here so that the subscribe reply goes out before them, see [`Hub::go_live`].
-    pending: Option<Box<Pending>>,
+    /// `Some` while the subscription is being set up, and after it while publications its
+    /// reply already holds may still arrive: see [`SetUp`].
+    setup: Option<Box<SetUp>>,
     encoding: Encoding,
     /// The broker reported publications missed: nothing more is delivered, and the session
     /// is asked to send the client back to recover from its position.
     lost: bool,
+}
+
+/// What a subscription still needs from the fan-out because of how it was set up.
+#[derive(Debug)]
+enum SetUp {
+    /// Being set up (history read, recovery): publications wait here so that the subscribe
+    /// reply goes out before them, see [`Hub::go_live`].
+    Holding(Pending),
+    /// Live, but when it went live this node had not yet delivered every publication up to
+    /// the reply's seam: with a broker like Redis, a publication can be in the stream the
+    /// session read while its Pub/Sub message is still on its way here. Those covered by the
+    /// seam are skipped (the client has them); the first one past it ends this state.
+    Skipping(Seam),
+}
+
+/// Where a subscribe reply left its client in the channel's stream: the epoch and the last
+/// offset it holds (in the reply, recovered or streamed). Publications up to it must not be
+/// delivered again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seam {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+impl Seam {
+    /// Whether the client already has `p`: same epoch (a publication without one is taken
+    /// as of the same stream), at or before the seam.
+    fn covers(&self, p: &Publication) -> bool {
+        p.offset <= self.offset && p.epoch.as_deref().is_none_or(|e| e == self.epoch)
+    }
 }
 
 /// Publications held back for a subscription being set up.
@@ -95,11 +125,32 @@ struct Channel {
     /// Subscribers per encoding, by [`Encoding::index`]: a push is encoded once for each
     /// encoding in use.
     encodings: [usize; Encoding::COUNT],
+    /// Epoch and offset of the last publication delivered (offset 0: none yet), so that
+    /// [`Hub::go_live`] knows whether a new subscriber's seam is already behind the fan-out.
+    delivered_epoch: String,
+    delivered_offset: u64,
 }
 
 impl Channel {
     fn count(&mut self, encoding: Encoding) -> &mut usize {
         &mut self.encodings[encoding.index()]
+    }
+
+    fn record_delivered(&mut self, p: &Publication) {
+        if p.offset == 0 {
+            return; // a channel without history
+        }
+        if let Some(epoch) = &p.epoch
+            && *epoch != self.delivered_epoch
+        {
+            self.delivered_epoch.clone_from(epoch);
+        }
+        self.delivered_offset = p.offset;
+    }
+
+    /// Whether every publication up to `seam` went through this channel's fan-out already.
+    fn delivered_through(&self, seam: &Seam) -> bool {
+        seam.offset == 0 || (self.delivered_epoch == seam.epoch && self.delivered_offset >= seam.offset)
     }
 }
 
@@ -166,7 +217,7 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        self.insert(channel, session, Subscriber { outbox, encoding, pending: None, lost: false })
+        self.insert(channel, session, Subscriber { outbox, encoding, setup: None, lost: false })
     }
 
     /// Like [`subscribe`](Hub::subscribe), but publications are held back until
@@ -179,26 +230,37 @@ impl Hub {
         outbox: Arc<Outbox>,
         encoding: Encoding,
     ) -> bool {
-        let pending = Some(Box::default());
-        self.insert(channel, session, Subscriber { outbox, encoding, pending, lost: false })
+        let setup = Some(Box::new(SetUp::Holding(Pending::default())));
+        self.insert(channel, session, Subscriber { outbox, encoding, setup, lost: false })
     }
 
     /// Ends the set-up of a [`subscribe_pending`](Hub::subscribe_pending) subscription:
-    /// `finish` gets the publications held back and returns the frames to queue (the
+    /// `finish` gets the publications held back that `seam` does not cover (all of them
+    /// without a seam: a channel without history) and returns the frames to queue (the
     /// subscribe reply and the publications it does not hold), which are queued before any
-    /// later publication, atomically with switching the subscription to live.
+    /// later publication, atomically with switching the subscription to live. Publications
+    /// covered by `seam` that reach the fan-out later are skipped for this subscriber.
     pub fn go_live(
         &self,
         channel: &str,
         session: SessionId,
+        seam: Option<Seam>,
         finish: impl FnOnce(Vec<Publication>) -> Vec<Frame>,
     ) -> Result<(), GoLiveError> {
         let mut shard = self.channel_shard(channel);
-        let sub = shard
-            .get_mut(channel)
-            .and_then(|ch| ch.subscribers.get_mut(&session))
-            .ok_or(GoLiveError::NotSubscribed)?;
-        let held = sub.pending.take().map(|p| p.publications).unwrap_or_default();
+        let ch = shard.get_mut(channel).ok_or(GoLiveError::NotSubscribed)?;
+        let behind = seam.as_ref().is_some_and(|seam| !ch.delivered_through(seam));
+        let sub = ch.subscribers.get_mut(&session).ok_or(GoLiveError::NotSubscribed)?;
+        let mut held = match sub.setup.take().map(|setup| *setup) {
+            Some(SetUp::Holding(pending)) => pending.publications,
+            _ => Vec::new(),
+        };
+        if let Some(seam) = &seam {
+            held.retain(|p| !seam.covers(p));
+        }
+        if behind {
+            sub.setup = seam.map(|seam| Box::new(SetUp::Skipping(seam)));
+        }
         for frame in finish(held) {
             sub.outbox.push(frame).map_err(GoLiveError::Outbox)?;
         }
@@ -301,6 +363,9 @@ impl Hub {
         let mut slow = Vec::new();
         let mut shard = self.channel_shard(channel);
         let Some(ch) = shard.get_mut(channel) else { return slow };
+        if let Some(p) = publication {
+            ch.record_delivered(p);
+        }
         let message = [ServerMessage::Push(push.clone())];
         let frames: [Option<Frame>; Encoding::COUNT] = Encoding::ALL
             .map(|e| (ch.encodings[e.index()] > 0).then(|| Frame::from(encode_server_messages(&message, e))));
@@ -308,21 +373,26 @@ impl Hub {
             if sub.lost {
                 continue;
             }
-            if let Some(pending) = &mut sub.pending {
-                // Join/leave events during set-up are not held: presence in the reply-to-be
-                // is read after this point anyway.
-                if let Some(p) = publication {
-                    let held = &mut pending.publications;
-                    if held.len() >= MAX_PENDING || pending.bytes + p.data.len() > sub.outbox.limit() {
-                        if sub.outbox.overflow() {
-                            slow.push(session);
+            match sub.setup.as_deref_mut() {
+                Some(SetUp::Holding(pending)) => {
+                    // Join/leave events during set-up are not held: presence in the
+                    // reply-to-be is read after this point anyway.
+                    if let Some(p) = publication {
+                        let held = &mut pending.publications;
+                        if held.len() >= MAX_PENDING || pending.bytes + p.data.len() > sub.outbox.limit() {
+                            if sub.outbox.overflow() {
+                                slow.push(session);
+                            }
+                            continue;
                         }
-                        continue;
+                        pending.bytes += p.data.len();
+                        held.push(p.clone());
                     }
-                    pending.bytes += p.data.len();
-                    held.push(p.clone());
+                    continue;
                 }
-                continue;
+                Some(SetUp::Skipping(seam)) if publication.is_some_and(|p| seam.covers(p)) => continue,
+                Some(SetUp::Skipping(_)) if publication.is_some() => sub.setup = None,
+                _ => {}
             }
             let Some(frame) = &frames[sub.encoding.index()] else { continue };
             if let Err(PushError::Full) = sub.outbox.push_published(frame.clone(), published) {

@@ -6,7 +6,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use peregrine_server::broker::{Broker, MemoryBroker, PublishOptions};
-use peregrine_server::hub::{Hub, SessionId};
+use peregrine_server::hub::{Hub, Seam, SessionId};
 use peregrine_server::outbox::{Direct, DirectWrite, Frame, Outbox, PushError};
 use peregrine_wire::{Encoding, Publication, Push, ServerMessage, decode_server_messages};
 use serde_json::json;
@@ -222,12 +222,93 @@ fn a_lost_channel_stops_delivery_to_its_subscribers_and_names_them_once() {
     assert_eq!(received(&a, Encoding::Json), vec![("chat".into(), 1), ("other".into(), 7)]);
     assert_eq!(received(&later, Encoding::Json), vec![("chat".into(), 2)]);
     let mut held = Vec::new();
-    hub.go_live("chat", 2, |pending| {
+    hub.go_live("chat", 2, None, |pending| {
         held = pending;
         Vec::new()
     })
     .unwrap();
     assert_eq!(held.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1], "nothing held after the loss");
+}
+
+fn in_epoch(epoch: &str, offset: u64) -> Publication {
+    Publication { epoch: Some(epoch.into()), ..publication(offset) }
+}
+
+/// Takes a pending subscription live at `seam`, queueing the held publications it is given.
+fn go_live_at(hub: &Hub, channel: &str, session: SessionId, seam: Option<Seam>) -> Vec<u64> {
+    let mut held = Vec::new();
+    hub.go_live(channel, session, seam, |pending| {
+        held = pending.iter().map(|p| p.offset).collect();
+        let pushes: Vec<ServerMessage> = pending
+            .into_iter()
+            .map(|publication| {
+                ServerMessage::Push(Push::Publication { channel: channel.into(), publication })
+            })
+            .collect();
+        if pushes.is_empty() {
+            return Vec::new();
+        }
+        vec![Frame::from(peregrine_wire::encode_server_messages(&pushes, Encoding::Json))]
+    })
+    .unwrap();
+    held
+}
+
+fn seam(epoch: &str, offset: u64) -> Option<Seam> {
+    Some(Seam { epoch: epoch.into(), offset })
+}
+
+/// With Redis, a publication can be in the stream a subscriber read while its Pub/Sub
+/// message is still on its way to the node: the subscribe reply holds it, and the fan-out
+/// must not deliver it again when it arrives (CI saw an SSE client get 28, 29, 28, 29).
+#[test]
+fn publications_the_reply_holds_are_not_delivered_again_when_they_arrive_late() {
+    let hub = Hub::new();
+    let (early, late, other) = (Outbox::new(1 << 20), Outbox::new(1 << 20), Outbox::new(1 << 20));
+    hub.subscribe("feed", 1, early.clone(), Encoding::Json);
+    hub.broadcast("feed", &in_epoch("e", 27));
+
+    // Session 2 read the stream up to 29 (28 and 29 in its reply), then went live; 28 was
+    // held while it set up, 29 had not reached this node yet.
+    // Session 3 read it up to 27 at the same time: it needs everything after.
+    hub.subscribe_pending("feed", 2, late.clone(), Encoding::Json);
+    hub.subscribe_pending("feed", 3, other.clone(), Encoding::Json);
+    hub.broadcast("feed", &in_epoch("e", 28));
+    assert_eq!(go_live_at(&hub, "feed", 2, seam("e", 29)), Vec::<u64>::new(), "28 is in the reply");
+    assert_eq!(go_live_at(&hub, "feed", 3, seam("e", 27)), vec![28]);
+    for offset in 29..=31 {
+        hub.broadcast("feed", &in_epoch("e", offset));
+    }
+    let offsets =
+        |outbox: &Outbox| received(outbox, Encoding::Json).into_iter().map(|r| r.1).collect::<Vec<_>>();
+    assert_eq!(offsets(&early), vec![27, 28, 29, 30, 31]);
+    assert_eq!(offsets(&late), vec![30, 31], "each publication once");
+    assert_eq!(offsets(&other), vec![28, 29, 30, 31]);
+
+    // Held publications past the seam go out with the reply, those it covers do not.
+    let (held, fresh) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
+    hub.subscribe_pending("feed", 4, held.clone(), Encoding::Json);
+    hub.broadcast("feed", &in_epoch("e", 32));
+    hub.broadcast("feed", &in_epoch("e", 33));
+    assert_eq!(go_live_at(&hub, "feed", 4, seam("e", 32)), vec![33]);
+    // Once a publication past the seam went by, skipping is over: a new epoch (the stream
+    // lost and started again) restarts its offsets, and the subscriber gets them all.
+    hub.subscribe_pending("feed", 5, fresh.clone(), Encoding::Json);
+    assert_eq!(go_live_at(&hub, "feed", 5, seam("e", 40)), Vec::<u64>::new());
+    hub.broadcast("feed", &in_epoch("f", 1));
+    hub.broadcast("feed", &in_epoch("f", 2));
+    assert_eq!(offsets(&held), vec![33, 1, 2]);
+    assert_eq!(offsets(&fresh), vec![1, 2], "a new epoch is not covered by the old seam");
+
+    // Without a seam (a channel without history), everything held goes out.
+    let (plain, box_) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
+    hub.subscribe_pending("plain", 6, plain.clone(), Encoding::Json);
+    hub.broadcast("plain", &publication(0));
+    assert_eq!(go_live_at(&hub, "plain", 6, None), vec![0]);
+    hub.subscribe("plain", 7, box_.clone(), Encoding::Json);
+    hub.broadcast("plain", &publication(0));
+    assert_eq!(offsets(&plain), vec![0, 0]);
+    assert_eq!(offsets(&box_), vec![0]);
 }
 
 /// A transport that writes at once, recording what it wrote; `answer` says how it went.

@@ -28,7 +28,7 @@ use super::stream::{PAGE_READ, Streaming};
 use super::{Session, Subscription};
 use crate::broker::HistoryQuery;
 use crate::disconnect::Disconnect;
-use crate::hub::GoLiveError;
+use crate::hub::{GoLiveError, Seam};
 use crate::node::reply_error;
 use crate::outbox::{Frame, PushError};
 use crate::recovery;
@@ -253,16 +253,15 @@ impl Session {
 
     /// Switches a prepared subscription to live (the reply, and any streamed recovery, must
     /// be queued already): the publications held back since `prepare` that came after the
-    /// seam go out first.
+    /// seam go out first, and none the client has (the hub skips those still on their way).
     pub(super) async fn activate(&mut self, p: Prepared) -> Result<(), Disconnect> {
-        let seam = p.result.offset;
-        let positioned = p.result.positioned;
+        let seam =
+            p.result.positioned.then(|| Seam { epoch: p.result.epoch.clone(), offset: p.result.offset });
         let encoding = self.encoding;
         let channel = p.channel.clone();
-        let live = self.node.hub().go_live(&channel, self.id, |held| {
+        let live = self.node.hub().go_live(&channel, self.id, seam, |held| {
             let pushes: Vec<ServerMessage> = held
                 .into_iter()
-                .filter(|publication| !positioned || publication.offset > seam)
                 .map(|publication| {
                     ServerMessage::Push(Push::Publication { channel: channel.clone(), publication })
                 })
