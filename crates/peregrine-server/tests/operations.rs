@@ -211,33 +211,70 @@ async fn metrics_counters_move() {
     server.finish().await;
 }
 
-#[tokio::test]
-async fn wss_works_end_to_end() {
+/// A development configuration serving `wss://` with a fresh self-signed certificate for
+/// `localhost` (in a directory named after `test`), and that certificate's PEM.
+fn tls_config(test: &str) -> (Config, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("peregrine-wss-{}", std::process::id()));
+        .join(format!("peregrine-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
     let mut config = Config::development();
     config.tls = Some(TlsFiles { cert, key });
-    let server = TestServer::start(config).await;
+    (config, certified.cert.pem())
+}
 
-    let tls = peregrine::tls::TlsConnector::builder()
-        .ca_pem(certified.cert.pem().as_bytes())
-        .unwrap()
-        .build()
-        .unwrap();
+/// A connected client of `server` over `wss://`, trusting `ca_pem`.
+async fn wss_client(server: &TestServer, ca_pem: &str) -> Client {
+    let tls = peregrine::tls::TlsConnector::builder().ca_pem(ca_pem.as_bytes()).unwrap().build().unwrap();
     let url = format!("wss://localhost:{}/connection/websocket", server.addr.port());
     let (ws, _) =
         peregrine::ClientBuilder::new(url).protocol(SUBPROTOCOL_JSON).tls(tls).connect().await.expect("wss");
     let mut c = Client::from_socket(ws);
     c.command(CommandKind::Connect(Default::default())).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn wss_works_end_to_end() {
+    let (config, ca) = tls_config("wss");
+    let server = TestServer::start(config).await;
+    let mut c = wss_client(&server, &ca).await;
     c.sub("secure:1").await;
     c.publish("secure:1", json!({"over": "tls"})).await.unwrap();
     assert_eq!(c.publication().await.1.data, json!({"over": "tls"}).into());
     drop(c); // not a plain socket: `finish` cannot end it
+    server.finish().await;
+}
+
+/// On a one-thread node a publication is written into an idle subscriber's socket by the
+/// fan-out itself; over TLS that write goes through rustls. A subscriber that does not read
+/// while 4.8 MB are published fills its socket: writes are then taken in part, refused, and
+/// queued for its writer, and it must still get every publication whole and in order.
+#[tokio::test]
+async fn wss_subscriber_that_stops_reading_gets_every_publication_whole_and_in_order() {
+    const COUNT: usize = 300;
+    let (mut config, ca) = tls_config("wss-burst");
+    config.client.queue_max_bytes = 16 << 20;
+    config.client.publish_burst = COUNT as u32;
+    let server = TestServer::start(config).await;
+    assert_eq!(server.node.config().workers, 1, "the fan-out writes directly");
+    let mut c = wss_client(&server, &ca).await;
+    c.sub("secure:burst").await;
+    let mut publisher = wss_client(&server, &ca).await;
+    let fill = "x".repeat(16_000);
+    for i in 0..COUNT {
+        publisher.publish("secure:burst", json!({"i": i, "fill": &fill})).await.unwrap();
+    }
+    for i in 0..COUNT {
+        let (channel, publication) = c.publication().await;
+        assert_eq!(channel, "secure:burst");
+        assert_eq!(publication.offset, i as u64 + 1);
+        assert_eq!(publication.data, json!({"i": i, "fill": &fill}).into(), "publication {i}");
+    }
+    drop((c, publisher));
     server.finish().await;
 }
 
