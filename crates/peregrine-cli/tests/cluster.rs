@@ -732,7 +732,8 @@ async fn pubsub_connections_cut_mid_stream_recover_from_history() {
 /// stream a joining session reads while its Pub/Sub message is still on its way to the node:
 /// the reply holds it, and the node must not push it again when the message arrives (an SSE
 /// client in CI once got 28, 29, 28, 29). The Rust SDK drops such repeats itself, so the
-/// joiners here speak the raw protocol, over WebSocket, on the node that does not publish.
+/// joiners here speak the raw protocol, over WebSocket, on the node that does not publish
+/// (a `workers = 1` process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_joining_a_busy_channel_get_each_publication_once() {
     const TEST: &str = "clients_joining_a_busy_channel_get_each_publication_once";
@@ -740,7 +741,12 @@ async fn clients_joining_a_busy_channel_get_each_publication_once() {
     const CHANNEL: &str = "feed:joining";
     let Some(redis) = Redis::one(TEST) else { return };
     let backend = redis.backend(TEST);
-    let nodes: Vec<_> = ["node-a", "node-b"].iter().map(|n| PeregrineNode::start(n, &backend, "")).collect();
+    // The joiners' node runs one thread, as the scale benchmarks' nodes do: its fan-out
+    // writes into idle connections itself.
+    let nodes = [
+        PeregrineNode::start("node-a", &backend, ""),
+        PeregrineNode::start("node-b", &backend, "workers = 1"),
+    ];
     let (queued, publishing) =
         publish_paced(client(&nodes[0].ws_url(), TOTAL), CHANNEL, TOTAL, 20, Duration::from_millis(5));
     queued_at_least(&queued, 100).await;
