@@ -195,6 +195,15 @@ async fn bad_opening_requests_get_a_clear_error_and_open_no_session() {
             assert_eq!(got, status, "{path} with {:.30}: {answer}", body);
             assert!(answer.contains(why), "{path}: {answer}");
         }
+        let not_utf8 = b"{\"id\":1,\"connect\":{\"name\":\"\xff\"}}";
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            server.addr,
+            not_utf8.len()
+        );
+        let (got, answer) = common::http(server.addr, [head.as_bytes(), not_utf8].concat()).await;
+        let reason = serde_json::from_str::<Value>(&answer).unwrap()["error"].clone();
+        assert_eq!((got, reason), (400, json!("malformed commands: not UTF-8 (byte 27)")), "{path}");
     }
     let (status, answer) = server.get("/connection/sse?commands=not%20json").await;
     assert_eq!(status, 400, "{answer}");

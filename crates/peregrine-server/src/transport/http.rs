@@ -446,11 +446,13 @@ pub fn refuse_commands(node: &Node, batch: &[u8]) -> Option<Response> {
     if let Some(too_big) = too_big(node, batch) {
         return Some(too_big);
     }
+    // Before decoding, so that the reason is this and not a JSON error about it.
+    if let Err(e) = std::str::from_utf8(batch) {
+        let at = e.valid_up_to();
+        return Some(refusal(StatusCode::BAD_REQUEST, &format!("malformed commands: not UTF-8 (byte {at})")));
+    }
     if let Err(e) = decode_commands_bounded(batch, Encoding::Json, MAX_COMMANDS) {
         return Some(refusal(StatusCode::BAD_REQUEST, &format!("malformed commands: {e}")));
-    }
-    if std::str::from_utf8(batch).is_err() {
-        return Some(refusal(StatusCode::BAD_REQUEST, "malformed commands: not UTF-8"));
     }
     None
 }

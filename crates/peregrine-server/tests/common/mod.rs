@@ -151,15 +151,15 @@ pub fn assert_left_nothing(node: &Node) {
 
 /// Sends a raw HTTP/1.1 request and reads one answer: status and body (by Content-Length,
 /// chunks, or until the server closes).
-pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+pub async fn http(addr: SocketAddr, request: impl AsRef<[u8]>) -> (u16, String) {
     let (status, _, body) = http_with_head(addr, request).await;
     (status, body)
 }
 
 /// Like [`http`], with the response head (status line and headers, lower-cased) too.
-pub async fn http_with_head(addr: SocketAddr, request: &str) -> (u16, String, String) {
+pub async fn http_with_head(addr: SocketAddr, request: impl AsRef<[u8]>) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.write_all(request.as_ref()).await.unwrap();
     let mut raw = Vec::new();
     let read = async {
         let mut buf = [0u8; 8192];
