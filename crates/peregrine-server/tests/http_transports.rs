@@ -78,6 +78,16 @@ fn sse_request(server: &TestServer, commands: &str) -> String {
     )
 }
 
+/// The opening command of an anonymous session.
+const CONNECT: &str = "{\"id\":1,\"connect\":{}}";
+
+/// Opens a long-polling session with the commands `opening`: its key.
+async fn open_poll(server: &TestServer, opening: &str) -> String {
+    let (status, opened) = server.api_text("/connection/poll/open", opening).await;
+    assert_eq!(status, 200, "{opened}");
+    serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned()
+}
+
 /// `POST /connection/send` of `body` for `key`: status and body.
 async fn send(server: &TestServer, key: &str, body: &str) -> (u16, String) {
     server.api_text(&format!("/connection/send?session={key}"), body).await
@@ -114,7 +124,7 @@ async fn sse_carries_the_protocol_and_commands_come_by_post() {
 #[tokio::test]
 async fn http_streaming_sends_one_message_per_line() {
     let server = TestServer::dev().await;
-    let body = "{\"id\":1,\"connect\":{}}";
+    let body = CONNECT;
     let request = format!(
         "POST /connection/stream HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
         server.addr,
@@ -139,9 +149,7 @@ async fn long_polling_resends_until_acknowledged_and_ends_when_nobody_polls() {
     let mut config = peregrine_server::config::Config::development();
     config.client.ping_interval = Duration::from_millis(300);
     let server = TestServer::start(config).await;
-    let (status, opened) = server.api_text("/connection/poll/open", "{\"id\":1,\"connect\":{}}").await;
-    assert_eq!(status, 200, "{opened}");
-    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let key = open_poll(&server, CONNECT).await;
     let poll = |ack: u64| {
         let (server, key) = (&server, key.clone());
         async move {
@@ -210,10 +218,8 @@ async fn bad_opening_requests_get_a_clear_error_and_open_no_session() {
     assert!(answer.contains("malformed commands"), "{answer}");
     assert_eq!(server.node.session_count(), 0, "no session was opened");
     // The node is unaffected: a good opening request opens a session.
-    let (status, opened) = server.api_text("/connection/poll/open", "{\"id\":1,\"connect\":{}}").await;
-    assert_eq!(status, 200, "{opened}");
+    let key = open_poll(&server, CONNECT).await;
     assert_eq!(server.node.session_count(), 1);
-    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
     let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("client_id"), "{body}");
@@ -223,7 +229,7 @@ async fn bad_opening_requests_get_a_clear_error_and_open_no_session() {
 #[tokio::test]
 async fn bad_requests_get_a_clear_error_and_touch_no_session() {
     let server = TestServer::dev().await;
-    let mut sse = Streamed::open(&server, sse_request(&server, "{\"id\":1,\"connect\":{}}")).await;
+    let mut sse = Streamed::open(&server, sse_request(&server, CONNECT)).await;
     let first = sse.until("\n\n").await;
     let key = first.strip_prefix("event: session\ndata: ").unwrap().trim().to_owned();
     sse.until("\"connect\"").await;
@@ -272,9 +278,7 @@ async fn a_session_of_a_user_answers_only_requests_with_that_user_s_token() {
     let server = TestServer::start(config).await;
     let (alice, bob) = (token("alice"), token("bob"));
     let opening = format!("{{\"id\":1,\"connect\":{{\"token\":\"{alice}\"}}}}");
-    let (status, opened) = server.api_text("/connection/poll/open", &opening).await;
-    assert_eq!(status, 200, "{opened}");
-    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let key = open_poll(&server, &opening).await;
     let by_ref = &server;
     let poll = |ack: u64, token: Option<&str>| {
         let token = token.map(|t| format!("&token={t}")).unwrap_or_default();
@@ -371,7 +375,7 @@ async fn cross_origin_requests_get_cors_headers_only_for_allowed_origins() {
     assert!(body.contains("not allowed"), "{body}");
 
     let open = |origin: &str| {
-        let body = "{\"id\":1,\"connect\":{}}";
+        let body = CONNECT;
         format!(
             "POST /connection/poll/open HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Type: text/plain\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -394,11 +398,9 @@ async fn a_shutdown_tells_stream_and_polling_clients_to_reconnect_elsewhere() {
     let mut config = peregrine_server::config::Config::development();
     config.client.ping_interval = Duration::from_millis(300);
     let mut server = TestServer::start(config).await;
-    let mut sse = Streamed::open(&server, sse_request(&server, "{\"id\":1,\"connect\":{}}")).await;
+    let mut sse = Streamed::open(&server, sse_request(&server, CONNECT)).await;
     sse.until("\"connect\"").await;
-    let (status, opened) = server.api_text("/connection/poll/open", "{\"id\":1,\"connect\":{}}").await;
-    assert_eq!(status, 200, "{opened}");
-    let key = serde_json::from_str::<Value>(&opened).unwrap()["session"].as_str().unwrap().to_owned();
+    let key = open_poll(&server, CONNECT).await;
     let (_, first) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
     let seq = serde_json::from_str::<Value>(&first).unwrap()["seq"].as_u64().unwrap();
 
