@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use peregrine_wire::{Encoding, Publication, Push, ServerMessage, encode_server_messages};
+use peregrine_wire::{Encoding, Publication, Push, ServerMessage, StreamPosition, encode_server_messages};
 
 use crate::broker::{ChannelEvent, PublicationHandler};
 use crate::outbox::{Frame, Outbox, PushError};
@@ -63,6 +63,9 @@ struct Subscriber {
     lost: bool,
 }
 
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Subscriber>() == 24);
+
 /// What a subscription still needs from the fan-out because of how it was set up.
 #[derive(Debug)]
 enum SetUp {
@@ -73,24 +76,14 @@ enum SetUp {
     /// the reply's seam: with a broker like Redis, a publication can be in the stream the
     /// session read while its Pub/Sub message is still on its way here. Those covered by the
     /// seam are skipped (the client has them); the first one past it ends this state.
-    Skipping(Seam),
+    Skipping(StreamPosition),
 }
 
-/// Where a subscribe reply left its client in the channel's stream: the epoch and the last
-/// offset it holds (in the reply, recovered or streamed). Publications up to it must not be
-/// delivered again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seam {
-    pub epoch: String,
-    pub offset: u64,
-}
-
-impl Seam {
-    /// Whether the client already has `p`: same epoch (a publication without one is taken
-    /// as of the same stream), at or before the seam.
-    fn covers(&self, p: &Publication) -> bool {
-        p.offset <= self.offset && p.epoch.as_deref().is_none_or(|e| e == self.epoch)
-    }
+/// Whether a client whose subscribe reply left it at `seam` (the stream's epoch and the last
+/// offset it holds: in the reply, recovered or streamed) already has `p`: same epoch (a
+/// publication without one is taken as of the same stream), at or before the seam.
+fn covers(seam: &StreamPosition, p: &Publication) -> bool {
+    p.offset <= seam.offset && p.epoch.as_deref().is_none_or(|e| e == seam.epoch)
 }
 
 /// Publications held back for a subscription being set up.
@@ -138,7 +131,7 @@ impl Channel {
 
     fn record_delivered(&mut self, p: &Publication) {
         if p.offset == 0 {
-            return; // a channel without history
+            return; // not from a stream (no broker sends one: nothing to record)
         }
         if let Some(epoch) = &p.epoch
             && *epoch != self.delivered_epoch
@@ -149,7 +142,7 @@ impl Channel {
     }
 
     /// Whether every publication up to `seam` went through this channel's fan-out already.
-    fn delivered_through(&self, seam: &Seam) -> bool {
+    fn delivered_through(&self, seam: &StreamPosition) -> bool {
         seam.offset == 0 || (self.delivered_epoch == seam.epoch && self.delivered_offset >= seam.offset)
     }
 }
@@ -238,28 +231,39 @@ impl Hub {
     /// `finish` gets the publications held back that `seam` does not cover (all of them
     /// without a seam: a channel without history) and returns the frames to queue (the
     /// subscribe reply and the publications it does not hold), which are queued before any
-    /// later publication, atomically with switching the subscription to live. Publications
-    /// covered by `seam` that reach the fan-out later are skipped for this subscriber.
+    /// later publication, atomically with switching the subscription to live.
+    ///
+    /// With `in_flight` (the broker's [`history_may_lead_delivery`]), publications the seam
+    /// covers may still reach the fan-out after this: while it has not delivered through the
+    /// seam, they are skipped for this subscriber until the first one past it.
+    ///
+    /// [`history_may_lead_delivery`]: crate::broker::Broker::history_may_lead_delivery
     pub fn go_live(
         &self,
         channel: &str,
         session: SessionId,
-        seam: Option<Seam>,
+        seam: Option<StreamPosition>,
+        in_flight: bool,
         finish: impl FnOnce(Vec<Publication>) -> Vec<Frame>,
     ) -> Result<(), GoLiveError> {
         let mut shard = self.channel_shard(channel);
         let ch = shard.get_mut(channel).ok_or(GoLiveError::NotSubscribed)?;
-        let behind = seam.as_ref().is_some_and(|seam| !ch.delivered_through(seam));
+        let behind = in_flight && seam.as_ref().is_some_and(|seam| !ch.delivered_through(seam));
         let sub = ch.subscribers.get_mut(&session).ok_or(GoLiveError::NotSubscribed)?;
-        let mut held = match sub.setup.take().map(|setup| *setup) {
-            Some(SetUp::Holding(pending)) => pending.publications,
+        let mut held = match sub.setup.as_deref_mut() {
+            Some(SetUp::Holding(pending)) => std::mem::take(&mut pending.publications),
             _ => Vec::new(),
         };
-        if let Some(seam) = &seam {
-            held.retain(|p| !seam.covers(p));
-        }
-        if behind {
-            sub.setup = seam.map(|seam| Box::new(SetUp::Skipping(seam)));
+        match seam {
+            Some(seam) => {
+                held.retain(|p| !covers(&seam, p));
+                match sub.setup.as_deref_mut() {
+                    // The set-up's allocation serves on.
+                    Some(setup) if behind => *setup = SetUp::Skipping(seam),
+                    _ => sub.setup = None,
+                }
+            }
+            None => sub.setup = None,
         }
         for frame in finish(held) {
             sub.outbox.push(frame).map_err(GoLiveError::Outbox)?;
@@ -390,7 +394,7 @@ impl Hub {
                     }
                     continue;
                 }
-                Some(SetUp::Skipping(seam)) if publication.is_some_and(|p| seam.covers(p)) => continue,
+                Some(SetUp::Skipping(seam)) if publication.is_some_and(|p| covers(seam, p)) => continue,
                 Some(SetUp::Skipping(_)) if publication.is_some() => sub.setup = None,
                 _ => {}
             }

@@ -249,6 +249,14 @@ async fn bad_requests_get_a_clear_error_and_touch_no_session() {
     let big = format!("{{\"id\":2,\"publish\":{{\"channel\":\"c\",\"data\":\"{}\"}}}}", "x".repeat(70_000));
     let (status, body) = send(&server, &key, &big).await;
     assert_eq!(status, 413, "{body}");
+    let head = format!(
+        "POST /connection/send?session={key} HTTP/1.1\r\nHost: {}\r\nContent-Length: 3\r\n\
+         Connection: close\r\n\r\n",
+        server.addr
+    );
+    let (status, body) = common::http(server.addr, [head.as_bytes(), b"{\xfe}"].concat()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not UTF-8 (byte 1)"), "{body}");
     let (status, body) = server.get(&format!("/connection/poll?session={key}&ack=0")).await;
     assert_eq!(status, 400, "an SSE session has no mailbox to poll: {body}");
     assert!(body.contains("not a long-polling session"), "{body}");

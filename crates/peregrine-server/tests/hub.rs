@@ -6,9 +6,9 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use peregrine_server::broker::{Broker, MemoryBroker, PublishOptions};
-use peregrine_server::hub::{Hub, Seam, SessionId};
+use peregrine_server::hub::{Hub, SessionId};
 use peregrine_server::outbox::{Direct, DirectWrite, Frame, Outbox, PushError};
-use peregrine_wire::{Encoding, Publication, Push, ServerMessage, decode_server_messages};
+use peregrine_wire::{Encoding, Publication, Push, ServerMessage, StreamPosition, decode_server_messages};
 use serde_json::json;
 
 fn publication(offset: u64) -> Publication {
@@ -222,7 +222,7 @@ fn a_lost_channel_stops_delivery_to_its_subscribers_and_names_them_once() {
     assert_eq!(received(&a, Encoding::Json), vec![("chat".into(), 1), ("other".into(), 7)]);
     assert_eq!(received(&later, Encoding::Json), vec![("chat".into(), 2)]);
     let mut held = Vec::new();
-    hub.go_live("chat", 2, None, |pending| {
+    hub.go_live("chat", 2, None, true, |pending| {
         held = pending;
         Vec::new()
     })
@@ -234,10 +234,11 @@ fn in_epoch(epoch: &str, offset: u64) -> Publication {
     Publication { epoch: Some(epoch.into()), ..publication(offset) }
 }
 
-/// Takes a pending subscription live at `seam`, queueing the held publications it is given.
-fn go_live_at(hub: &Hub, channel: &str, session: SessionId, seam: Option<Seam>) -> Vec<u64> {
+/// Takes a pending subscription live at `seam` (publications covered by it may still be on
+/// their way), queueing the held publications it is given; returns their offsets.
+fn go_live_at(hub: &Hub, channel: &str, session: SessionId, seam: Option<StreamPosition>) -> Vec<u64> {
     let mut held = Vec::new();
-    hub.go_live(channel, session, seam, |pending| {
+    hub.go_live(channel, session, seam, true, |pending| {
         held = pending.iter().map(|p| p.offset).collect();
         let pushes: Vec<ServerMessage> = pending
             .into_iter()
@@ -254,8 +255,22 @@ fn go_live_at(hub: &Hub, channel: &str, session: SessionId, seam: Option<Seam>) 
     held
 }
 
-fn seam(epoch: &str, offset: u64) -> Option<Seam> {
-    Some(Seam { epoch: epoch.into(), offset })
+fn seam(epoch: &str, offset: u64) -> Option<StreamPosition> {
+    Some(StreamPosition { epoch: epoch.into(), offset })
+}
+
+/// What `outbox` holds, a word each: a publication's offset, or `join`.
+fn pushed(outbox: &Outbox) -> Vec<String> {
+    outbox
+        .drain_batch(usize::MAX)
+        .iter()
+        .flat_map(|f| decode_server_messages(f, Encoding::Json).unwrap())
+        .map(|m| match m {
+            ServerMessage::Push(Push::Publication { publication, .. }) => publication.offset.to_string(),
+            ServerMessage::Push(Push::Join { .. }) => "join".into(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
 }
 
 /// With Redis, a publication can be in the stream a subscriber read while its Pub/Sub
@@ -269,46 +284,50 @@ fn publications_the_reply_holds_are_not_delivered_again_when_they_arrive_late() 
     hub.broadcast("feed", &in_epoch("e", 27));
 
     // Session 2 read the stream up to 29 (28 and 29 in its reply), then went live; 28 was
-    // held while it set up, 29 had not reached this node yet.
-    // Session 3 read it up to 27 at the same time: it needs everything after.
+    // held while it set up, 29 had not reached this node yet. Session 3 read it up to 27 at
+    // the same time: it needs everything after.
     hub.subscribe_pending("feed", 2, late.clone(), Encoding::Json);
     hub.subscribe_pending("feed", 3, other.clone(), Encoding::Json);
     hub.broadcast("feed", &in_epoch("e", 28));
     assert_eq!(go_live_at(&hub, "feed", 2, seam("e", 29)), Vec::<u64>::new(), "28 is in the reply");
     assert_eq!(go_live_at(&hub, "feed", 3, seam("e", 27)), vec![28]);
+    // A join while session 2 skips goes out; skipping goes on.
+    let join = Push::Join { channel: "feed".into(), info: Default::default() };
+    hub.broadcast_push("feed", &join);
     for offset in 29..=31 {
         hub.broadcast("feed", &in_epoch("e", offset));
     }
-    let offsets =
-        |outbox: &Outbox| received(outbox, Encoding::Json).into_iter().map(|r| r.1).collect::<Vec<_>>();
-    assert_eq!(offsets(&early), vec![27, 28, 29, 30, 31]);
-    assert_eq!(offsets(&late), vec![30, 31], "each publication once");
-    assert_eq!(offsets(&other), vec![28, 29, 30, 31]);
+    assert_eq!(pushed(&early), ["27", "28", "join", "29", "30", "31"]);
+    assert_eq!(pushed(&late), ["join", "30", "31"], "each publication once");
+    assert_eq!(pushed(&other), ["28", "join", "29", "30", "31"]);
 
-    // Held publications past the seam go out with the reply, those it covers do not.
+    // Held publications past the seam go out with the reply, those it covers do not; one
+    // of another epoch (the stream lost and started again) is not covered.
     let (held, fresh) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
     hub.subscribe_pending("feed", 4, held.clone(), Encoding::Json);
     hub.broadcast("feed", &in_epoch("e", 32));
     hub.broadcast("feed", &in_epoch("e", 33));
-    assert_eq!(go_live_at(&hub, "feed", 4, seam("e", 32)), vec![33]);
-    // Once a publication past the seam went by, skipping is over: a new epoch (the stream
-    // lost and started again) restarts its offsets, and the subscriber gets them all.
+    hub.broadcast("feed", &in_epoch("f", 1));
+    assert_eq!(go_live_at(&hub, "feed", 4, seam("e", 32)), vec![33, 1]);
+    // Skipping ends with the first publication the seam does not cover: a new epoch
+    // restarts its offsets, and the subscriber gets them all.
     hub.subscribe_pending("feed", 5, fresh.clone(), Encoding::Json);
     assert_eq!(go_live_at(&hub, "feed", 5, seam("e", 40)), Vec::<u64>::new());
-    hub.broadcast("feed", &in_epoch("f", 1));
     hub.broadcast("feed", &in_epoch("f", 2));
-    assert_eq!(offsets(&held), vec![33, 1, 2]);
-    assert_eq!(offsets(&fresh), vec![1, 2], "a new epoch is not covered by the old seam");
+    hub.broadcast("feed", &in_epoch("f", 3));
+    assert_eq!(pushed(&held), ["33", "1", "2", "3"]);
+    assert_eq!(pushed(&fresh), ["2", "3"], "a new epoch is not covered by the old seam");
 
-    // Without a seam (a channel without history), everything held goes out.
-    let (plain, box_) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
-    hub.subscribe_pending("plain", 6, plain.clone(), Encoding::Json);
-    hub.broadcast("plain", &publication(0));
-    assert_eq!(go_live_at(&hub, "plain", 6, None), vec![0]);
-    hub.subscribe("plain", 7, box_.clone(), Encoding::Json);
-    hub.broadcast("plain", &publication(0));
-    assert_eq!(offsets(&plain), vec![0, 0]);
-    assert_eq!(offsets(&box_), vec![0]);
+    // Without a seam (a channel without history: its reply has no position), everything
+    // held goes out and nothing is skipped.
+    let (pending, live) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
+    hub.subscribe_pending("plain", 6, pending.clone(), Encoding::Json);
+    hub.broadcast("plain", &in_epoch("p", 1));
+    assert_eq!(go_live_at(&hub, "plain", 6, None), vec![1]);
+    hub.subscribe("plain", 7, live.clone(), Encoding::Json);
+    hub.broadcast("plain", &in_epoch("p", 2));
+    assert_eq!(pushed(&pending), ["1", "2"]);
+    assert_eq!(pushed(&live), ["2"]);
 }
 
 /// A transport that writes at once, recording what it wrote; `answer` says how it went.

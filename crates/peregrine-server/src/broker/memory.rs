@@ -214,6 +214,12 @@ impl Broker for MemoryBroker {
         Box::pin(async move { Ok(self.history_sync(channel, query)) })
     }
 
+    /// Never: a publication is handed to the handler under the shard lock that appends it
+    /// to history, which a history read takes too.
+    fn history_may_lead_delivery(&self) -> bool {
+        false
+    }
+
     fn publish_join_leave<'a>(
         &'a self,
         channel: &'a str,

@@ -206,6 +206,14 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// before reading history, so nothing falls between the history read and live delivery.
     fn subscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
+    /// Whether a publication can be in history before this node's handler has seen it (its
+    /// Pub/Sub message still on its way), so that a subscriber that read it must not be
+    /// sent it again when it arrives ([`Hub::go_live`](crate::hub::Hub::go_live)). By
+    /// default yes; a broker that delivers under the lock that appends to history says no.
+    fn history_may_lead_delivery(&self) -> bool {
+        true
+    }
+
     /// This node may no longer want publications of `channel` (idempotent): carried out
     /// only if the [`Interest`] says no local subscriber is left by then.
     fn unsubscribe_node<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;

@@ -20,7 +20,7 @@
 
 use peregrine_wire::codes::{error as err, unsubscribe as unsub};
 use peregrine_wire::{
-    ClientInfo, ConnectResult, Push, ReplyError, ReplyKind, ServerMessage, SubscribeOptions,
+    ClientInfo, ConnectResult, Push, ReplyError, ReplyKind, ServerMessage, StreamPosition, SubscribeOptions,
     SubscribeRequest, SubscribeResult, encode_server_messages,
 };
 
@@ -28,7 +28,7 @@ use super::stream::{PAGE_READ, Streaming};
 use super::{Session, Subscription};
 use crate::broker::HistoryQuery;
 use crate::disconnect::Disconnect;
-use crate::hub::{GoLiveError, Seam};
+use crate::hub::GoLiveError;
 use crate::node::reply_error;
 use crate::outbox::{Frame, PushError};
 use crate::recovery;
@@ -255,11 +255,14 @@ impl Session {
     /// be queued already): the publications held back since `prepare` that came after the
     /// seam go out first, and none the client has (the hub skips those still on their way).
     pub(super) async fn activate(&mut self, p: Prepared) -> Result<(), Disconnect> {
-        let seam =
-            p.result.positioned.then(|| Seam { epoch: p.result.epoch.clone(), offset: p.result.offset });
+        let seam = p
+            .result
+            .positioned
+            .then(|| StreamPosition { epoch: p.result.epoch.clone(), offset: p.result.offset });
+        let in_flight = self.node.broker().history_may_lead_delivery();
         let encoding = self.encoding;
         let channel = p.channel.clone();
-        let live = self.node.hub().go_live(&channel, self.id, seam, |held| {
+        let live = self.node.hub().go_live(&channel, self.id, seam, in_flight, |held| {
             let pushes: Vec<ServerMessage> = held
                 .into_iter()
                 .map(|publication| {
