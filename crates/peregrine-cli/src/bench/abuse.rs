@@ -347,7 +347,7 @@ impl Abuse {
                             return;
                         };
                         // 160 commands past the first two subscriptions: 126 more
-                        // subscriptions fit under 128, 150 publishes against a burst of 100.
+                        // subscriptions fit under 128, or 160 publishes against a burst of 100.
                         let commands: Vec<Command> = (0..160u64)
                             .map(|k| {
                                 let kind = if case == Case::Subscriptions {
