@@ -79,6 +79,26 @@ enum SetUp {
     Skipping(StreamPosition),
 }
 
+/// One frame carrying `publications` of `channel` as pushes, in order, in `encoding`; `None`
+/// when there are none. For what a subscription sends outside a broadcast: the publications
+/// held while it was set up, and its streamed recovery.
+pub fn publications_frame(
+    channel: &str,
+    publications: Vec<Publication>,
+    encoding: Encoding,
+) -> Option<Frame> {
+    if publications.is_empty() {
+        return None;
+    }
+    let pushes: Vec<ServerMessage> = publications
+        .into_iter()
+        .map(|publication| {
+            ServerMessage::Push(Push::Publication { channel: channel.to_owned(), publication })
+        })
+        .collect();
+    Some(Frame::from(encode_server_messages(&pushes, encoding)))
+}
+
 /// Whether a client whose subscribe reply left it at `seam` (the stream's epoch and the last
 /// offset it holds: in the reply, recovered or streamed) already has `p`: same epoch (a
 /// publication without one is taken as of the same stream), at or before the seam.

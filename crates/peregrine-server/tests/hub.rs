@@ -6,7 +6,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use peregrine_server::broker::{Broker, MemoryBroker, PublishOptions};
-use peregrine_server::hub::{Hub, SessionId};
+use peregrine_server::hub::{Hub, SessionId, publications_frame};
 use peregrine_server::outbox::{Direct, DirectWrite, Frame, Outbox, PushError};
 use peregrine_wire::{Encoding, Publication, Push, ServerMessage, StreamPosition, decode_server_messages};
 use serde_json::json;
@@ -240,16 +240,7 @@ fn go_live_at(hub: &Hub, channel: &str, session: SessionId, seam: Option<StreamP
     let mut held = Vec::new();
     hub.go_live(channel, session, seam, true, |pending| {
         held = pending.iter().map(|p| p.offset).collect();
-        let pushes: Vec<ServerMessage> = pending
-            .into_iter()
-            .map(|publication| {
-                ServerMessage::Push(Push::Publication { channel: channel.into(), publication })
-            })
-            .collect();
-        if pushes.is_empty() {
-            return Vec::new();
-        }
-        vec![Frame::from(peregrine_wire::encode_server_messages(&pushes, Encoding::Json))]
+        publications_frame(channel, pending, Encoding::Json).into_iter().collect()
     })
     .unwrap();
     held

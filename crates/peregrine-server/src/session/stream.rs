@@ -14,13 +14,13 @@
 //! last offset gets a reply that names the exact gap.
 
 use peregrine_wire::codes::unsubscribe as unsub;
-use peregrine_wire::{Push, ServerMessage, StreamPosition, encode_server_messages};
+use peregrine_wire::{Push, ServerMessage, StreamPosition};
 
 use super::subscribe::Prepared;
 use super::{Session, Subscription};
 use crate::broker::HistoryQuery;
 use crate::disconnect::Disconnect;
-use crate::outbox::Frame;
+use crate::hub::publications_frame;
 use crate::recovery;
 
 /// How many publications one history read asks for (pages are then cut by size).
@@ -94,14 +94,11 @@ impl Session {
         let Some(last) = page.last().map(|p| p.offset) else {
             return self.end_stream(&channel, "history moved on while the recovery was sent").await;
         };
-        let pushes: Vec<ServerMessage> = page
-            .into_iter()
-            .map(|publication| {
-                ServerMessage::Push(Push::Publication { channel: channel.clone(), publication })
-            })
-            .collect();
-        self.push_frame(Frame::from(encode_server_messages(&pushes, self.encoding)))?;
-        self.metrics().recovery_streamed.inc_by(pushes.len() as u64);
+        let streamed = page.len() as u64;
+        if let Some(frame) = publications_frame(&channel, page, self.encoding) {
+            self.push_frame(frame)?;
+        }
+        self.metrics().recovery_streamed.inc_by(streamed);
         if let Some(stream) = self.streams.front_mut() {
             stream.sent = last;
         }

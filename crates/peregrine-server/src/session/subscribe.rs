@@ -21,16 +21,16 @@
 use peregrine_wire::codes::{error as err, unsubscribe as unsub};
 use peregrine_wire::{
     ClientInfo, ConnectResult, Push, ReplyError, ReplyKind, ServerMessage, StreamPosition, SubscribeOptions,
-    SubscribeRequest, SubscribeResult, encode_server_messages,
+    SubscribeRequest, SubscribeResult,
 };
 
 use super::stream::{PAGE_READ, Streaming};
 use super::{Session, Subscription};
 use crate::broker::HistoryQuery;
 use crate::disconnect::Disconnect;
-use crate::hub::GoLiveError;
+use crate::hub::{GoLiveError, publications_frame};
 use crate::node::reply_error;
-use crate::outbox::{Frame, PushError};
+use crate::outbox::PushError;
 use crate::recovery;
 
 /// A subscription registered as pending, with its reply computed.
@@ -263,17 +263,7 @@ impl Session {
         let encoding = self.encoding;
         let channel = p.channel.clone();
         let live = self.node.hub().go_live(&channel, self.id, seam, in_flight, |held| {
-            let pushes: Vec<ServerMessage> = held
-                .into_iter()
-                .map(|publication| {
-                    ServerMessage::Push(Push::Publication { channel: channel.clone(), publication })
-                })
-                .collect();
-            if pushes.is_empty() {
-                Vec::new()
-            } else {
-                vec![Frame::from(encode_server_messages(&pushes, encoding))]
-            }
+            publications_frame(&channel, held, encoding).into_iter().collect()
         });
         match live {
             Ok(()) => {}
